@@ -1,0 +1,3 @@
+from llm_compare.cli import main
+
+raise SystemExit(main())

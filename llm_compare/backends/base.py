@@ -1,0 +1,60 @@
+"""The one interface every pane is served through.
+
+A backend turns (messages, params, stop_event) into an iterator of `Chunk`s: decoded text plus
+how many new tokens it covers. It owns its worker thread (if any) and guarantees the worker has
+ended when the iterator is exhausted or closed. Timing and metrics live in `engine`, not here,
+so every backend is measured the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator
+
+from llm_compare.params import GenerationParams
+from llm_compare.specs import ModelSpec
+
+Messages = list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
+
+
+@dataclass
+class Chunk:
+    text: str
+    tokens: int  # new tokens this chunk accounts for (0 allowed: text flushed late)
+    first_token_at: float | None = None  # time.perf_counter() of the first new token, when known
+    prompt_tokens: int | None = None  # known only to some backends, reported once
+
+
+class Backend(ABC):
+    """A loaded model that can stream replies. Subclasses set the attributes below in __init__."""
+
+    spec: ModelSpec
+    context_length: int | None = None
+    load_seconds: float = 0.0
+    resident_bytes: int = 0  # memory the loaded weights added to the process (RSS delta)
+    concurrent_streams: int = 1  # how many local streams share the CPU now (thread policy input)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @abstractmethod
+    def count_prompt_tokens(self, messages: Messages) -> int | None:
+        """Tokens of the formatted prompt, or None where unknown (remote); used for the context check."""
+
+    @abstractmethod
+    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
+        """Yield chunks until the reply ends, `stop` is set, or max_new_tokens is reached.
+
+        Raises UserError for input the model cannot take. Must leave no running worker behind,
+        also when the caller closes the iterator early.
+        """
+
+    def finish_text(self, text: str) -> str:
+        """The finished reply as the model's own chat() would return it (metadata removed, stripped)."""
+        return text.strip()
+
+    def close(self) -> None:
+        """Free resources (weights, sockets); the backend is unusable afterwards."""

@@ -1,0 +1,91 @@
+"""Ask both models one prompt and print both replies with their metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from llm_compare.commands.common import add_generation_args, add_model_args, params_from_args, specs_from_args
+from llm_compare.engine import Job, stream_pair
+from llm_compare.errors import UserError
+from llm_compare.pool import ModelPool
+
+
+def configure(p):
+    p.add_argument("prompt", help="the question to send to both models")
+    p.add_argument("--system", help="system prompt for both sides")
+    p.add_argument("--sequential", action="store_true", help="fair timing: run B after A instead of at once")
+    p.add_argument("--json", action="store_true", help="print one JSON object per side")
+    add_model_args(p)
+    add_generation_args(p)
+
+
+def messages_for(prompt: str, system: str | None) -> list[dict]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": prompt}]
+
+
+def side_record(spec, state) -> dict:
+    m = state.metrics
+    return {
+        "side": state.side,
+        "model": spec.name,
+        "label": spec.label,
+        "text": state.text,
+        "new_tokens": m.new_tokens,
+        "ttft_s": m.ttft_s,
+        "tokens_per_s": m.tokens_per_s,
+        "elapsed_s": m.elapsed_s,
+        "prompt_tokens": m.prompt_tokens,
+        "peak_rss_bytes": m.peak_rss_bytes,
+        "finish_reason": state.finish_reason,
+        "error": state.error,
+    }
+
+
+def format_metrics(m) -> str:
+    parts = []
+    if m.ttft_s is not None:
+        parts.append(f"first token {m.ttft_s:.2f} s")
+    parts.append(f"{m.new_tokens} tokens")
+    if m.tokens_per_s:
+        parts.append(f"{m.tokens_per_s:.1f} tok/s")
+    parts.append(f"total {m.elapsed_s:.2f} s")
+    parts.append(f"peak memory {m.peak_rss_bytes / 2**30:.2f} GiB")
+    return " · ".join(parts)
+
+
+def run(args) -> int:
+    if not args.prompt.strip():
+        raise UserError("the prompt is empty; pass the question as the first argument")
+    params = params_from_args(args)
+    spec_a, spec_b, _ = specs_from_args(args)
+    pool = ModelPool()
+    jobs = []
+    for side, spec in (("a", spec_a), ("b", spec_b)):
+        print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr) if sys.stderr.isatty() else None
+        jobs.append(Job(side, pool.get(spec), messages_for(args.prompt, args.system), label=spec.label))
+    if not args.sequential:
+        for job in jobs:
+            job.backend.concurrent_streams = 2
+    live = sys.stderr.isatty() and not args.json
+    final = None
+    for final in stream_pair(jobs[0], jobs[1], params, sequential=args.sequential):
+        if live:
+            a, b = final.a.metrics, final.b.metrics
+            print(f"\rA {a.new_tokens:4d} tok {a.elapsed_s:6.1f} s | B {b.new_tokens:4d} tok {b.elapsed_s:6.1f} s",
+                  end="", file=sys.stderr, flush=True)
+    if live:
+        print(file=sys.stderr)
+    states = [(spec_a, final.a), (spec_b, final.b)]
+    for spec, st in states:
+        if args.json:
+            print(json.dumps(side_record(spec, st), ensure_ascii=False))
+        else:
+            print(f"== {st.side.upper()}: {spec.label} ==")
+            print(st.text if not st.error else f"[error] {st.error}")
+            print(f"-- {format_metrics(st.metrics)}\n")
+    errors = [f"side {st.side.upper()} ({spec.label}): {st.error}" for spec, st in states if st.error]
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if errors else 0

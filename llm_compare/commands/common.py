@@ -1,0 +1,56 @@
+"""Flags shared by commands (and app.py): which two models, and the shared generation settings."""
+
+from __future__ import annotations
+
+from llm_compare.params import GenerationParams
+from llm_compare.specs import DTYPES, load_registry
+
+
+def add_model_args(p) -> None:
+    p.add_argument("--model-a", help="registry name, model directory, .gguf file or server URL (default: registry pair)")
+    p.add_argument("--model-b", help="the same for side B")
+    p.add_argument("--registry", help="registry TOML file (default: assets/models.toml)")
+    p.add_argument("--dtype-a", choices=DTYPES, help="override side A's precision")
+    p.add_argument("--dtype-b", choices=DTYPES, help="override side B's precision")
+    p.add_argument("--threads-a", type=int, help="CPU threads for side A (default: thread policy)")
+    p.add_argument("--threads-b", type=int, help="CPU threads for side B")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow running Python code shipped in a model directory (off by default; only for authors you trust)",
+    )
+
+
+def specs_from_args(args):
+    """(spec_a, spec_b, registry) from the model flags."""
+    reg = load_registry(getattr(args, "registry", None))
+    specs = []
+    for side in ("a", "b"):
+        spec = reg.resolve(getattr(args, f"model_{side}", None), side)
+        spec = spec.with_overrides(
+            dtype=getattr(args, f"dtype_{side}", None),
+            threads=getattr(args, f"threads_{side}", None),
+            trust_remote_code=True if getattr(args, "trust_remote_code", False) else None,
+        )
+        specs.append(spec)
+    return specs[0], specs[1], reg
+
+
+def add_generation_args(p, max_new_tokens: int = 256) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (deterministic)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, help="sampling seed (each side samples from its own generator)")
+
+
+def params_from_args(args) -> GenerationParams:
+    return GenerationParams(
+        max_new_tokens=args.max_new_tokens,
+        greedy=args.greedy,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )

@@ -1,0 +1,248 @@
+"""Streaming and measurement: one reply (`stream_reply`) or two at once (`stream_pair`).
+
+Every backend is timed here, the same way, so figures are comparable across backends:
+time to first token (from the call to the first new token), decode tokens/s (new tokens after
+the first, over the time after the first), elapsed, and the process's peak resident memory.
+Nothing here imports Gradio: the CLI, the batch report and the UI all drive these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from llm_compare.backends.base import Backend, Messages
+from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
+
+log = logging.getLogger(__name__)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class Metrics:
+    ttft_s: float | None = None
+    elapsed_s: float = 0.0
+    new_tokens: int = 0
+    tokens_per_s: float | None = None  # decode rate, excludes the first token's wait
+    peak_rss_bytes: int = 0
+    prompt_tokens: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ReplyUpdate:
+    delta: str
+    text: str
+    metrics: Metrics
+    done: bool = False
+    finish_reason: str | None = None  # "stop" (end of reply) | "length" | "stopped"
+
+
+def last_user_text(messages: Messages) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            return m.get("content") or ""
+    return ""
+
+
+def check_prompt(backend: Backend, messages: Messages, params: GenerationParams) -> tuple[int | None, int]:
+    """Refuse what the model cannot take; return (prompt tokens, max new tokens that fit)."""
+    if not last_user_text(messages).strip():
+        raise UserError("the prompt is empty; type a question or pick a preset")
+    n_prompt = backend.count_prompt_tokens(messages)
+    limit = backend.context_length
+    max_new = params.max_new_tokens
+    if n_prompt is not None and limit:
+        if n_prompt >= limit:
+            raise UserError(
+                f"the prompt is {n_prompt} tokens but {backend.label} takes at most {limit}; "
+                "shorten it or clear the conversation"
+            )
+        max_new = min(max_new, limit - n_prompt)
+    return n_prompt, max_new
+
+
+def stream_reply(
+    backend: Backend, messages: Messages, params: GenerationParams, stop: threading.Event | None = None
+) -> Iterator[ReplyUpdate]:
+    """Stream one reply with live metrics. Closing the iterator stops generation."""
+    stop = stop or threading.Event()
+    t0 = time.perf_counter()
+    n_prompt, max_new = check_prompt(backend, messages, params)
+    if max_new != params.max_new_tokens:
+        params = params.replace(max_new_tokens=max_new)
+    m = Metrics(prompt_tokens=n_prompt, peak_rss_bytes=peak_rss_bytes())
+    text = ""
+    first_at = last_at = None
+    for chunk in backend.stream(messages, params, stop):
+        now = time.perf_counter()
+        if chunk.prompt_tokens is not None:
+            m.prompt_tokens = chunk.prompt_tokens
+        if chunk.tokens and first_at is None:
+            first_at = chunk.first_token_at or now
+            m.ttft_s = first_at - t0
+        if chunk.tokens:
+            last_at = now
+        m.new_tokens += chunk.tokens
+        text += chunk.text
+        m.elapsed_s = now - t0
+        if first_at is not None and m.new_tokens > 1 and last_at > first_at:
+            m.tokens_per_s = (m.new_tokens - 1) / (last_at - first_at)
+        m.peak_rss_bytes = peak_rss_bytes()
+        yield ReplyUpdate(delta=chunk.text, text=text, metrics=dataclasses.replace(m))
+    m.elapsed_s = time.perf_counter() - t0
+    m.peak_rss_bytes = peak_rss_bytes()
+    if stop.is_set():
+        reason = "stopped"
+    elif m.new_tokens >= params.max_new_tokens:
+        reason = "length"
+    else:
+        reason = "stop"
+    yield ReplyUpdate(delta="", text=backend.finish_text(text), metrics=m, done=True, finish_reason=reason)
+
+
+@dataclass
+class SideState:
+    """What one pane shows: the reply so far, its status and metrics."""
+
+    side: str
+    label: str
+    text: str = ""
+    status: str = "waiting"  # waiting | running | done | stopped | error
+    error: str | None = None
+    finish_reason: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    started_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "stopped", "error")
+
+    def snapshot(self, now: float) -> "SideState":
+        m = dataclasses.replace(self.metrics)
+        if self.status == "running" and self.started_at is not None:
+            m.elapsed_s = now - self.started_at  # the live counter ticks between tokens too
+        return dataclasses.replace(self, metrics=m)
+
+
+@dataclass
+class PairState:
+    a: SideState
+    b: SideState
+
+    @property
+    def finished(self) -> bool:
+        return self.a.finished and self.b.finished
+
+    def side(self, name: str) -> SideState:
+        return self.a if name == "a" else self.b
+
+
+@dataclass
+class Job:
+    """One side of a pair run: what to run it on. `error` marks a side that could not start."""
+
+    side: str
+    backend: Backend | None
+    messages: Messages
+    stop: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+    label: str = ""
+
+
+_DONE = object()
+
+
+def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
+    out.put((job.side, "start", time.perf_counter()))
+    try:
+        for upd in stream_reply(job.backend, job.messages, params, job.stop):
+            out.put((job.side, "update", upd))
+    except UserError as e:
+        out.put((job.side, "error", str(e)))
+    except Exception as e:  # a model that raises mid-stream must not take the other pane down
+        log.exception("side %s failed", job.side)
+        out.put((job.side, "error", f"{job.label or job.side} failed: {type(e).__name__}: {e}"))
+    finally:
+        out.put((job.side, _DONE, None))
+
+
+def stream_pair(
+    job_a: Job, job_b: Job, params: GenerationParams, *, sequential: bool = False, tick_s: float = 0.1
+) -> Iterator[PairState]:
+    """Run two replies and yield both panes' state on every change and every `tick_s`.
+
+    Concurrent by default (both share the CPU); `sequential=True` is fair timing: B starts when A
+    ends. Each side's failure is confined to that side. Closing the iterator stops both sides and
+    waits for their workers to end.
+    """
+    states = {}
+    for job in (job_a, job_b):
+        states[job.side] = SideState(side=job.side, label=job.label or (job.backend.label if job.backend else job.side))
+        if job.error:
+            states[job.side].status, states[job.side].error = "error", job.error
+    runnable = [j for j in (job_a, job_b) if not j.error]
+    out: queue.Queue = queue.Queue()
+
+    def run_all(jobs):
+        for job in jobs:
+            _run_side(job, params, out)
+
+    groups = [runnable] if sequential else [[j] for j in runnable]
+    threads = [threading.Thread(target=run_all, args=(g,), daemon=True, name=f"pair-{g[0].side}") for g in groups if g]
+    pending = len(runnable)
+    for t in threads:
+        t.start()
+
+    def snapshot():
+        now = time.perf_counter()
+        return PairState(a=states[job_a.side].snapshot(now), b=states[job_b.side].snapshot(now))
+
+    try:
+        yield snapshot()
+        while pending:
+            try:
+                item = out.get(timeout=tick_s)
+            except queue.Empty:
+                yield snapshot()
+                continue
+            while True:  # apply everything queued, then show it once
+                side, kind, payload = item
+                st = states[side]
+                if kind == "start":
+                    st.status, st.started_at = "running", payload
+                elif kind == "update":
+                    st.text, st.metrics = payload.text, payload.metrics
+                    if payload.done:
+                        st.finish_reason = payload.finish_reason
+                        st.status = "stopped" if payload.finish_reason == "stopped" else "done"
+                elif kind == "error":
+                    st.status, st.error = "error", payload
+                elif kind is _DONE:
+                    pending -= 1
+                    if not st.finished:
+                        st.status = "stopped"
+                try:
+                    item = out.get_nowait()
+                except queue.Empty:
+                    break
+            yield snapshot()
+    finally:
+        if pending:
+            for job in runnable:
+                job.stop.set()
+        for t in threads:
+            t.join()

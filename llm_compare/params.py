@@ -1,0 +1,37 @@
+"""Generation settings shared by both sides, so a comparison is fair."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from llm_compare.errors import UserError
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 256
+    greedy: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise UserError(
+                f"max new tokens must be a whole number of at least 1 (got {self.max_new_tokens!r})"
+            )
+        if not self.greedy and not (self.temperature > 0):
+            raise UserError(f"temperature must be above 0 when sampling (got {self.temperature}); or use greedy")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
+        if not self.repetition_penalty > 0:
+            raise UserError(f"repetition penalty must be above 0 (got {self.repetition_penalty})")
+
+    def replace(self, **changes) -> "GenerationParams":
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,136 @@
+"""What a model is, before it is loaded: `ModelSpec`, and the registry file users edit.
+
+A spec names where the weights are (`source`), which backend serves them, at which precision,
+and how a conversation becomes a prompt. The registry (`assets/models.toml` by default) maps
+short names to specs; the CLI and UI accept either a registry name or a path / URL, and flags
+override single fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_compare.errors import UserError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_REGISTRY = ASSETS / "models.toml"
+
+BACKENDS = ("transformers", "llamacpp", "openai")
+DTYPES = ("float32", "bfloat16", "float16", "int8")
+CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model configuration as a deployer would name it (same weights at two dtypes = two specs)."""
+
+    name: str
+    source: str  # local dir, .gguf file, "embedded:smollm2", hub id, or base URL (openai)
+    label: str = ""
+    backend: str = "transformers"
+    dtype: str = "bfloat16"
+    chat_format: str = "auto"
+    generation: dict = field(default_factory=dict)  # per-model defaults (GenerationParams fields)
+    trust_remote_code: bool = False
+    threads: int | None = None  # None: the engine's thread policy decides
+    remote_model: str | None = None  # openai backend: the server's model name
+    api_key_env: str | None = None  # openai backend: env var holding the API key
+    timeout_s: float = 60.0  # openai backend: connect/read timeout
+    notes: str = ""
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        if self.backend not in BACKENDS:
+            raise UserError(
+                f"model {self.name!r}: unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}"
+            )
+        if self.dtype not in DTYPES:
+            raise UserError(f"model {self.name!r}: unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+        if self.chat_format not in CHAT_FORMATS:
+            raise UserError(
+                f"model {self.name!r}: unknown chat_format {self.chat_format!r}; "
+                f"use one of {', '.join(CHAT_FORMATS)}"
+            )
+
+    def with_overrides(self, **changes) -> "ModelSpec":
+        """A copy with the non-None fields of `changes` applied (CLI flags)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Registry:
+    models: dict[str, ModelSpec]
+    default_pair: tuple[str, str]
+    path: Path | None = None
+
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    def resolve(self, name_or_source: str | None, side: str = "a") -> ModelSpec:
+        """A registry name, or a path/URL turned into an ad-hoc spec; None means the default for `side`."""
+        if not name_or_source:
+            name_or_source = self.default_pair[0 if side == "a" else 1]
+        if name_or_source in self.models:
+            return self.models[name_or_source]
+        return spec_from_source(name_or_source)
+
+
+def spec_from_source(source: str) -> ModelSpec:
+    """An ad-hoc spec for a path, GGUF file, hub id or http(s) URL given on the command line."""
+    if source.startswith(("http://", "https://")):
+        return ModelSpec(name=source, source=source, backend="openai")
+    path = Path(source).expanduser()
+    looks_like_path = path.exists() or source.startswith((".", "/", "~")) or source.endswith(".gguf")
+    if looks_like_path:
+        return ModelSpec(name=path.name or source, source=str(path), label=path.name or source)
+    if source.count("/") == 1:  # org/name: a hub id
+        return ModelSpec(name=source, source=source)
+    raise UserError(
+        f"unknown model {source!r}: not a registry name and not an existing path; "
+        "run `python -m llm_compare models` to list names, or pass a model directory or .gguf file"
+    )
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """Read a registry TOML file; every problem is a UserError naming the file and entry."""
+    path = Path(path) if path else DEFAULT_REGISTRY
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"registry file {path} does not exist; pass --registry with an existing TOML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read registry file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"registry file {path} is not valid TOML: {e}") from None
+    entries = data.get("models")
+    if not isinstance(entries, dict) or not entries:
+        raise UserError(f"registry file {path} has no [models.NAME] tables; see assets/models.toml for the layout")
+    known = {f.name for f in dataclasses.fields(ModelSpec)} - {"name"}
+    models = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise UserError(f"registry file {path}: models.{name} must be a table")
+        unknown = set(entry) - known
+        if unknown:
+            raise UserError(
+                f"registry file {path}: models.{name} has unknown field(s) {', '.join(sorted(unknown))}; "
+                f"known fields: {', '.join(sorted(known))}"
+            )
+        if "source" not in entry:
+            raise UserError(f"registry file {path}: models.{name} needs a `source` (path, .gguf file or URL)")
+        models[name] = ModelSpec(name=name, **entry)
+    pair = data.get("default_pair") or list(models)[:2]
+    if len(pair) == 1:
+        pair = [pair[0], pair[0]]
+    for name in pair:
+        if name not in models:
+            raise UserError(f"registry file {path}: default_pair names {name!r}, which is not in [models]")
+    return Registry(models=models, default_pair=(pair[0], pair[1]), path=path)
