@@ -1,0 +1,278 @@
+"""llama.cpp backend: a GGUF file served by `llama_cpp.Llama`, token by token in a worker thread.
+
+Why token by token (`Llama.generate`) rather than `create_chat_completion`: every chunk then
+covers exactly one new token (the metrics count tokens, not text pieces), the stop event is
+checked between tokens, and the prompt is built with the GGUF's own chat template the same way
+transformers builds it (the token ids are identical for the embedded model; a test checks that).
+
+A `Llama` object holds one KV cache and is not safe to use from two threads at once, so the
+backend keeps a small set of instances of the same file: a second stream running at the same
+time (both panes on one model) gets its own instance, loaded on first need (the weights are
+memory-mapped, so the second costs little memory and ≈0.3 s).
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+from llm_compare.backends.base import Backend, Chunk, Messages
+from llm_compare.chat_formats import normalize_messages
+from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
+from llm_compare.threads import threads_for_stream
+
+DEFAULT_CONTEXT = 4096  # KV cache size when the model was trained for longer (memory grows with it)
+MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
+KEEP_EXTRA_BUFFERS_ENV = "LLM_COMPARE_LLAMA_EXTRA_BUFFERS"
+_END = object()
+
+
+def disable_extra_buffers() -> None:
+    """Load weights into plain CPU buffers, not llama.cpp's "extra" (AMX / repacked) ones.
+
+    On the 2-core VMs this project targets, the CPU advertises AMX and llama.cpp picks its AMX
+    matmul for any prompt longer than one token, which dies with SIGSEGV on `ldtilecfg` (the
+    hypervisor does not really provide AMX). `Llama()` has no parameter for this, so the default
+    model parameters are wrapped (idempotent, process-wide; also used by the test's server).
+    Set LLM_COMPARE_LLAMA_EXTRA_BUFFERS=1 to keep them on hardware where AMX works.
+    """
+    import os
+
+    import llama_cpp.llama as llama_module
+
+    if os.environ.get(KEEP_EXTRA_BUFFERS_ENV) == "1":
+        return
+    original = llama_module.llama_cpp.llama_model_default_params
+    if getattr(original, "plain_buffers", False):
+        return
+
+    def plain_params():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    plain_params.plain_buffers = True
+    llama_module.llama_cpp.llama_model_default_params = plain_params
+
+
+def gguf_path(source: str) -> Path:
+    """The GGUF file a llamacpp spec names ("embedded:NAME" or a path), checked to exist."""
+    if source.startswith("embedded:"):
+        from llm_compare.loading import embedded_path
+
+        return embedded_path(source.split(":", 1)[1])
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise UserError(f"GGUF file {path} does not exist; the llamacpp backend needs a .gguf file")
+    if path.suffix.lower() != ".gguf":
+        raise UserError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
+    return path
+
+
+class Utf8Pieces:
+    """Token bytes -> text, holding back an incomplete multi-byte character until its rest arrives."""
+
+    def __init__(self):
+        self.pending = b""
+
+    def feed(self, data: bytes) -> str:
+        data = self.pending + data
+        for cut in range(len(data), max(-1, len(data) - 4), -1):  # a char is at most 4 bytes
+            try:
+                text = data[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            self.pending = data[cut:]
+            return text
+        self.pending = b""
+        return data.decode("utf-8", errors="replace")
+
+    def flush(self) -> str:
+        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return text
+
+
+class GgufPrompt:
+    """Conversation -> prompt ids: the GGUF's chat template ("auto"/"template") or plain text ("raw")."""
+
+    def __init__(self, llm, chat_format: str, path: Path):
+        self.llm = llm
+        self.name = "raw" if chat_format == "raw" else "template"
+        if chat_format in ("chatglm3", "qwen"):
+            raise UserError(
+                f"chat_format {chat_format!r} is not available for the llamacpp backend; "
+                "use \"auto\" (the GGUF's template) or \"raw\""
+            )
+        self.formatter = None
+        if self.name == "template":
+            template = llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise UserError(f"{path.name} has no chat template; set chat_format = \"raw\" for it")
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model = llm._model
+            eos, bos = llm.token_eos(), llm.token_bos()
+            self.formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+
+    def encode(self, messages: Messages) -> list[int]:
+        messages = normalize_messages(messages)
+        if self.formatter is None:
+            text = "\n".join(m["content"] for m in messages if m["content"])
+            return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        try:
+            rendered = self.formatter(messages=messages)
+        except Exception as e:  # jinja errors from the template itself (e.g. "roles must alternate")
+            raise UserError(f"the model's chat template refused this conversation: {e}") from None
+        return self.llm.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+
+
+class LlamaCppBackend(Backend):
+    def __init__(self, spec):
+        self.spec = spec
+        self.path = gguf_path(spec.source)
+        self.concurrent_streams = 1
+        before, t0 = psutil.Process().memory_info().rss, time.perf_counter()
+        first = self._open()
+        self.load_seconds = time.perf_counter() - t0
+        self.resident_bytes = max(0, psutil.Process().memory_info().rss - before)
+        self.context_length = first.n_ctx()
+        self.prompt = GgufPrompt(first, spec.chat_format, self.path)
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._idle.put(first)
+        self._count = 1
+        self._count_lock = threading.Lock()
+
+    def _open(self, n_ctx: int | None = None):
+        import llama_cpp
+
+        disable_extra_buffers()
+        threads = threads_for_stream(self.spec, 1)
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx or 0,  # 0: the model's trained context
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise UserError(
+                f"llama.cpp cannot load {self.path} ({e}); check it is a complete GGUF file of an "
+                "architecture this llama-cpp-python version supports"
+            ) from None
+        if n_ctx is None and llm.n_ctx() > DEFAULT_CONTEXT:  # reopen with a smaller KV cache
+            llm.close()
+            return self._open(DEFAULT_CONTEXT)
+        llm.last_n_tokens_size = llm.n_ctx()  # repetition penalty over the whole reply, as in transformers
+        return llm
+
+    def _acquire(self, stop: threading.Event):
+        """An idle instance, a new one (up to MAX_INSTANCES), or wait; None if stopped while waiting."""
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._count_lock:
+            if self._count < MAX_INSTANCES:
+                self._count += 1
+                try:
+                    return self._open(self.context_length)
+                except BaseException:
+                    self._count -= 1
+                    raise
+        while not stop.is_set():
+            try:
+                return self._idle.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def count_prompt_tokens(self, messages: Messages) -> int:
+        return len(self.prompt.encode(messages))
+
+    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
+        ids = self.prompt.encode(messages)
+        n_threads = threads_for_stream(self.spec, self.concurrent_streams)
+        out: queue.Queue = queue.Queue()
+        failure: list[BaseException] = []
+
+        def work():
+            llm = None
+            try:
+                llm = self._acquire(stop)
+                if llm is not None:
+                    self._generate(llm, ids, params, stop, n_threads, out)
+            except BaseException as e:  # reported to the consumer, never lost in the thread
+                failure.append(e)
+            finally:
+                if llm is not None:
+                    self._idle.put(llm)
+                out.put(_END)
+
+        worker = threading.Thread(target=work, daemon=True, name=f"llamacpp-{self.spec.name}")
+        worker.start()
+        first, completed = True, False
+        try:
+            while True:
+                item = out.get()
+                if item is _END:
+                    completed = True
+                    break
+                text, tokens, first_at = item
+                yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None)
+                first = False
+        finally:
+            if not completed:  # the consumer closed us early: that is a stop
+                stop.set()
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, out: queue.Queue) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
+        llm.set_seed(params.seed if params.seed is not None else random.SystemRandom().randrange(2**31))
+        if params.greedy:
+            sampling = dict(temp=0.0, top_k=1, top_p=1.0)
+        else:
+            sampling = dict(temp=params.temperature, top_k=0, top_p=params.top_p)
+        vocab = llm._model.vocab
+        pieces = Utf8Pieces()
+        first_at, n = None, 0
+        if stop.is_set():
+            return
+        for token in llm.generate(
+            ids, min_p=0.0, typical_p=1.0, repeat_penalty=params.repetition_penalty, **sampling
+        ):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            if first_at is None:
+                first_at = time.perf_counter()
+            n += 1
+            out.put((pieces.feed(llm.detokenize([token], special=False)), 1, first_at))
+            if n >= params.max_new_tokens or stop.is_set():
+                break
+        tail = pieces.flush()
+        if tail:
+            out.put((tail, 0, first_at))  # bytes of a token already counted
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                break
