@@ -69,7 +69,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply_json(401, {"error": {"message": "Incorrect API key provided"}})
         if model == "old-server" and "stream_options" in body:
             return self.reply_json(400, {"error": {"message": "unknown field stream_options"}})
-        if model not in ("good", "only-model", "needs-key", "old-server", "no-usage", "malformed", "cut", "silent", "endless", "usage-differs"):
+        extensions = sorted(set(body) & {"top_k", "min_p", "repetition_penalty", "repeat_penalty"})
+        if model == "strict" and extensions:  # as OpenAI's own API answers unknown fields
+            return self.reply_json(400, {"error": {"message": f"Unrecognized request argument supplied: {extensions[0]}"}})
+        if model not in ("good", "only-model", "needs-key", "old-server", "strict", "no-usage", "malformed", "cut", "silent", "endless", "usage-differs"):
             return self.reply_json(404, {"error": {"message": f"The model `{model}` does not exist"}})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -173,7 +176,15 @@ def test_sampling_settings_and_seed_are_sent(server):
     run(backend(server, "good"), GenerationParams(max_new_tokens=7, temperature=0.5, top_p=0.8, seed=11, repetition_penalty=1.2))
     sent = server.requests[-1]
     assert (sent["temperature"], sent["top_p"], sent["seed"], sent["max_tokens"]) == (0.5, 0.8, 11, 7)
-    assert sent["repetition_penalty"] == 1.2
+    assert sent["repetition_penalty"] == sent["repeat_penalty"] == 1.2
+    assert sent["top_k"] == 0 and sent["min_p"] == 0.0  # a llama.cpp server's own defaults must not apply
+
+
+def test_server_rejecting_sampling_extensions_is_asked_again_without(server):
+    final = run(backend(server, "strict"))
+    assert final.text == "".join(WORDS)
+    assert "top_k" not in server.requests[-1] and server.requests[-1]["stream_options"]
+    assert final.metrics.new_tokens == len(WORDS)
 
 
 def test_server_rejecting_stream_options_is_asked_again_without(server):

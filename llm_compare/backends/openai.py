@@ -57,7 +57,15 @@ def error_detail(body: bytes) -> str:
     return text[:200]
 
 
-def request_body(model: str, messages: Messages, params: GenerationParams, with_usage: bool) -> dict:
+# Sampling fields outside OpenAI's API that llama.cpp, vLLM and others accept: sent so a server's
+# own defaults (llama.cpp's: repeat penalty 1.1, top-k 40, min-p 0.05) do not skew a comparison.
+EXTENSIONS = ("repetition_penalty", "repeat_penalty", "top_k", "min_p")
+# Request variants, fullest first: a server that rejects a field (HTTP 400/422 naming it) is asked
+# again without it (hosted APIs refuse the extensions; older servers refuse stream_options).
+ATTEMPTS = ((True, True), (False, True), (False, False))  # (with extensions, with usage block)
+
+
+def request_body(model: str, messages: Messages, params: GenerationParams, extensions: bool, usage: bool) -> dict:
     body = {
         "model": model,
         "messages": normalize_messages(messages),
@@ -68,9 +76,9 @@ def request_body(model: str, messages: Messages, params: GenerationParams, with_
     }
     if params.seed is not None:
         body["seed"] = params.seed
-    if params.repetition_penalty != 1.0:  # not in OpenAI's API; vLLM and llama.cpp spell it differently
-        body["repetition_penalty"] = body["repeat_penalty"] = params.repetition_penalty
-    if with_usage:
+    if extensions:
+        body.update(dict.fromkeys(EXTENSIONS[:2], params.repetition_penalty), top_k=0, min_p=0.0)
+    if usage:
         body["stream_options"] = {"include_usage": True}
     return body
 
@@ -145,14 +153,14 @@ class OpenAIBackend(Backend):
         async with httpx.AsyncClient(timeout=httpx.Timeout(t), headers=self.headers) as client:
             try:
                 model = self.model_name or await self._only_model(client)
-                for with_usage in (True, False):
-                    body = request_body(model, messages, params, with_usage)
+                for i, (extensions, usage) in enumerate(ATTEMPTS):
+                    body = request_body(model, messages, params, extensions, usage)
                     async with client.stream("POST", self.url, json=body) as response:
-                        if response.status_code == 400 and with_usage:
+                        if response.status_code in (400, 422) and i + 1 < len(ATTEMPTS):
                             detail = error_detail(await response.aread())
-                            if "stream_options" in detail:
-                                continue  # an older server: ask again without the usage block
-                            raise UserError(f"{self.url} rejected the request (HTTP 400: {detail})")
+                            if any(name in detail for name in EXTENSIONS + ("stream_options",)):
+                                continue  # ask again without the fields this server refuses
+                            raise UserError(f"{self.url} rejected the request (HTTP {response.status_code}: {detail})")
                         await self._check_status(response, model)
                         await self._read_events(response, out)
                         return
