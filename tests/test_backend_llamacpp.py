@@ -1,0 +1,232 @@
+"""The llama.cpp backend on the embedded GGUF: the same engine behaviours as the transformers backend,
+plus a real llama_cpp.server compared against the transformers backend through `stream_pair`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llm_compare.backends.llamacpp import LlamaCppBackend, Utf8Pieces
+from llm_compare.engine import Job, stream_pair, stream_reply
+from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
+from llm_compare.specs import ModelSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGES = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
+GREEDY = GenerationParams(max_new_tokens=24, greedy=True)
+
+
+def spec(**fields):
+    return ModelSpec(name="smollm2-llamacpp", source="embedded:smollm2", backend="llamacpp", **fields)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = LlamaCppBackend(spec(threads=1))
+    yield b
+    b.close()
+
+
+def reply(b, params=GREEDY, messages=MESSAGES):
+    return list(stream_reply(b, messages, params))[-1]
+
+
+def worker_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("llamacpp-")]
+
+
+def test_prompt_ids_equal_transformers_template(backend):
+    from transformers import AutoTokenizer
+
+    from llm_compare.chat_formats import TemplateFormat
+    from llm_compare.loading import embedded_path
+    from llm_compare.loading.hf import convert_gguf
+
+    tokenizer = AutoTokenizer.from_pretrained(convert_gguf(embedded_path("smollm2")))
+    fmt = TemplateFormat(tokenizer)
+    conversation = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "你好，介绍一下你自己 — and in English?"},
+        {"role": "assistant", "content": "Hi! I'm SmolLM."},
+        {"role": "user", "content": [{"type": "text", "text": "What's 2+2?"}]},  # Gradio 6 content blocks
+    ]
+    for messages in (MESSAGES, conversation):
+        assert backend.prompt.encode(messages) == fmt.encode(messages)
+
+
+def test_greedy_reply_is_deterministic_and_metrics_consistent(backend):
+    chunks = list(backend.stream(MESSAGES, GREEDY, threading.Event()))
+    assert sum(c.tokens for c in chunks) == GREEDY.max_new_tokens
+    assert all(c.tokens == 1 for c in chunks)
+    assert chunks[0].prompt_tokens == backend.count_prompt_tokens(MESSAGES)
+    first = reply(backend)
+    second = reply(backend)
+    assert first.text == second.text == "".join(c.text for c in chunks).strip()
+    m = first.metrics
+    assert m.new_tokens == GREEDY.max_new_tokens and first.finish_reason == "length"
+    assert 0 < m.ttft_s <= m.elapsed_s and m.tokens_per_s > 0
+    assert not worker_threads()
+
+
+def test_reply_ends_at_end_of_turn(backend):
+    final = reply(backend, GenerationParams(max_new_tokens=200, greedy=True),
+                  [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}])
+    assert final.finish_reason == "stop" and 0 < final.metrics.new_tokens < 200
+    assert "Paris" in final.text and "<|im_end|>" not in final.text
+
+
+def test_stop_within_one_token(backend):
+    stop = threading.Event()
+    after_stop = 0
+    for i, chunk in enumerate(backend.stream(MESSAGES, GenerationParams(max_new_tokens=200, greedy=True), stop)):
+        if stop.is_set():
+            after_stop += chunk.tokens
+        if i == 3:
+            stop.set()
+    assert after_stop <= 1
+    assert not worker_threads()
+
+
+def test_closing_the_iterator_ends_the_worker(backend):
+    gen = backend.stream(MESSAGES, GenerationParams(max_new_tokens=200, greedy=True), threading.Event())
+    next(gen)
+    gen.close()
+    assert not worker_threads()
+    assert reply(backend).metrics.new_tokens == GREEDY.max_new_tokens  # the instance went back to the pool
+
+
+def test_seeded_sampling_is_reproducible(backend):
+    params = GenerationParams(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=1234)
+    assert reply(backend, params).text == reply(backend, params).text
+
+
+def test_repetition_penalty_is_applied(backend):
+    messages = [{"role": "user", "content": "Repeat the word cat twenty times."}]
+    plain = reply(backend, GenerationParams(max_new_tokens=30, greedy=True), messages)
+    penalised = reply(backend, GenerationParams(max_new_tokens=30, greedy=True, repetition_penalty=1.5), messages)
+    assert plain.text != penalised.text
+
+
+def test_two_streams_at_once_on_one_model(backend):
+    """Both panes on the same model: each stream gets its own llama.cpp instance, same greedy text."""
+    alone = reply(backend).text
+    states = list(stream_pair(Job("a", backend, MESSAGES), Job("b", backend, MESSAGES), GREEDY))
+    assert states[-1].a.status == states[-1].b.status == "done"
+    assert states[-1].a.text == states[-1].b.text == alone
+    assert not worker_threads()
+
+
+def test_raw_format_and_unsupported_formats():
+    raw = LlamaCppBackend(spec(chat_format="raw", threads=1))
+    try:
+        assert raw.count_prompt_tokens([{"role": "user", "content": "Hello"}]) == 1
+        story = [{"role": "user", "content": "Once upon a time, there was a little"}]
+        assert reply(raw, GenerationParams(max_new_tokens=4, greedy=True), story).metrics.new_tokens == 4
+    finally:
+        raw.close()
+    with pytest.raises(UserError, match="chatglm3.*llamacpp"):
+        LlamaCppBackend(spec(chat_format="chatglm3"))
+
+
+def test_bad_gguf_is_a_user_error_naming_the_file(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(256))
+    with pytest.raises(UserError, match="broken.gguf"):
+        LlamaCppBackend(ModelSpec(name="bad", source=str(bad), backend="llamacpp"))
+    with pytest.raises(UserError, match="does not exist"):
+        LlamaCppBackend(ModelSpec(name="gone", source=str(tmp_path / "gone.gguf"), backend="llamacpp"))
+
+
+def test_utf8_pieces_hold_back_split_characters():
+    pieces = Utf8Pieces()
+    data = "你好".encode()
+    assert pieces.feed(data[:2]) == ""
+    assert pieces.feed(data[2:4]) == "你"
+    assert pieces.feed(data[4:]) == "好"
+    assert pieces.feed(b"\xe4") == "" and pieces.flush() == "\ufffd"
+
+
+# --- a real OpenAI-compatible server (llama-cpp-python[server]) against the transformers backend ---
+
+SERVER_CODE = (
+    "import runpy, sys; from llm_compare.backends.llamacpp import disable_extra_buffers; "
+    "disable_extra_buffers(); sys.argv[0] = 'llama_cpp.server'; "
+    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    from llm_compare.loading import embedded_path
+
+    port = free_port()
+    cmd = [sys.executable, "-c", SERVER_CODE, "--model", str(embedded_path("smollm2")),
+           "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
+    log_path = tmp_path_factory.mktemp("server") / "server.log"  # a file: its verbose log would fill a pipe
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # up to ~2 minutes on a busy machine
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("llama_cpp.server did not come up")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_real_server_pane_against_transformers_pane(llama_server, backend):
+    from llm_compare.backends.openai import OpenAIBackend
+    from llm_compare.backends.transformers import TransformersBackend
+    from llm_compare.loading import load_model
+
+    local_spec = ModelSpec(name="smollm2-fp32", source="embedded:smollm2", dtype="float32", threads=1)
+    local = TransformersBackend(local_spec, load_model(local_spec))
+    remote = OpenAIBackend(ModelSpec(name="server", source=llama_server, backend="openai", timeout_s=60))
+    states = list(stream_pair(Job("a", remote, MESSAGES), Job("b", local, MESSAGES), GREEDY))
+    a, b = states[-1].a, states[-1].b
+    assert a.status == "done" and b.status == "done", (a.error, b.error)
+    assert a.metrics.new_tokens == GREEDY.max_new_tokens == b.metrics.new_tokens
+    # llama-cpp-python's server sends no usage block when streaming: one chunk per token is counted
+    assert a.metrics.prompt_tokens in (None, b.metrics.prompt_tokens)
+    assert 0 < a.metrics.ttft_s <= a.metrics.elapsed_s
+    # same weights, same engine, same template: the server's greedy reply is the in-process one
+    assert a.text == reply(backend).text
+    assert b.text  # transformers dequantizes Q4_1 to fp32: its text may differ, but it answers
+
+
+def test_real_server_wrong_model_name_fails_only_its_pane(llama_server, backend):
+    from llm_compare.backends.openai import OpenAIBackend
+
+    # llama_cpp.server with one model ignores the name; a wrong *path* is what it rejects with 404
+    wrong = OpenAIBackend(ModelSpec(name="server", source=llama_server + "/nope", backend="openai", timeout_s=30))
+    states = list(stream_pair(Job("a", wrong, MESSAGES), Job("b", backend, MESSAGES), GREEDY))
+    assert states[-1].a.status == "error" and "404" in states[-1].a.error
+    assert states[-1].b.status == "done"
