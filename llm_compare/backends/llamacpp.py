@@ -143,6 +143,7 @@ class LlamaCppBackend(Backend):
     def __init__(self, spec):
         self.spec = spec
         self.path = gguf_path(spec.source)
+        self.weight_bytes = self.path.stat().st_size  # the thread policy's model-size input
         self.concurrent_streams = 1
         before, t0 = psutil.Process().memory_info().rss, time.perf_counter()
         first = self._open()
@@ -159,7 +160,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         disable_extra_buffers()
-        threads = threads_for_stream(self.spec, 1)
+        threads = threads_for_stream(self.spec, 1, self.weight_bytes)
         try:
             llm = llama_cpp.Llama(
                 model_path=str(self.path),
@@ -205,7 +206,7 @@ class LlamaCppBackend(Backend):
 
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
         ids = self.prompt.encode(messages)
-        n_threads = threads_for_stream(self.spec, self.concurrent_streams)
+        n_threads = threads_for_stream(self.spec, self.concurrent_streams, self.weight_bytes)
         out: queue.Queue = queue.Queue()
         failure: list[BaseException] = []
 

@@ -21,7 +21,7 @@ from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria, Te
 
 from llm_compare.backends.base import Backend, Chunk, Messages
 from llm_compare.params import GenerationParams
-from llm_compare.threads import threads_for_stream
+from llm_compare.threads import threads_for_stream, use_torch_threads
 
 _END = object()
 
@@ -122,6 +122,7 @@ class TransformersBackend(Backend):
         self.load_seconds = loaded.load_seconds
         self.resident_bytes = loaded.resident_bytes
         self.concurrent_streams = 1  # set by the caller (engine policy) before streaming
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.chat_format.encode(messages))
@@ -132,11 +133,11 @@ class TransformersBackend(Backend):
         streamer = CountingStreamer(self.tokenizer, skip_special_tokens=True)
         kwargs = generation_kwargs(self.model, self.chat_format, self.tokenizer, params)
         failure: list[BaseException] = []
-        n_threads = threads_for_stream(self.spec, self.concurrent_streams)
+        n_threads = threads_for_stream(self.spec, self.concurrent_streams, self.weight_bytes)
 
         def work():
             try:
-                torch.set_num_threads(n_threads)
+                use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads
                 with torch.inference_mode():
                     self.model.generate(
                         input_ids=input_ids,
