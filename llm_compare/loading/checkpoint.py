@@ -151,7 +151,7 @@ def read_shard(path: Path, fmt: str) -> Iterator[tuple[str, torch.Tensor]]:
         del tensor
 
 
-def assign(model: nn.Module, name: str, tensor: torch.Tensor, dtype: torch.dtype, origin: Path) -> None:
+def assign(model: nn.Module, name: str, tensor: torch.Tensor, dtype: torch.dtype, origin: Path, source: str) -> None:
     """Put an owned, dtype-converted copy of `tensor` in place of the meta parameter `name`."""
     module_name, _, leaf = name.rpartition(".")
     try:
@@ -160,13 +160,13 @@ def assign(model: nn.Module, name: str, tensor: torch.Tensor, dtype: torch.dtype
         module = None
     current = getattr(module, "_parameters", {}).get(leaf)
     if current is None:
-        raise UserError(f"shard {origin} has tensor {name}, which this model does not have; {REDOWNLOAD}")
+        raise UserError(f"shard {origin} has tensor {source}, which this model does not have; {REDOWNLOAD}")
     if not current.is_meta:
-        raise UserError(f"tensor {name} appears twice (again in shard {origin}); {REDOWNLOAD}")
+        raise UserError(f"tensor {source} appears twice (again in shard {origin}); {REDOWNLOAD}")
     if tuple(tensor.shape) != tuple(current.shape):
         raise UserError(
-            f"shard {origin}: tensor {name} has shape {tuple(tensor.shape)}, config.json implies "
-            f"{tuple(current.shape)}; the weights do not match config.json"
+            f"shard {origin}: tensor {source} has shape {tuple(tensor.shape)} where config.json implies "
+            f"{tuple(current.shape)} for {name}; the weights do not match config.json"
         )
     # copy=True: the model owns its memory instead of pinning the mmap'd shard file
     module._parameters[leaf] = nn.Parameter(tensor.to(dtype=dtype, copy=True), requires_grad=False)
@@ -196,7 +196,7 @@ def fill(model: nn.Module, shards: Shards, convert: Converter, dtype: torch.dtyp
                     "(quantized, adapter and other variants are not supported); use the original full-precision checkpoint"
                 )
             for name, part in parts:
-                assign(model, name, part, dtype, path)
+                assign(model, name, part, dtype, path, source_name)
             del tensor
         if shards.weight_map:
             listed = {k for k, f in shards.weight_map.items() if f == path.name}
