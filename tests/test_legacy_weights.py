@@ -326,3 +326,73 @@ def test_int8_without_the_memory_module_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "llm_compare.loading.memory", None)  # import raises ImportError
     with pytest.raises(UserError, match="int8 needs"):
         load_model(spec_for(GLM, dtype="int8"))
+
+
+# ---- memory -------------------------------------------------------------------------------------
+
+
+def write_random_qwen(directory: Path, hidden=512, layers=24, vocab=151936, shard_bytes=100 << 20) -> int:
+    """A Qwen-1-format checkpoint with random bf16 weights in several safetensors shards; returns its bytes."""
+    from safetensors.torch import save_file
+
+    directory.mkdir()
+    config = json.loads((QWEN / "config.json").read_text())
+    heads = hidden // 128
+    config.update(hidden_size=hidden, num_attention_heads=heads, kv_channels=128, num_hidden_layers=layers,
+                  intermediate_size=2 * 2816, vocab_size=vocab)  # fmt: skip
+    (directory / "config.json").write_text(json.dumps(config))
+    shapes = {"transformer.wte.weight": (vocab, hidden), "transformer.ln_f.weight": (hidden,), "lm_head.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"transformer.h.{i}."
+        shapes |= {p + "ln_1.weight": (hidden,), p + "ln_2.weight": (hidden,), p + "attn.c_attn.weight": (3 * hidden, hidden),
+                   p + "attn.c_attn.bias": (3 * hidden,), p + "attn.c_proj.weight": (hidden, hidden),
+                   p + "mlp.w1.weight": (2816, hidden), p + "mlp.w2.weight": (2816, hidden),
+                   p + "mlp.c_proj.weight": (hidden, 2816)}  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    groups, current, size, total = [], {}, 0, 0
+    for name, shape in shapes.items():
+        current[name] = (torch.randn(shape, generator=generator) * 0.02).to(torch.bfloat16)
+        size += current[name].numel() * 2
+        if size >= shard_bytes:
+            groups.append(current)
+            total, current, size = total + size, {}, 0
+    groups.append(current)
+    total += size
+    weight_map = {}
+    for n, group in enumerate(groups, 1):
+        file = f"model-{n:05d}-of-{len(groups):05d}.safetensors"
+        save_file(group, str(directory / file), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(group, file)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    return total
+
+
+MEASURE = """
+import json, resource, sys
+import psutil
+from llm_compare.loading.legacy_qwen import load_qwen_model
+from llm_compare.specs import ModelSpec
+load_qwen_model(sys.argv[2], ModelSpec(name="warm-up", source=sys.argv[2], dtype="bfloat16"))  # imports, lazy init
+before = psutil.Process().memory_info().rss
+model, _ = load_qwen_model(sys.argv[1], ModelSpec(name="big", source=sys.argv[1], dtype="bfloat16"))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps({"before": before, "peak": peak, "model_bytes": model_bytes}))
+"""
+
+
+@pytest.mark.slow
+def test_loading_does_not_hold_a_second_copy(tmp_path):
+    """Peak memory while loading stays near the model's own size (one shard's worth above it), where
+    reading the state dict first and then building the model would need twice the model."""
+    total = write_random_qwen(tmp_path / "big")
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(tmp_path / "big"), str(QWEN)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    assert m["model_bytes"] == total
+    growth = (m["peak"] - m["before"]) / m["model_bytes"]
+    print(f"peak growth while loading: {growth:.2f} x model bytes ({m['model_bytes'] >> 20} MiB)")
+    assert growth < 1.5

@@ -140,7 +140,8 @@ def read_shard(path: Path, fmt: str) -> Iterator[tuple[str, torch.Tensor]]:
             f"could run code ({str(e).splitlines()[0][:120]}); use a safetensors copy of the checkpoint"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"shard {path} is truncated or corrupt ({str(e).splitlines()[0][:120]}); {REDOWNLOAD}") from None
+        reason = str(e).splitlines()[0][:120]
+        raise UserError(f"shard {path} is truncated or corrupt ({reason}); {REDOWNLOAD}") from None
     if not isinstance(state, dict):
         raise UserError(f"shard {path} is not a state dict (it holds a {type(state).__name__}); {REDOWNLOAD}")
     while state:
@@ -151,7 +152,7 @@ def read_shard(path: Path, fmt: str) -> Iterator[tuple[str, torch.Tensor]]:
         del tensor
 
 
-def assign(model: nn.Module, name: str, tensor: torch.Tensor, dtype: torch.dtype, origin: Path, source: str) -> None:
+def assign(model: nn.Module, name: str, tensor: torch.Tensor, dtype: torch.dtype, origin: Path, source: str):
     """Put an owned, dtype-converted copy of `tensor` in place of the meta parameter `name`."""
     module_name, _, leaf = name.rpartition(".")
     try:
@@ -163,6 +164,11 @@ def assign(model: nn.Module, name: str, tensor: torch.Tensor, dtype: torch.dtype
         raise UserError(f"shard {origin} has tensor {source}, which this model does not have; {REDOWNLOAD}")
     if not current.is_meta:
         raise UserError(f"tensor {source} appears twice (again in shard {origin}); {REDOWNLOAD}")
+    if not tensor.is_floating_point():
+        raise UserError(
+            f"shard {origin}: tensor {source} is {tensor.dtype}, not floating point (a pre-quantized "
+            "checkpoint?); use the original full-precision checkpoint"
+        )
     if tuple(tensor.shape) != tuple(current.shape):
         raise UserError(
             f"shard {origin}: tensor {source} has shape {tuple(tensor.shape)} where config.json implies "
@@ -193,7 +199,8 @@ def fill(model: nn.Module, shards: Shards, convert: Converter, dtype: torch.dtyp
             if parts is None:
                 raise UserError(
                     f"shard {path} has tensor {source_name}, which a plain {what} checkpoint does not have "
-                    "(quantized, adapter and other variants are not supported); use the original full-precision checkpoint"
+                    "(quantized, adapter and other variants are not supported); "
+                    "use the original full-precision checkpoint"
                 )
             for name, part in parts:
                 assign(model, name, part, dtype, path, source_name)
@@ -251,7 +258,7 @@ def int8_quantizer(spec):
     return quantize_int8
 
 
-def load_legacy_weights(directory: Path, spec, config, convert: Converter, generation: dict, what: str) -> nn.Module:
+def load_legacy_weights(directory: Path, spec, config, convert: Converter, generation: dict, what: str):
     """The legacy loaders' shared path: weights at spec.dtype (int8: bf16 then quantized), and a
     generation_config holding the checkpoint's own defaults (`generation`)."""
     from transformers import GenerationConfig

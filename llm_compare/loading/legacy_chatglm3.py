@@ -18,7 +18,9 @@ from llm_compare.errors import UserError
 from llm_compare.loading import LoadedModel, read_config
 from llm_compare.loading.checkpoint import load_legacy_weights
 
-REQUIRED = ("num_layers", "hidden_size", "ffn_hidden_size", "kv_channels", "num_attention_heads", "padded_vocab_size")
+REQUIRED = (
+    "num_layers", "hidden_size", "ffn_hidden_size", "kv_channels", "num_attention_heads", "padded_vocab_size",
+)  # fmt: skip
 # field: (value the native mapping needs, value assumed when the field is absent)
 MUST_BE = {
     "rmsnorm": (True, True),
@@ -76,7 +78,9 @@ def glm_config(raw: dict, where: Path):
     heads = raw["num_attention_heads"]
     groups = raw.get("multi_query_group_num", heads) if raw.get("multi_query_attention") else heads
     if not isinstance(groups, int) or groups <= 0 or heads % groups:
-        raise UserError(f"{where}: multi_query_group_num {groups!r} does not divide {heads} heads; re-download config.json")
+        raise UserError(
+            f"{where}: multi_query_group_num {groups!r} does not divide {heads} heads; re-download config.json"
+        )
     return GlmConfig(
         vocab_size=raw["padded_vocab_size"],
         hidden_size=raw["hidden_size"],

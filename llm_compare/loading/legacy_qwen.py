@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
 ENDOFTEXT = 151643
+TOKENIZER_IDS = 151851  # 151643 ranks, <|endoftext|>, <|im_start|>, <|im_end|>, 205 <|extra_N|>
 # generation_config.json fields that mean the same to transformers 5's GenerationConfig
 GENERATION_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
 
@@ -54,6 +55,8 @@ def check_variant(raw: dict, where: Path) -> None:
     if absent:
         raise UserError(f"{where} lacks {', '.join(absent)} (not a Qwen-1 config); re-download config.json")
     problems = []
+    if raw["vocab_size"] < TOKENIZER_IDS:
+        problems.append(f"vocab_size {raw['vocab_size']} is smaller than Qwen-1's tokenizer ({TOKENIZER_IDS} ids)")
     if raw.get("rotary_pct", 1.0) != 1.0:
         problems.append(f"rotary_pct is {raw['rotary_pct']} (only 1.0 is supported)")
     if not raw.get("no_bias", True):
@@ -73,7 +76,8 @@ def context_of(raw: dict, where: Path) -> int:
     """seq_length: past it the original's dynamic-NTK / log-n scaling would change the results."""
     context = raw.get("seq_length") or raw.get("max_position_embeddings") or 8192
     if raw.get("use_dynamic_ntk") or raw.get("use_logn_attn"):
-        log.info("%s: context capped at seq_length %d (dynamic-NTK / log-n scaling past it is not reproduced)", where, context)
+        log.info("%s: context capped at seq_length %d (the original's dynamic-NTK / log-n scaling past it "
+                 "is not reproduced)", where, context)
     return context
 
 
