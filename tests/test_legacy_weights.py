@@ -78,10 +78,9 @@ def test_greedy_generate_matches_original(directory, entry, ids, glm, qwen):
         out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **entry["greedy_generate_kwargs"])
     assert out[0, len(ids) :].tolist() == entry["greedy_ids"]
     if "greedy_ids_generation_config_defaults" in entry:  # Qwen: generation_config.json's penalty 1.1 applies
+        kwargs = entry["greedy_ids_generation_config_defaults_generate_kwargs"]
         with torch.inference_mode():
-            out = model.generate(
-                input_ids, attention_mask=torch.ones_like(input_ids), **entry["greedy_ids_generation_config_defaults_generate_kwargs"]
-            )
+            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
         assert out[0, len(ids) :].tolist() == entry["greedy_ids_generation_config_defaults"]
 
 
@@ -152,6 +151,20 @@ def test_bfloat16_keeps_the_argmax():
     assert (logits - expected).abs().max().item() < 0.1
 
 
+@pytest.mark.parametrize("directory", [GLM, QWEN], ids=["chatglm3", "qwen"])
+def test_int8_quantizes_the_linear_layers(directory):
+    """dtype int8: bf16 weights, then llm_compare.loading.memory.quantize_int8 (another module)."""
+    pytest.importorskip("llm_compare.loading.memory")
+    loaded = load_model(spec_for(directory, dtype="int8"))
+    linears = [n for n, m in loaded.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == ["lm_head"]  # every projection was replaced; the output layer stays bf16
+    entry, conv = reference(directory)["forward"][0], reference(directory)["chat"][0]
+    with torch.inference_mode():
+        logits = loaded.model(torch.tensor([conv["input_ids"]])).logits[0, entry["positions"]].float()
+    expected = load_file(directory / "reference.safetensors")[entry["logits_key"]]
+    assert (logits - expected).abs().max().item() < 0.5  # logits are about 4-5 in magnitude
+
+
 # ---- broken checkpoints -------------------------------------------------------------------------
 
 
@@ -184,7 +197,9 @@ def test_copied_checkpoint_loads(tmp_path):
     assert loaded.loader == "chatglm3"
 
 
-@pytest.mark.parametrize("source,shard", [(GLM, "pytorch_model-00002-of-00003.bin"), (QWEN, "model-00003-of-00003.safetensors")])
+@pytest.mark.parametrize(
+    "source,shard", [(GLM, "pytorch_model-00002-of-00003.bin"), (QWEN, "model-00003-of-00003.safetensors")]
+)
 def test_missing_shard_is_named(tmp_path, source, shard):
     d = copy_checkpoint(source, tmp_path / "m")
     (d / shard).unlink()
@@ -192,7 +207,9 @@ def test_missing_shard_is_named(tmp_path, source, shard):
     assert shard in message and "missing" in message
 
 
-@pytest.mark.parametrize("source,shard", [(GLM, "pytorch_model-00001-of-00003.bin"), (QWEN, "model-00002-of-00003.safetensors")])
+@pytest.mark.parametrize(
+    "source,shard", [(GLM, "pytorch_model-00001-of-00003.bin"), (QWEN, "model-00002-of-00003.safetensors")]
+)
 def test_truncated_shard_is_named(tmp_path, source, shard):
     d = copy_checkpoint(source, tmp_path / "m")
     data = (d / shard).read_bytes()
@@ -211,7 +228,9 @@ def test_corrupt_safetensors_header_is_named(tmp_path):
     assert shard.name in message and "corrupt" in message
 
 
-@pytest.mark.parametrize("source,index", [(GLM, "pytorch_model.bin.index.json"), (QWEN, "model.safetensors.index.json")])
+@pytest.mark.parametrize(
+    "source,index", [(GLM, "pytorch_model.bin.index.json"), (QWEN, "model.safetensors.index.json")]
+)
 def test_unreadable_index_is_named(tmp_path, source, index):
     d = copy_checkpoint(source, tmp_path / "m")
     (d / index).write_text('{"weight_map": {')
@@ -341,13 +360,14 @@ def write_random_qwen(directory: Path, hidden=512, layers=24, vocab=151936, shar
     config.update(hidden_size=hidden, num_attention_heads=heads, kv_channels=128, num_hidden_layers=layers,
                   intermediate_size=2 * 2816, vocab_size=vocab)  # fmt: skip
     (directory / "config.json").write_text(json.dumps(config))
-    shapes = {"transformer.wte.weight": (vocab, hidden), "transformer.ln_f.weight": (hidden,), "lm_head.weight": (vocab, hidden)}
+    shapes = {"transformer.wte.weight": (vocab, hidden), "transformer.ln_f.weight": (hidden,)}
     for i in range(layers):
         p = f"transformer.h.{i}."
-        shapes |= {p + "ln_1.weight": (hidden,), p + "ln_2.weight": (hidden,), p + "attn.c_attn.weight": (3 * hidden, hidden),
-                   p + "attn.c_attn.bias": (3 * hidden,), p + "attn.c_proj.weight": (hidden, hidden),
-                   p + "mlp.w1.weight": (2816, hidden), p + "mlp.w2.weight": (2816, hidden),
-                   p + "mlp.c_proj.weight": (hidden, 2816)}  # fmt: skip
+        shapes |= {p + "ln_1.weight": (hidden,), p + "ln_2.weight": (hidden,),
+                   p + "attn.c_attn.weight": (3 * hidden, hidden), p + "attn.c_attn.bias": (3 * hidden,),
+                   p + "attn.c_proj.weight": (hidden, hidden), p + "mlp.w1.weight": (2816, hidden),
+                   p + "mlp.w2.weight": (2816, hidden), p + "mlp.c_proj.weight": (hidden, 2816)}  # fmt: skip
+    shapes["lm_head.weight"] = (vocab, hidden)
     generator = torch.Generator().manual_seed(0)
     groups, current, size, total = [], {}, 0, 0
     for name, shape in shapes.items():
