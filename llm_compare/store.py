@@ -157,6 +157,8 @@ class VoteStore:
         fix = "pass --db (or set LLM_COMPARE_DB) with another path"
         if path.is_dir():
             raise UserError(f"vote database {path} is a directory; {fix} ending in a file name")
+        if self.readonly and not path.exists():
+            raise UserError(f"there is no vote database at {path} yet; vote in the app first, or {fix}")
         if not where.is_dir():
             if not create_dir:
                 raise UserError(f"the directory {where} for the vote database does not exist; create it or {fix}")
@@ -165,8 +167,6 @@ class VoteStore:
             except OSError as e:
                 raise UserError(f"cannot create the directory {where} for the vote database ({e.strerror}); {fix}") from None
         exists = path.exists()
-        if self.readonly and not exists:
-            raise UserError(f"there is no vote database at {path} yet; vote in the app first, or {fix}")
         if exists and not os.access(path, os.R_OK):
             raise UserError(f"vote database {path} is not readable (file permissions); fix them (chmod u+rw) or {fix}")
         if not os.access(where, os.W_OK | os.X_OK):

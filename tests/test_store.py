@@ -261,3 +261,72 @@ def test_malformed_preset_files(tmp_path, content, problem):
     assert str(path) in str(e.value)
     with pytest.raises(UserError, match="no prompt group 'nosuch'"):
         load_suite("nosuch")
+
+
+# -- export and leaderboard commands -------------------------------------------------------------
+
+def voted_store(path, n=30, seed=0):
+    rng = random.Random(seed)
+    with VoteStore(path) as s:
+        for i in range(n):
+            a, b = rng.sample(["alpha", "beta", "gamma"], 2)
+            bid = s.record_battle(prompt=f"问题 {i}, \"quoted\"\nnext line", model_a=a, model_b=b,
+                                  answer_a=f"答案 A{i}, with, commas", answer_b=f"answer B{i}\n", anony=i % 4 != 0)
+            if i % 7 != 6:  # some battles stay unvoted
+                s.record_vote(bid, rng.choice(["a", "b", "tie", "bothbad"]), voter="t")
+        return {(b.id, b.vote) for b in s.battles(voted=True)}
+
+
+def test_export_jsonl_round_trip_in_fastchat_layout(tmp_path):
+    from llm_compare.cli import main
+
+    db, out = tmp_path / "v.db", tmp_path / "battles.jsonl"
+    votes = voted_store(db)
+    assert main(["export", "--db", str(db), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    winner_to_outcome = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "bothbad"}
+    assert {(r["battle_id"], winner_to_outcome[r["winner"]]) for r in rows} == votes
+    for r in rows:
+        assert {"question_id", "model_a", "model_b", "winner", "anony", "tstamp", "conversation_a",
+                "conversation_b", "turn", "language"} <= set(r)
+        assert [m["role"] for m in r["conversation_a"]] == ["user", "assistant"] and r["turn"] == 1
+        assert isinstance(r["anony"], bool) and isinstance(r["tstamp"], float)
+    assert [r["tstamp"] for r in rows] == sorted(r["tstamp"] for r in rows)
+
+
+def test_export_csv_round_trip(tmp_path):
+    import csv
+
+    from llm_compare.cli import main
+
+    db, out = tmp_path / "v.db", tmp_path / "battles.csv"
+    votes = voted_store(db)
+    assert main(["export", "--db", str(db), "--format", "csv", "--out", str(out)]) == 0
+    with open(out, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(int(r["battle_id"]), r["outcome"]) for r in rows} == votes
+    first = rows[0]
+    assert first["prompt"] == '问题 0, "quoted"\nnext line' and first["answer_b"] == "answer B0\n"
+
+
+def test_leaderboard_command(tmp_path, capsys):
+    from llm_compare.cli import main
+
+    db = tmp_path / "v.db"
+    voted_store(db, n=40)
+    assert main(["leaderboard", "--db", str(db), "--rounds", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "95% CI" in out and "Elo" in out and "alpha" in out and "blind battles" in out
+    assert main(["leaderboard", "--db", str(db), "--all", "--json", "--rounds", "100"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert board["battles"] == sum(1 for i in range(40) if i % 7 != 6)
+    assert {r["model"] for r in board["rows"]} == {"alpha", "beta", "gamma"}
+
+
+def test_commands_on_a_missing_database_say_so(tmp_path, capsys):
+    from llm_compare.cli import main
+
+    assert main(["leaderboard", "--db", str(tmp_path / "none.db")]) == 2
+    assert "no vote database" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+    assert main(["export", "--db", str(tmp_path / "none.db")]) == 2
