@@ -65,3 +65,37 @@ def detect_language(text: str) -> str:
     if cjk == 0 and latin == 0:
         return "unknown"
     return "Chinese" if cjk * 3 >= latin else "English"
+
+
+def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict], messages_b: list[dict] | None = None,
+                *, params=None, anony: bool = False, source: str = "live", question_id: str | None = None,
+                versions: dict | None = None) -> int:
+    """Store a finished pair from the engine (two SideStates) as a battle; returns its id.
+
+    messages_a/b are what each side was sent (its history plus the new user turn); each side's
+    answer is appended. Side A is the left pane: pass the specs in the order the voter saw them.
+    """
+    messages_b = messages_a if messages_b is None else messages_b
+    prompt = next((m.get("content") or "" for m in reversed(messages_a) if m.get("role") == "user"), "")
+
+    def metrics(state):
+        return dict(state.metrics.to_dict(), finish_reason=state.finish_reason, status=state.status)
+
+    return store.record_battle(
+        prompt=prompt,
+        model_a=spec_a.name,
+        model_b=spec_b.name,
+        answer_a=state_a.text,
+        answer_b=state_b.text,
+        conversation_a=list(messages_a) + [{"role": "assistant", "content": state_a.text}],
+        conversation_b=list(messages_b) + [{"role": "assistant", "content": state_b.text}],
+        spec_a=spec_a,
+        spec_b=spec_b,
+        params=params,
+        metrics_a=metrics(state_a),
+        metrics_b=metrics(state_b),
+        anony=anony,
+        source=source,
+        question_id=question_id,
+        versions=versions,
+    )

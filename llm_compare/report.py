@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from llm_compare.arena import record_pair
 from llm_compare.engine import Job, SideState, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
@@ -108,24 +109,8 @@ def store_pair(store, result: PairResult, spec_a, spec_b, params, msgs, suite, r
     if rng.random() < 0.5:
         sides.reverse()
     (left_spec, left), (right_spec, right) = sides
-    return store.record_battle(
-        prompt=result.preset.text,
-        model_a=left_spec.name,
-        model_b=right_spec.name,
-        answer_a=left.text,
-        answer_b=right.text,
-        conversation_a=msgs + [{"role": "assistant", "content": left.text}],
-        conversation_b=msgs + [{"role": "assistant", "content": right.text}],
-        spec_a=left_spec,
-        spec_b=right_spec,
-        params=params,
-        metrics_a=dict(left.metrics.to_dict(), finish_reason=left.finish_reason),
-        metrics_b=dict(right.metrics.to_dict(), finish_reason=right.finish_reason),
-        anony=True,
-        source="batch",
-        question_id=f"{suite}/{result.preset.label}",
-        versions=versions,
-    )
+    return record_pair(store, left_spec, left, right_spec, right, msgs, params=params, anony=True, source="batch",
+                       question_id=f"{suite}/{result.preset.label}", versions=versions)
 
 
 # -- summary --------------------------------------------------------------------------------------

@@ -330,3 +330,26 @@ def test_commands_on_a_missing_database_say_so(tmp_path, capsys):
     assert "no vote database" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
     assert main(["export", "--db", str(tmp_path / "none.db")]) == 2
+
+
+def test_record_pair_from_engine_states(store):
+    from llm_compare.arena import record_pair
+    from llm_compare.engine import Metrics, SideState
+
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+               {"role": "user", "content": "Who made you?"}]
+    a = SideState("a", "A", text="I am SmolLM, made by Hugging Face.", status="done", finish_reason="stop",
+                  metrics=Metrics(ttft_s=0.2, elapsed_s=1.5, new_tokens=9, tokens_per_s=6.0))
+    b = SideState("b", "B", text="A language model.", status="done", finish_reason="length",
+                  metrics=Metrics(ttft_s=0.3, elapsed_s=2.0, new_tokens=4, tokens_per_s=2.0))
+    bid = record_pair(store, ModelSpec(name="left", source="/x"), a, ModelSpec(name="right", source="/y"), b, history,
+                      params=GenerationParams(max_new_tokens=9), anony=True)
+    got = store.get_battle(bid)
+    assert (got.model_a, got.model_b, got.prompt) == ("left", "right", "Who made you?")
+    assert got.conversation_a[-1] == {"role": "assistant", "content": a.text} and len(got.conversation_a) == 4
+    assert got.metrics_b["finish_reason"] == "length" and got.metrics_a["tokens_per_s"] == 6.0
+    assert got.self_identified and got.self_words == ["SmolLM", "Hugging Face"]
+    assert store.clean_battles(blind_only=True) == []  # not voted yet
+    store.record_vote(bid, "b")
+    assert store.clean_battles()[0]["turn"] == 2
+    assert store.clean_battles(blind_only=True) == []  # it named itself: out of blind ratings
