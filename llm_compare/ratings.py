@@ -40,6 +40,11 @@ class Row:
         """Wins plus half the ties, over battles."""
         return (self.wins + 0.5 * self.ties) / self.battles if self.battles else float("nan")
 
+    def to_dict(self) -> dict:
+        return {"model": self.model, "rating": self.rating, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "elo": self.elo, "battles": self.battles, "wins": self.wins, "ties": self.ties,
+                "losses": self.losses, "win_rate": self.win_rate}
+
 
 @dataclass
 class Leaderboard:

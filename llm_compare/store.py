@@ -254,7 +254,7 @@ class VoteStore:
             try:
                 with transaction(self._db) as db:
                     yield db
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:  # locked, disk full, I/O error: the transaction rolled back
                 raise UserError(f"cannot save the {what} in {self.path}: {e}; nothing was written") from None
 
     def record_battle(

@@ -42,13 +42,9 @@ def run(args) -> int:
         records = store.clean_battles()
     board = leaderboard(records, blind_only=not args.all, rounds=max(100, args.rounds))
     if args.json:
-        print(json.dumps({"battles": board.battles, "rows": [board_row(r) for r in board.rows],
+        print(json.dumps({"battles": board.battles, "rows": [r.to_dict() for r in board.rows],
                           "win_rate": board.matrix_dict()}, ensure_ascii=False, indent=2))
     else:
         print(format_board(board, blind_only=not args.all))
     return 0
 
-
-def board_row(r) -> dict:
-    return {"model": r.model, "rating": r.rating, "ci_low": r.ci_low, "ci_high": r.ci_high, "elo": r.elo,
-            "battles": r.battles, "wins": r.wins, "ties": r.ties, "losses": r.losses, "win_rate": r.win_rate}
