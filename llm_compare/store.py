@@ -38,10 +38,13 @@ def db_path(flag: str | None = None) -> tuple[Path, bool]:
     return (Path(chosen).expanduser(), False) if chosen else (DEFAULT_DB, True)
 
 
-def open_store(flag: str | None = None, readonly: bool = False) -> "VoteStore":
-    """The store the CLI and app use; only the default location's directory is created on demand."""
+def open_store(flag: str | None = None, must_exist: bool = False) -> "VoteStore":
+    """The store the CLI and app use; only the default location's directory is created on demand.
+
+    must_exist: for commands that only read votes (leaderboard, export): never create a database.
+    """
     path, is_default = db_path(flag)
-    return VoteStore(path, create_dir=is_default and not readonly, readonly=readonly)
+    return VoteStore(path, create_dir=is_default and not must_exist, must_exist=must_exist)
 
 
 def software_versions() -> dict:
@@ -138,26 +141,27 @@ def _battle(row: sqlite3.Row) -> Battle:
 class VoteStore:
     """One SQLite vote database; safe to share between threads (one connection, one lock)."""
 
-    def __init__(self, path: str | Path | None = None, *, create_dir: bool = False, readonly: bool = False):
+    def __init__(self, path: str | Path | None = None, *, create_dir: bool = False, must_exist: bool = False,
+                 readonly: bool = False):
         """Open (and create or upgrade) the database at `path`.
 
-        readonly=True only reads (leaderboard, export): the file must exist and is never changed.
+        must_exist refuses to create a new file; readonly=True only reads and never changes the file.
         A file or directory without write permission is opened read-only by itself.
         """
         self.path = Path(path) if path else DEFAULT_DB
         self.readonly = readonly
         self._readonly_why = "opened read-only"
         self._lock = threading.Lock()
-        self._db = self._open(create_dir)
+        self._db = self._open(create_dir, must_exist or readonly)
 
     # -- opening ------------------------------------------------------------------------------
 
-    def _open(self, create_dir: bool) -> sqlite3.Connection:
-        path, where = self.path, self.path.parent if str(self.path.parent) else Path(".")
+    def _open(self, create_dir: bool, must_exist: bool) -> sqlite3.Connection:
+        path, where = self.path, self.path.parent
         fix = "pass --db (or set LLM_COMPARE_DB) with another path"
         if path.is_dir():
             raise UserError(f"vote database {path} is a directory; {fix} ending in a file name")
-        if self.readonly and not path.exists():
+        if must_exist and not path.exists():
             raise UserError(f"there is no vote database at {path} yet; vote in the app first, or {fix}")
         if not where.is_dir():
             if not create_dir:

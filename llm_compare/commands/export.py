@@ -53,7 +53,7 @@ def render(records: list[dict], fmt: str) -> str:
 
 
 def run(args) -> int:
-    with open_store(args.db, readonly=True) as store:
+    with open_store(args.db, must_exist=True) as store:
         records = store.clean_battles(blind_only=args.blind_only)
     text = render(records, args.format)
     if not args.out:

@@ -38,7 +38,7 @@ def format_board(board, blind_only: bool) -> str:
 
 
 def run(args) -> int:
-    with open_store(args.db, readonly=True) as store:
+    with open_store(args.db, must_exist=True) as store:
         records = store.clean_battles()
     board = leaderboard(records, blind_only=not args.all, rounds=max(100, args.rounds))
     if args.json:
