@@ -156,3 +156,20 @@ def test_report_on_the_embedded_default_pair(tmp_path, capsys):
     assert "明明明明明白白白喜欢他" in md
     with VoteStore(db) as store:
         assert store.counts()["battles"] == 5
+
+
+def test_a_prompt_a_model_cannot_take_is_reported_not_stored(tmp_path, tiny_models, capsys):
+    suite = tmp_path / "long.toml"
+    long_text = "hello world " * 400  # far beyond the tiny models' 256-token context
+    suite.write_text(f'[[prompts]]\ngroup = "g"\nlabel = "ok"\ntext = "hello"\n\n'
+                     f'[[prompts]]\ngroup = "g"\nlabel = "too long"\ntext = "{long_text}"\n', encoding="utf-8")
+    out, db = tmp_path / "out", tmp_path / "v.db"
+    code = main(["report", "--prompts", str(suite), "--model-a", tiny_models[0], "--model-b", tiny_models[1],
+                 "--dtype-a", "float32", "--dtype-b", "float32", "--out", str(out), "--db", str(db),
+                 "--max-new-tokens", "4", "--greedy"])
+    err = capsys.readouterr().err
+    assert code == 2 and "too long (A)" in err and "takes at most 256" in err
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert md.count("&#91;error&#93;") == 2 and "| prompts answered | 1/2 | 1/2 |" in md
+    with VoteStore(db) as store:
+        assert [b.question_id for b in store.battles()] == ["long/ok"]
