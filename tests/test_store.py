@@ -353,3 +353,12 @@ def test_record_pair_from_engine_states(store):
     store.record_vote(bid, "b")
     assert store.clean_battles()[0]["turn"] == 2
     assert store.clean_battles(blind_only=True) == []  # it named itself: out of blind ratings
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["leaderboard", "--help"], ["export", "--help"], ["report", "--help"]])
+def test_help_texts_render(argv, capsys):
+    from llm_compare.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out
