@@ -207,6 +207,7 @@ def render_markdown(report: Report) -> str:
                 f"| | A: {md_cell(a.label)} | B: {md_cell(b.label)} |", "|---|---|---|"]
         for (key, label, _), va, vb in zip(METRICS, side_cells(r.a), side_cells(r.b)):
             out.append(f"| {label} | {va} | {vb} |")
+        out.append(f"| ran | {order(r, 'a')} | {order(r, 'b')} |")
         out.append(f"| answer | {md_cell(answer_of(r.a))} | {md_cell(answer_of(r.b))} |")
     return "\n".join(out) + "\n"
 
@@ -230,8 +231,13 @@ def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def html_side(title: str, state: SideState) -> str:
+def order(result: PairResult, side: str) -> str:
+    return "first" if result.first == side else "second"
+
+
+def html_side(title: str, state: SideState, ran: str) -> str:
     figures = " · ".join(f"{label} {value}" for (_, label, _), value in zip(METRICS, side_cells(state)))
+    figures += f" · ran {ran}"
     body = (f'<pre class="answer error">{esc(answer_of(state))}</pre>' if state.error
             else f'<pre class="answer">{esc(state.text)}</pre>')
     return f'<div class="side"><h3>{esc(title)}</h3><div class="figures">{esc(figures)}</div>{body}</div>'
@@ -253,7 +259,8 @@ def render_html(report: Report) -> str:
               if ids else "")
     prompts = "".join(
         f'<section id="p{n}"><h2>{n}. {esc(r.preset.label)}</h2><div class="prompt">{esc(r.preset.text)}</div>'
-        f'<div class="pair">{html_side("A: " + a.label, r.a)}{html_side("B: " + b.label, r.b)}</div></section>'
+        f'<div class="pair">{html_side("A: " + a.label, r.a, order(r, "a"))}'
+        f'{html_side("B: " + b.label, r.b, order(r, "b"))}</div></section>'
         for n, r in enumerate(report.results, 1)
     )
     versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
