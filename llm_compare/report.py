@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from llm_compare.arena import record_pair
-from llm_compare.engine import Job, SideState, stream_pair, stream_reply
+from llm_compare.engine import Job, SideState, side_params, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.presets import Preset
@@ -76,8 +76,13 @@ def run_suite(
     system: str | None = None,
     progress: Callable[[int, int, Preset, object], None] | None = None,
     rng: random.Random | None = None,
+    explicit: set[str] | None = None,
 ) -> Report:
-    """Run every preset through both models (sequentially) and store each finished pair."""
+    """Run every preset through both models (sequentially) and store each finished pair.
+
+    `explicit`: the settings the user set; each model's recommended values fill the others
+    (engine.side_params). None: `params` apply to both sides as they are.
+    """
     if not presets:
         raise UserError(f"prompt suite {suite!r} is empty; add [[prompts]] with group, label and text")
     rng = rng or random.Random()
@@ -86,10 +91,13 @@ def run_suite(
         backend.concurrent_streams = 1
         warm_up(backend, params)
     report = Report(suite=suite, spec_a=spec_a, spec_b=spec_b, params=params)
+    params_a, params_b = side_params(backend_a, params, explicit), side_params(backend_b, params, explicit)
+    stored_params = params if params_a == params_b == params else {
+        spec_a.name: params_a.to_dict(), spec_b.name: params_b.to_dict()}  # by model: sides get shuffled
     for n, preset in enumerate(presets):
         msgs = messages_for(preset.text, system)
-        job_a = Job("a", backend_a, msgs, label=spec_a.label)
-        job_b = Job("b", backend_b, msgs, label=spec_b.label)
+        job_a = Job("a", backend_a, msgs, label=spec_a.label, params=params_a)
+        job_b = Job("b", backend_b, msgs, label=spec_b.label, params=params_b)
         first = "a" if n % 2 == 0 else "b"
         jobs = (job_a, job_b) if first == "a" else (job_b, job_a)
         final = None
@@ -98,7 +106,8 @@ def run_suite(
                 progress(n, len(presets), preset, final)
         result = PairResult(preset, final.side("a"), final.side("b"), first)
         if store is not None and not result.a.error and not result.b.error:
-            result.battle_id = store_pair(store, result, spec_a, spec_b, params, msgs, suite, rng, report.versions)
+            result.battle_id = store_pair(store, result, spec_a, spec_b, stored_params, msgs, suite, rng,
+                                          report.versions)
         report.results.append(result)
     return report
 
