@@ -116,6 +116,34 @@ def generation_kwargs(model, chat_format, tokenizer, params: GenerationParams) -
     return {"generation_config": config, "logits_processor": processors}
 
 
+class MatvecLinear(torch.nn.Linear):
+    """nn.Linear that multiplies a single row with `torch.addmv`/`torch.mv`.
+
+    While decoding, every linear layer sees one token. For bf16 weights torch's matmul path for
+    one row is 1.3-4x slower than its matrix-vector kernel (bench/backends.py --experiments:
+    SmolLM2 bf16 decode 1.27x faster); for bf16 the results are bitwise identical, so greedy text
+    does not change (fp16 differs in the last bits and fp32 gains nothing: both keep nn.Linear).
+    Prefill (several rows) keeps `F.linear`.
+    """
+
+    def forward(self, x):
+        if x.numel() != self.in_features or x.dtype != self.weight.dtype:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        row = x.reshape(-1)
+        y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
+        return y.view(*x.shape[:-1], self.out_features)
+
+
+def use_matvec_for_decode(model) -> int:
+    """Switch the model's bf16 nn.Linear layers to `MatvecLinear` in place; returns how many."""
+    switched = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and module.weight.dtype == torch.bfloat16:
+            module.__class__ = MatvecLinear
+            switched += 1
+    return switched
+
+
 class TransformersBackend(Backend):
     def __init__(self, spec, loaded):
         self.spec = spec
@@ -126,6 +154,7 @@ class TransformersBackend(Backend):
         self.resident_bytes = loaded.resident_bytes
         self.concurrent_streams = 1  # set by the caller (engine policy) before streaming
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        use_matvec_for_decode(self.model)
         self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
 
     def recommended_generation(self) -> dict:
