@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from llm_compare.backends.llamacpp import LlamaCppBackend, Utf8Pieces
+from llm_compare.backends.llamacpp_amx import amx_state
 from llm_compare.engine import Job, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
@@ -157,13 +158,6 @@ def test_utf8_pieces_hold_back_split_characters():
 
 # --- a real OpenAI-compatible server (llama-cpp-python[server]) against the transformers backend ---
 
-SERVER_CODE = (
-    "import runpy, sys; from llm_compare.backends.llamacpp import disable_extra_buffers; "
-    "disable_extra_buffers(); sys.argv[0] = 'llama_cpp.server'; "
-    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)"
-)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -175,8 +169,11 @@ def llama_server(tmp_path_factory):
     from llm_compare.loading import embedded_path
 
     port = free_port()
-    cmd = [sys.executable, "-c", SERVER_CODE, "--model", str(embedded_path("smollm2")),
+    path = embedded_path("smollm2")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path),
            "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
+    if amx_state(path) in ("broken", "off"):  # same micro-batching as the in-process backend
+        cmd += ["--n_ubatch", "1"]
     log_path = tmp_path_factory.mktemp("server") / "server.log"  # a file: its verbose log would fill a pipe
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

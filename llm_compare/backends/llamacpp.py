@@ -23,6 +23,7 @@ from typing import Iterator
 import psutil
 
 from llm_compare.backends.base import Backend, Chunk, Messages
+from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
@@ -30,36 +31,7 @@ from llm_compare.threads import threads_for_stream
 
 DEFAULT_CONTEXT = 4096  # KV cache size when the model was trained for longer (memory grows with it)
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
-KEEP_EXTRA_BUFFERS_ENV = "LLM_COMPARE_LLAMA_EXTRA_BUFFERS"
 _END = object()
-
-
-def disable_extra_buffers() -> None:
-    """Load weights into plain CPU buffers, not llama.cpp's "extra" (AMX / repacked) ones.
-
-    On the 2-core VMs this project targets, the CPU advertises AMX and llama.cpp picks its AMX
-    matmul for any prompt longer than one token, which dies with SIGSEGV on `ldtilecfg` (the
-    hypervisor does not really provide AMX). `Llama()` has no parameter for this, so the default
-    model parameters are wrapped (idempotent, process-wide; also used by the test's server).
-    Set LLM_COMPARE_LLAMA_EXTRA_BUFFERS=1 to keep them on hardware where AMX works.
-    """
-    import os
-
-    import llama_cpp.llama as llama_module
-
-    if os.environ.get(KEEP_EXTRA_BUFFERS_ENV) == "1":
-        return
-    original = llama_module.llama_cpp.llama_model_default_params
-    if getattr(original, "plain_buffers", False):
-        return
-
-    def plain_params():
-        params = original()
-        params.use_extra_bufts = False
-        return params
-
-    plain_params.plain_buffers = True
-    llama_module.llama_cpp.llama_model_default_params = plain_params
 
 
 def gguf_path(source: str) -> Path:
@@ -159,7 +131,6 @@ class LlamaCppBackend(Backend):
     def _open(self, n_ctx: int | None = None):
         import llama_cpp
 
-        disable_extra_buffers()
         threads = threads_for_stream(self.spec, 1, self.weight_bytes)
         try:
             llm = llama_cpp.Llama(
@@ -168,6 +139,7 @@ class LlamaCppBackend(Backend):
                 n_threads=threads,
                 n_threads_batch=threads,
                 verbose=False,
+                **llama_kwargs(self.path),  # AMX handling for this machine (llamacpp_amx.py)
             )
         except (ValueError, RuntimeError, OSError) as e:
             raise UserError(
