@@ -29,7 +29,7 @@ from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.threads import threads_for_stream
 
-DEFAULT_CONTEXT = 4096  # KV cache size when the model was trained for longer (memory grows with it)
+DEFAULT_CONTEXT = 4096  # KV cache size; prompts + replies beyond the model's trained context are refused
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
 _END = object()
 
@@ -121,21 +121,21 @@ class LlamaCppBackend(Backend):
         first = self._open()
         self.load_seconds = time.perf_counter() - t0
         self.resident_bytes = max(0, psutil.Process().memory_info().rss - before)
-        self.context_length = first.n_ctx()
+        self.context_length = min(first.n_ctx(), first._model.n_ctx_train() or first.n_ctx())
         self.prompt = GgufPrompt(first, spec.chat_format, self.path)
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._idle.put(first)
         self._count = 1
         self._count_lock = threading.Lock()
 
-    def _open(self, n_ctx: int | None = None):
+    def _open(self):
         import llama_cpp
 
         threads = threads_for_stream(self.spec, 1, self.weight_bytes)
         try:
             llm = llama_cpp.Llama(
                 model_path=str(self.path),
-                n_ctx=n_ctx or 0,  # 0: the model's trained context
+                n_ctx=DEFAULT_CONTEXT,
                 n_threads=threads,
                 n_threads_batch=threads,
                 verbose=False,
@@ -146,9 +146,6 @@ class LlamaCppBackend(Backend):
                 f"llama.cpp cannot load {self.path} ({e}); check it is a complete GGUF file of an "
                 "architecture this llama-cpp-python version supports"
             ) from None
-        if n_ctx is None and llm.n_ctx() > DEFAULT_CONTEXT:  # reopen with a smaller KV cache
-            llm.close()
-            return self._open(DEFAULT_CONTEXT)
         llm.last_n_tokens_size = llm.n_ctx()  # repetition penalty over the whole reply, as in transformers
         return llm
 
@@ -162,7 +159,7 @@ class LlamaCppBackend(Backend):
             if self._count < MAX_INSTANCES:
                 self._count += 1
                 try:
-                    return self._open(self.context_length)
+                    return self._open()
                 except BaseException:
                     self._count -= 1
                     raise
