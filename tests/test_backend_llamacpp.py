@@ -227,3 +227,31 @@ def test_real_server_wrong_model_name_fails_only_its_pane(llama_server, backend)
     states = list(stream_pair(Job("a", wrong, MESSAGES), Job("b", backend, MESSAGES), GREEDY))
     assert states[-1].a.status == "error" and "404" in states[-1].a.error
     assert states[-1].b.status == "done"
+
+
+def test_amx_state_forced_by_env_and_skipped_without_amx(monkeypatch, tmp_path):
+    from llm_compare.backends import llamacpp_amx
+
+    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))
+    monkeypatch.setenv(llamacpp_amx.MODE_ENV, "works")
+    assert llamacpp_amx.llama_kwargs(tmp_path / "m.gguf") == {}
+    monkeypatch.setenv(llamacpp_amx.MODE_ENV, "broken")
+    assert llamacpp_amx.llama_kwargs(tmp_path / "m.gguf") == {"n_ubatch": 1}
+    monkeypatch.delenv(llamacpp_amx.MODE_ENV)
+    monkeypatch.setattr(llamacpp_amx, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert llamacpp_amx.amx_state(tmp_path / "m.gguf") == "none"
+    assert not (tmp_path / "llama_amx.json").exists()  # no probe without AMX
+
+
+@pytest.mark.skipif(not {"amx_int8", "amx_tile"} & __import__("llm_compare.backends.llamacpp_amx", fromlist=["x"]).cpu_flags(),
+                    reason="the CPU does not advertise AMX")
+def test_amx_probe_runs_once_and_is_cached(monkeypatch, tmp_path):
+    from llm_compare.backends import llamacpp_amx
+
+    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))
+    monkeypatch.delenv(llamacpp_amx.MODE_ENV, raising=False)
+    state = llamacpp_amx.amx_state(tmp_path / "m.gguf")
+    assert state in ("works", "broken")
+    assert state in (tmp_path / "llama_amx.json").read_text()
+    monkeypatch.setattr(llamacpp_amx.subprocess, "run", lambda *a, **k: pytest.fail("probed twice"))
+    assert llamacpp_amx.amx_state(tmp_path / "m.gguf") == state
