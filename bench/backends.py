@@ -60,7 +60,7 @@ def raw_llamacpp_tps(backend: LlamaCppBackend, n: int) -> float:
         threads = threads_for_stream(backend.spec, 1, backend.weight_bytes)
         llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
         ids = backend.prompt.encode(STORY)
-        llm.reset()  # no prompt cache from the previous run
+        llm.reset()  # no prompt cache from the previous run (the backend resets too)
         times = []
         for _ in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
             times.append(time.perf_counter())
@@ -72,10 +72,6 @@ def raw_llamacpp_tps(backend: LlamaCppBackend, n: int) -> float:
 
 
 def engine_tps(backend, n: int) -> tuple[float, float, int]:
-    if hasattr(backend, "_idle"):
-        llm = backend._idle.get()
-        llm.reset()
-        backend._idle.put(llm)
     final = list(stream_reply(backend, STORY, GenerationParams(max_new_tokens=n, greedy=True)))[-1]
     return final.metrics.tokens_per_s, final.metrics.ttft_s, final.metrics.new_tokens
 

@@ -225,6 +225,10 @@ class LlamaCppBackend(Backend):
         first_at, n = None, 0
         if stop.is_set():
             return
+        # No KV reuse from the previous reply: the prompt is evaluated in full every time, as in the
+        # transformers backend (a fair time to first token, and greedy text that does not depend on
+        # what this instance answered before).
+        llm.reset()
         for token in llm.generate(
             ids, min_p=0.0, typical_p=1.0, repeat_penalty=params.repetition_penalty, **sampling
         ):
