@@ -32,7 +32,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
     first_a = ctx.model_a or ctx.registry.default_pair[0]
     first_b = ctx.model_b or ctx.registry.default_pair[1]
     with gr.Blocks(title="llm_compare") as demo:
-        conv = gr.State(Conversation)
+        conv = gr.State(lambda: Conversation())
         gr.Markdown("## llm_compare · two local LLMs, one prompt, side by side")
         with gr.Tab("Compare", id="compare"):
             with gr.Row():
@@ -101,6 +101,9 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
         b["stop"].click(stop_b, inputs=[conv], concurrency_limit=None, api_visibility="private")
         clear.click(handlers.make_clear(ctx), inputs=[conv], outputs=outputs, concurrency_limit=None,
                     api_visibility="private")
+        for pane in (a, b):  # the pane's own trash button clears the whole conversation
+            pane["chat"].clear(handlers.make_clear(ctx), inputs=[conv], outputs=outputs, concurrency_limit=None,
+                               api_visibility="private")
         preset.change(handlers.make_preset(ctx), inputs=[preset], outputs=[prompt], api_visibility="private",
                       concurrency_limit=None)
         for side, picker in (("a", model_a), ("b", model_b)):

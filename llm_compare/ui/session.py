@@ -115,10 +115,9 @@ class Frame:
 def format_elapsed(st: SideState | None) -> str:
     if st is None:
         return "⏱ –"
-    marks = {"waiting": "waiting", "running": "running", "done": "done", "stopped": "stopped", "error": "error"}
-    if st.status == "waiting":
-        return "⏱ – · waiting"
-    return f"⏱ {st.metrics.elapsed_s:.1f} s · {marks.get(st.status, st.status)}"
+    if st.status in ("waiting", "loading"):
+        return f"⏱ – · {st.status}"
+    return f"⏱ {st.metrics.elapsed_s:.1f} s · {st.status}"
 
 
 def format_stats(st: SideState | None) -> str:
@@ -136,6 +135,8 @@ def pane_text(st: SideState) -> str:
     if st.status == "error":
         partial = f"{st.text}\n\n" if st.text else ""
         return f"{partial}⚠️ **Error:** {st.error}"
+    if st.status == "loading":
+        return f"⏳ loading {st.label} …"
     if st.status == "waiting" and not st.text:
         return "…"
     text = st.text or ("…" if st.status == "running" else "")
@@ -158,8 +159,8 @@ def render(conv: Conversation, state: PairState | None, status: str, prompt: str
     return Frame(chats, times, stats, status, finished=bool(state and state.finished), state=state)
 
 
-def _loading_state(labels: dict) -> PairState:
-    sides = {s: SideState(side=s, label=labels[s]) for s in SIDES}
+def _loading_state(labels: dict, loading: str) -> PairState:
+    sides = {s: SideState(side=s, label=labels[s], status="loading" if s == loading else "waiting") for s in SIDES}
     return PairState(a=sides["a"], b=sides["b"])
 
 
@@ -191,7 +192,7 @@ def run_turn(
                 spec = ctx.spec(names.get(s), s)
                 conv.labels[s] = shown_labels.get(s) or spec.label
                 if not ctx.pool.is_loaded(spec):
-                    yield render(conv, _loading_state(conv.labels), f"loading {conv.labels[s]} …", prompt)
+                    yield render(conv, _loading_state(conv.labels, s), f"loading {conv.labels[s]} …", prompt)
                 backend, error = ctx.pool.get(spec), None
             except UserError as e:
                 backend, error = None, str(e)

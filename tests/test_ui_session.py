@@ -1,0 +1,139 @@
+"""The UI's turn logic (no Gradio) on the embedded SmolLM2 GGUF: streaming, history, stop, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
+from llm_compare.pool import ModelPool
+from llm_compare.specs import ModelSpec, Registry, load_registry
+from llm_compare.ui.session import AppContext, Conversation, run_turn
+
+FP32 = {"a": "smollm2-fp32", "b": "smollm2-fp32"}  # one cached load serves both sides: fast tests
+SHORT = GenerationParams(max_new_tokens=8, greedy=True)
+LONG = GenerationParams(max_new_tokens=1500, greedy=False, temperature=1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return AppContext(registry=load_registry(), pool=ModelPool())
+
+
+def last_reply(frame, side):
+    return frame.chats[side][-1]["content"]
+
+
+def test_turn_streams_both_sides_and_each_keeps_its_history(ctx):
+    conv = Conversation()
+    frames = list(run_turn(ctx, conv, "Name a colour.", FP32, SHORT, tick_s=0.05))
+    final = frames[-1]
+    assert final.finished and len(frames) > 2
+    for s in "ab":
+        assert re.fullmatch(r"⏱ \d+\.\d s · done", final.times[s])
+        assert re.search(r"\d+ new tokens", final.stats[s])
+        live = [float(re.search(r"([\d.]+) s", f.times[s]).group(1)) for f in frames if "running" in f.times[s]]
+        assert live == sorted(live)  # the counter only moves forward while running
+        assert last_reply(final, s).strip() and "Error" not in last_reply(final, s)
+        assert [m["role"] for m in conv.messages[s]] == ["user", "assistant"]
+    list(run_turn(ctx, conv, "And another one?", FP32, SHORT, system="Answer briefly."))
+    for s in "ab":
+        assert [m["content"] for m in conv.messages[s] if m["role"] == "user"] == ["Name a colour.", "And another one?"]
+        assert len(conv.shown[s]) == 4
+
+
+def test_empty_prompt_is_refused_before_anything_loads(ctx):
+    conv = Conversation()
+    with pytest.raises(UserError, match="empty"):
+        next(run_turn(ctx, conv, "   ", {"a": "does-not-exist", "b": "does-not-exist"}, SHORT))
+    assert conv.run is None
+
+
+def test_prompt_over_the_context_limit_shows_in_both_panes(ctx):
+    conv = Conversation()
+    final = list(run_turn(ctx, conv, "word " * 9000, FP32, SHORT))[-1]
+    for s in "ab":
+        assert final.state.side(s).status == "error"
+        assert "takes at most" in last_reply(final, s) and "Error" in last_reply(final, s)
+        assert conv.messages[s] == []  # a failed turn is not fed to the model next time
+
+
+def test_a_model_that_cannot_load_leaves_the_other_side_usable(tmp_path):
+    fp32 = load_registry().models["smollm2-fp32"]
+    broken = ModelSpec(name="broken", source=str(tmp_path / "missing.gguf"), label="Broken")
+    reg = Registry(models={"broken": broken, "smollm2-fp32": fp32}, default_pair=("broken", "smollm2-fp32"))
+    ctx = AppContext(registry=reg, pool=ModelPool())
+    conv = Conversation()
+    final = list(run_turn(ctx, conv, "Hi!", {"a": "broken", "b": "smollm2-fp32"}, SHORT))[-1]
+    assert final.state.a.status == "error" and "missing.gguf" in final.state.a.error
+    assert final.state.b.status == "done" and final.state.b.text
+
+
+def test_second_turn_while_one_runs_is_refused_and_closing_stops_both(ctx):
+    conv = Conversation()
+    turn = run_turn(ctx, conv, "Write a very long story about a dragon.", FP32, LONG)
+    for frame in turn:
+        if all(frame.state and frame.state.side(s).metrics.new_tokens > 0 for s in "ab"):
+            break
+    with pytest.raises(UserError, match="already running"):
+        next(run_turn(ctx, conv, "Another", FP32, SHORT))
+    turn.close()  # what Gradio's cancel does on Stop
+    assert conv.run.finished.is_set()
+    for s in "ab":
+        st = conv.last_state.side(s)
+        assert st.status == "stopped" and 0 < st.metrics.new_tokens < LONG.max_new_tokens
+        assert conv.messages[s][-1]["content"] == st.text  # the partial answer stays in the history
+
+
+def test_stopping_one_side_lets_the_other_finish(ctx):
+    conv = Conversation()
+    params = GenerationParams(max_new_tokens=24, greedy=True)
+    stopped = False
+    for frame in run_turn(ctx, conv, "Count from one to fifty in words.", FP32, params):
+        if not stopped and frame.state.a.metrics.new_tokens > 0:
+            conv.run.stop_side("a")
+            stopped = True
+    assert frame.state.a.status == "stopped" and frame.state.a.metrics.new_tokens < 24
+    assert frame.state.b.status == "done" and frame.state.b.metrics.new_tokens == 24
+    assert "[stopped]" in last_reply(frame, "a")
+
+
+class RaisesMidStream:
+    """A real backend that breaks after two chunks (a model crashing mid-answer)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def stream(self, messages, params, stop):
+        for i, chunk in enumerate(self._backend.stream(messages, params, stop)):
+            if i == 2:
+                raise RuntimeError("simulated crash in the model")
+            yield chunk
+
+
+class FaultyPool(ModelPool):
+    def __init__(self, faulty_name):
+        super().__init__()
+        self.faulty_name = faulty_name
+
+    def get(self, spec):
+        backend = super().get(spec)
+        return RaisesMidStream(backend) if spec.name == self.faulty_name else backend
+
+
+def test_a_model_raising_mid_stream_shows_its_error_and_the_other_finishes():
+    fp32 = load_registry().models["smollm2-fp32"]
+    crashy = dataclasses.replace(fp32, name="crashy", label="Crashy")
+    reg = Registry(models={"crashy": crashy, "smollm2-fp32": fp32}, default_pair=("crashy", "smollm2-fp32"))
+    ctx = AppContext(registry=reg, pool=FaultyPool("crashy"))
+    conv = Conversation()
+    params = GenerationParams(max_new_tokens=16, greedy=True)
+    final = list(run_turn(ctx, conv, "Tell me about cats.", {"a": "crashy", "b": "smollm2-fp32"}, params))[-1]
+    assert final.state.a.status == "error" and "simulated crash" in last_reply(final, "a")
+    assert final.state.b.status == "done" and final.state.b.metrics.new_tokens > 0
