@@ -10,7 +10,7 @@ import pytest
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
-from llm_compare.specs import ModelSpec, Registry, load_registry
+from llm_compare.specs import ModelSpec, load_registry
 from llm_compare.ui.session import AppContext, Conversation, run_turn
 
 FP32 = {"a": "smollm2-fp32", "b": "smollm2-fp32"}  # one cached load serves both sides: fast tests
@@ -18,9 +18,42 @@ SHORT = GenerationParams(max_new_tokens=8, greedy=True)
 LONG = GenerationParams(max_new_tokens=1500, greedy=False, temperature=1.0, seed=1)
 
 
+class RaisesMidStream:
+    """A real backend that breaks after two chunks (a model crashing mid-answer)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def stream(self, messages, params, stop):
+        for i, chunk in enumerate(self._backend.stream(messages, params, stop)):
+            if i == 2:
+                raise RuntimeError("simulated crash in the model")
+            yield chunk
+
+
+class FaultyPool(ModelPool):
+    """The real pool; the spec named "crashy" is served by the fp32 model wrapped in RaisesMidStream."""
+
+    def get(self, spec):
+        if spec.name != "crashy":
+            return super().get(spec)
+        return RaisesMidStream(super().get(load_registry().models["smollm2-fp32"]))
+
+    def is_loaded(self, spec):
+        return spec.name == "crashy" or super().is_loaded(spec)
+
+
 @pytest.fixture(scope="module")
-def ctx():
-    return AppContext(registry=load_registry(), pool=ModelPool())
+def ctx(tmp_path_factory):
+    reg = load_registry()
+    fp32 = reg.models["smollm2-fp32"]
+    missing = tmp_path_factory.mktemp("models") / "missing.gguf"
+    reg.models["broken"] = ModelSpec(name="broken", source=str(missing), label="Broken")
+    reg.models["crashy"] = dataclasses.replace(fp32, name="crashy", label="Crashy")
+    return AppContext(registry=reg, pool=FaultyPool())
 
 
 def last_reply(frame, side):
@@ -61,11 +94,7 @@ def test_prompt_over_the_context_limit_shows_in_both_panes(ctx):
         assert conv.messages[s] == []  # a failed turn is not fed to the model next time
 
 
-def test_a_model_that_cannot_load_leaves_the_other_side_usable(tmp_path):
-    fp32 = load_registry().models["smollm2-fp32"]
-    broken = ModelSpec(name="broken", source=str(tmp_path / "missing.gguf"), label="Broken")
-    reg = Registry(models={"broken": broken, "smollm2-fp32": fp32}, default_pair=("broken", "smollm2-fp32"))
-    ctx = AppContext(registry=reg, pool=ModelPool())
+def test_a_model_that_cannot_load_leaves_the_other_side_usable(ctx):
     conv = Conversation()
     final = list(run_turn(ctx, conv, "Hi!", {"a": "broken", "b": "smollm2-fp32"}, SHORT))[-1]
     assert final.state.a.status == "error" and "missing.gguf" in final.state.a.error
@@ -101,37 +130,7 @@ def test_stopping_one_side_lets_the_other_finish(ctx):
     assert "[stopped]" in last_reply(frame, "a")
 
 
-class RaisesMidStream:
-    """A real backend that breaks after two chunks (a model crashing mid-answer)."""
-
-    def __init__(self, backend):
-        self._backend = backend
-
-    def __getattr__(self, name):
-        return getattr(self._backend, name)
-
-    def stream(self, messages, params, stop):
-        for i, chunk in enumerate(self._backend.stream(messages, params, stop)):
-            if i == 2:
-                raise RuntimeError("simulated crash in the model")
-            yield chunk
-
-
-class FaultyPool(ModelPool):
-    def __init__(self, faulty_name):
-        super().__init__()
-        self.faulty_name = faulty_name
-
-    def get(self, spec):
-        backend = super().get(spec)
-        return RaisesMidStream(backend) if spec.name == self.faulty_name else backend
-
-
-def test_a_model_raising_mid_stream_shows_its_error_and_the_other_finishes():
-    fp32 = load_registry().models["smollm2-fp32"]
-    crashy = dataclasses.replace(fp32, name="crashy", label="Crashy")
-    reg = Registry(models={"crashy": crashy, "smollm2-fp32": fp32}, default_pair=("crashy", "smollm2-fp32"))
-    ctx = AppContext(registry=reg, pool=FaultyPool("crashy"))
+def test_a_model_raising_mid_stream_shows_its_error_and_the_other_finishes(ctx):
     conv = Conversation()
     params = GenerationParams(max_new_tokens=16, greedy=True)
     final = list(run_turn(ctx, conv, "Tell me about cats.", {"a": "crashy", "b": "smollm2-fp32"}, params))[-1]
