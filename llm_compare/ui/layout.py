@@ -58,7 +58,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
             with gr.Row():
                 preset = gr.Dropdown([(p.name, str(i)) for i, p in enumerate(ctx.presets)], value=None,
                                      label="Preset prompt", elem_id="preset", scale=1)
-                prompt = gr.Textbox(label="Prompt (Enter sends, Shift+Enter: new line)", lines=2, max_lines=12,
+                prompt = gr.Textbox(label="Prompt (Enter sends, Shift+Enter: new line)", lines=1, max_lines=12,
                                     elem_id="prompt", scale=3, placeholder="Ask both models …")
             with gr.Row():
                 send = gr.Button("Send", variant="primary", elem_id="send")
@@ -76,7 +76,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
                 with gr.Row():
                     rep = gr.Slider(0.8, 2.0, value=defaults.repetition_penalty, step=0.05,
                                     label="Repetition penalty")
-                    seed = gr.Number(value=None, precision=0, label="Seed (empty: random)")
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
                     greedy = gr.Checkbox(value=False, label="Greedy (deterministic)", elem_id="greedy")
                     fair = gr.Checkbox(value=False, label="Fair timing (B after A)", elem_id="fair")
                 gr.Markdown(FAIR_NOTE)
