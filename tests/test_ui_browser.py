@@ -148,6 +148,8 @@ def test_compare_two_turns_then_stop_both(page):
         expect(page.locator(f"#time-{side}")).to_contain_text("running", timeout=TURN_TIMEOUT_MS)
         expect(page.locator(f"#stats-{side}")).to_contain_text(re.compile(r"[1-9]\d* new tokens"),
                                                                timeout=TURN_TIMEOUT_MS)
+    expect(page.locator("#send")).to_be_disabled()  # no second overlapping run on the same panes
+    page.locator("#prompt textarea").press("Enter")
     page.locator("#stop").click()
     wait_both(page, "stopped")
     expect(page.locator("#send")).to_be_enabled()
@@ -170,6 +172,10 @@ def test_html_in_chat_is_sanitised_and_empty_prompt_is_refused(page):
     page.locator("#send").click()
     wait_both(page, "done|error")
     expect(page.locator("#chat-a [data-testid='user']")).to_contain_text("bold")
+    before = page.locator("#chat-a").inner_text()
+    page.locator("#stop").click()  # Stop when idle: nothing changes
+    expect(page.locator("#time-a")).to_contain_text(re.compile("done|error"))
+    assert page.locator("#chat-a").inner_text() == before
     assert page.evaluate("window.__xss") is None
     assert page.locator("#chat-a img[onerror], #chat-b img[onerror], #chat-a script, #chat-b script").count() == 0
 
