@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads-b", type=int, help="CPU threads for side B")
     p.add_argument("--concurrency", type=int, default=1,
                    help="comparisons run at once across all users (default 1: others queue; each uses the whole CPU)")
+    p.add_argument("--db", help="vote database (default: $LLM_COMPARE_DB or ./data/llm_compare.db)")
+    p.add_argument("--no-votes", action="store_true", help="run without a vote database (no voting, no leaderboard)")
     return p
 
 

@@ -7,6 +7,7 @@ import gradio as gr
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_presets
 from llm_compare.specs import load_registry
+from llm_compare.store import open_store
 from llm_compare.ui.layout import CSS, build_app
 from llm_compare.ui.session import AppContext
 
@@ -18,6 +19,7 @@ def context_from_args(args) -> AppContext:
         registry=registry,
         pool=ModelPool(),
         presets=load_presets(),
+        store=None if args.no_votes else open_store(args.db),
         model_a=args.model_a,
         model_b=args.model_b,
         threads={"a": args.threads_a, "b": args.threads_b},

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from llm_compare.arena import draw_blind_pair, record_pair
 from llm_compare.engine import Job, PairState, SideState, stream_pair
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
@@ -74,6 +75,13 @@ class Conversation:
     last_prompt: str | None = None
     last_state: PairState | None = None
     run: Run | None = None
+    blind: bool = False  # this conversation's models were drawn at random and are hidden
+    names: dict = field(default_factory=dict)  # side -> model name of the current conversation
+    real_labels: dict = field(default_factory=dict)  # side -> display name, shown once revealed
+    battle_id: int | None = None  # the last finished turn, stored as a battle
+    voted: str | None = None  # the vote on battle_id
+    self_words: list = field(default_factory=list)  # model names the last answers gave away
+    note: str = ""  # why the last turn was not stored, if it was not
 
     @property
     def running(self) -> bool:
@@ -83,6 +91,22 @@ class Conversation:
         for s in SIDES:
             self.messages[s], self.shown[s] = [], []
         self.last_prompt, self.last_state = None, None
+        self.blind, self.names, self.real_labels = False, {}, {}
+        self.battle_id, self.voted, self.self_words, self.note = None, None, [], ""
+
+    @property
+    def can_vote(self) -> bool:
+        return self.battle_id is not None and self.voted is None and not self.running
+
+    @property
+    def hidden(self) -> bool:
+        """Blind and not yet voted on: show "Model A/B", not the names."""
+        return self.blind and self.voted is None
+
+    def shown_label(self, side: str) -> str:
+        if self.hidden:
+            return f"Model {side.upper()}"
+        return self.real_labels.get(side) or self.labels[side]
 
     def drop_last_turn(self) -> str | None:
         """Forget the last turn on both sides (for Regenerate); return its prompt."""
@@ -96,8 +120,24 @@ class Conversation:
             shown = self.shown[s]
             if len(shown) >= 2 and shown[-2]["role"] == "user":
                 del shown[-2:]
-        self.last_state = None
+        self.last_state, self.battle_id, self.voted = None, None, None
         return prompt
+
+    def start(self, ctx: "AppContext", picked: dict, blind: bool, blind_pool: list | None) -> dict:
+        """Which models this turn runs: the pickers', or in blind mode a random pair that stays
+        hidden for the whole conversation. A vote ends a blind conversation: the next turn draws anew."""
+        if blind:
+            if not self.blind or self.voted is not None or not self.names:
+                self.clear()
+                pool = [n for n in (blind_pool or ctx.registry.names()) if n in ctx.registry.models]
+                self.names = dict(zip(SIDES, draw_blind_pair(pool)))
+                self.blind = True
+        else:
+            if self.blind:  # leaving blind mode starts a new conversation
+                self.clear()
+            self.names = {s: picked.get(s) for s in SIDES}
+        self.battle_id, self.voted, self.self_words, self.note = None, None, [], ""
+        return self.names
 
 
 @dataclass
@@ -168,29 +208,32 @@ def run_turn(
     ctx: AppContext,
     conv: Conversation,
     prompt: str,
-    names: dict,
+    picked: dict,
     params: GenerationParams,
     *,
     system: str = "",
     sequential: bool = False,
     tick_s: float = 0.1,
-    labels: dict | None = None,
+    blind: bool = False,
+    blind_pool: list | None = None,
 ) -> Iterator[Frame]:
-    """One turn on both sides. Raises UserError (before anything runs) for an empty prompt or a
-    turn already in flight; a side that fails to load or to generate shows its error in its pane."""
+    """One turn on both sides. Raises UserError (before anything runs) for an empty prompt, a turn
+    already in flight, or a blind pool without two models; a side that fails to load or to
+    generate shows its error in its pane. A turn where both sides answered is stored as a battle."""
     if not (prompt or "").strip():
         raise UserError("the prompt is empty; type a question or pick a preset")
     if conv.running:
         raise UserError("a comparison is already running in these panes; wait for it or press Stop")
+    names = conv.start(ctx, picked, blind, blind_pool)
     run = conv.run = Run()
-    shown_labels = labels or {}
+    specs, jobs = {}, {}
     try:
-        jobs = {}
         for s in SIDES:
             spec = None
             try:
-                spec = ctx.spec(names.get(s), s)
-                conv.labels[s] = shown_labels.get(s) or spec.label
+                spec = specs[s] = ctx.spec(names.get(s), s)
+                conv.real_labels[s] = spec.label
+                conv.labels[s] = conv.shown_label(s)
                 if not ctx.pool.is_loaded(spec):
                     yield render(conv, _loading_state(conv.labels, s), f"loading {conv.labels[s]} …", prompt)
                 backend, error = ctx.pool.get(spec), None
@@ -213,11 +256,28 @@ def run_turn(
             pair.close()  # a closed turn (Stop, tab closed) stops both workers here
     finally:
         run.stop_all()
-        _commit(conv, run.latest, prompt)
+        state = _commit(conv, run.latest, prompt)
+        _record(ctx, conv, state, specs, jobs, params)
         run.finished.set()
 
 
-def _commit(conv: Conversation, state: PairState | None, prompt: str) -> None:
+def _record(ctx: AppContext, conv: Conversation, state: PairState | None, specs: dict, jobs: dict, params) -> None:
+    """Store the finished turn as a battle to vote on (both sides must have answered)."""
+    if ctx.store is None:
+        conv.note = "votes are off (no vote database)"
+        return
+    if state is None or len(jobs) < 2 or any(st.status == "error" or not st.text.strip() for st in (state.a, state.b)):
+        conv.note = "not stored for voting: a side has no answer"
+        return
+    try:
+        conv.battle_id = record_pair(ctx.store, specs["a"], state.a, specs["b"], state.b, jobs["a"].messages,
+                                     jobs["b"].messages, params=params, anony=conv.blind, source="live")
+        conv.self_words = ctx.store.get_battle(conv.battle_id).self_words
+    except UserError as e:
+        conv.note = f"not stored for voting: {e}"
+
+
+def _commit(conv: Conversation, state: PairState | None, prompt: str) -> PairState | None:
     """Keep the turn in each side's history; a side that errored keeps it only on screen."""
     if state is not None and not state.finished:  # closed mid-stream: what ran was stopped
         state = PairState(*(st if st.finished else dataclasses.replace(st, status="stopped", finish_reason="stopped")
@@ -229,6 +289,23 @@ def _commit(conv: Conversation, state: PairState | None, prompt: str) -> None:
                           {"role": "assistant", "content": pane_text(st) if st else "⚠️ **Error:** not started"}]
         if st is not None and st.status != "error":
             conv.messages[s] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": st.text}]
+    return state
+
+
+def vote(ctx: AppContext, conv: Conversation, outcome: str) -> None:
+    """The one vote on the last battle; reveals blind names."""
+    if ctx.store is None:
+        raise UserError("votes are off: start the app with a vote database (--db)")
+    if conv.running:
+        raise UserError("wait until both answers have finished, then vote")
+    if conv.battle_id is None:
+        raise UserError("nothing to vote on yet: send a prompt and wait for both answers")
+    if conv.voted is not None:
+        raise UserError("this turn already has your vote; send the next prompt to vote again")
+    ctx.store.record_vote(conv.battle_id, outcome)
+    conv.voted = outcome
+    for s in SIDES:
+        conv.labels[s] = conv.shown_label(s)
 
 
 def final_frame(conv: Conversation, status: str = "") -> Frame:
