@@ -35,9 +35,11 @@ def app_url(tmp_path_factory):
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     env.setdefault("LLM_COMPARE_CACHE", str(Path.home() / ".cache" / "llm_compare"))
-    log = tmp_path_factory.mktemp("app") / "app.log"
+    work = tmp_path_factory.mktemp("app")
+    log = work / "app.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--db", str(work / "votes.db")],
+                                cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -193,3 +195,85 @@ def test_named_endpoint_from_gradio_client(app_url):
         text = text if isinstance(text, str) else " ".join(b.get("text", "") for b in text)
         assert text.strip()
     assert "bf16" in head_a and "fp32" in head_b
+
+
+def rated(page) -> int:
+    return int(re.search(r"(\d+) rated battles", page.locator("#lb-summary").inner_text()).group(1))
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def finish_turn(page, prompt: str) -> None:
+    from playwright.sync_api import expect
+
+    page.locator("#prompt textarea").fill(prompt)
+    page.locator("#send").click()
+    wait_both(page, "done")
+    expect(page.locator("#vote-note")).to_contain_text("Which answer is better?")
+
+
+def test_vote_in_normal_then_blind_mode_reveals_names_and_moves_the_leaderboard(page):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Leaderboard")
+    page.get_by_label("All votes").check()
+    expect(page.locator("#lb-summary")).to_contain_text("all votes")
+    before = rated(page)
+    open_tab(page, "Compare")
+    set_max_new_tokens(page, 8)
+    for button in ("a", "b", "tie", "bad"):
+        expect(page.locator(f"#vote-{button}")).to_be_disabled()  # nothing finished yet
+    finish_turn(page, "What is two plus two?")
+    page.locator("#vote-a").click()
+    expect(page.locator("#vote-note")).to_contain_text("Vote saved: A is better")
+    expect(page.locator("#vote-b")).to_be_disabled()  # one vote per battle
+    open_tab(page, "Leaderboard")
+    expect(page.locator("#lb-summary")).to_contain_text(f"{before + 1} rated battles")
+    expect(page.locator("#leaderboard")).to_contain_text("SmolLM2-135M-Instruct · bf16")
+    expect(page.locator("#ratings-plot circle")).to_have_count(2)
+
+    open_tab(page, "Compare")
+    page.locator("#blind input").check()
+    expect(page.locator("#model-a input")).to_be_disabled()
+    finish_turn(page, "Name one fruit.")
+    for side in "ab":
+        expect(page.locator(f"#head-{side}")).to_have_text(f"{side.upper()} · Model {side.upper()}")
+    page.locator("#vote-tie").click()
+    expect(page.locator("#vote-note")).to_contain_text("Vote saved: Tie")
+    expect(page.locator("#vote-note")).to_contain_text(re.compile(r"A was SmolLM2.*B was SmolLM2"))
+    for side in "ab":
+        expect(page.locator(f"#head-{side}")).to_contain_text("SmolLM2-135M-Instruct")
+    open_tab(page, "Leaderboard")
+    expect(page.locator("#lb-summary")).to_contain_text(f"{before + 2} rated battles")
+    page.get_by_label("Blind votes only").check()
+    expect(page.locator("#lb-summary")).to_contain_text("blind votes")
+    page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
+
+
+def test_report_tab_then_vote_on_its_stored_battles(page):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Report")
+    box = page.locator("#rp-max-new-tokens input[type=number]")
+    box.fill("6")
+    box.press("Enter")
+    page.locator("#rp-run").click()
+    expect(page.locator("#rp-status")).to_contain_text("5 prompts · 5 stored as blind battles",
+                                                       timeout=TURN_TIMEOUT_MS)
+    link = page.locator("#rp-files a[href$='report.html']")
+    expect(link).to_have_count(1)
+    assert "<html" in httpx.get(link.get_attribute("href"), timeout=10).text  # the download works
+    expect(page.locator("#rp-preview")).to_contain_text("明明明明明白白白喜欢他")
+    open_tab(page, "Leaderboard")
+    page.get_by_text("Vote on stored battles").click()
+    page.locator("#sv-next").click()
+    expect(page.locator("#sv-head-a")).to_have_text("A · Model A")
+    expect(page.locator("#sv-chat-a [data-testid='bot']")).to_have_count(1)
+    expect(page.locator("#sv-note")).to_contain_text("5 waiting for a vote")
+    page.locator("#sv-vote-bad").click()
+    expect(page.locator("#sv-note")).to_contain_text(re.compile(r"Vote saved: Both bad.*A was SmolLM2"))
+    expect(page.locator("#sv-vote-a")).to_be_disabled()
+    page.locator("#sv-next").click()
+    expect(page.locator("#sv-note")).to_contain_text("4 waiting for a vote")

@@ -11,7 +11,8 @@ from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.specs import ModelSpec, load_registry
-from llm_compare.ui.session import AppContext, Conversation, run_turn
+from llm_compare.store import VoteStore
+from llm_compare.ui.session import AppContext, Conversation, run_turn, vote
 
 FP32 = {"a": "smollm2-fp32", "b": "smollm2-fp32"}  # one cached load serves both sides: fast tests
 SHORT = GenerationParams(max_new_tokens=8, greedy=True)
@@ -136,3 +137,54 @@ def test_a_model_raising_mid_stream_shows_its_error_and_the_other_finishes(ctx):
     final = list(run_turn(ctx, conv, "Tell me about cats.", {"a": "crashy", "b": "smollm2-fp32"}, params))[-1]
     assert final.state.a.status == "error" and "simulated crash" in last_reply(final, "a")
     assert final.state.b.status == "done" and final.state.b.metrics.new_tokens > 0
+
+
+@pytest.fixture
+def voting(ctx, tmp_path):
+    store = VoteStore(tmp_path / "votes.db")
+    yield dataclasses.replace(ctx, store=store)
+    store.close()
+
+
+def test_each_finished_turn_is_a_battle_that_takes_one_vote(voting):
+    conv = Conversation()
+    list(run_turn(voting, conv, "Name a colour.", {"a": "smollm2-fp32", "b": "crashy"}, SHORT))
+    assert conv.battle_id is None and conv.note.startswith("not stored")  # a side failed: nothing to vote on
+    with pytest.raises(UserError, match="nothing to vote on"):
+        vote(voting, conv, "a")
+    list(run_turn(voting, conv, "Name a fruit.", FP32, SHORT))
+    first = conv.battle_id
+    battle = voting.store.get_battle(first)
+    assert battle.prompt == "Name a fruit." and not battle.anony and battle.vote is None
+    assert battle.conversation_a[-1] == {"role": "assistant", "content": conv.messages["a"][-1]["content"]}
+    vote(voting, conv, "b")
+    assert voting.store.get_battle(first).vote == "b"
+    with pytest.raises(UserError, match="already has your vote"):
+        vote(voting, conv, "a")
+    list(run_turn(voting, conv, "And a vegetable?", FP32, SHORT))  # normal mode: the conversation goes on
+    assert conv.battle_id == first + 1 and conv.can_vote and len(conv.messages["a"]) == 6  # A answered all 3
+    assert voting.store.counts() == {"battles": 2, "votes": 1, "unvoted": 1}
+
+
+def test_blind_turn_hides_names_until_the_vote_then_draws_a_new_pair(voting):
+    conv = Conversation()
+    pool = ["smollm2-fp32", "crashy"]
+    seen = []
+    for frame in run_turn(voting, conv, "Say hi.", {"a": "broken", "b": "broken"}, SHORT, blind=True, blind_pool=pool):
+        seen.append((frame.chats["a"][-1]["content"], frame.status))
+    assert conv.labels == {"a": "Model A", "b": "Model B"} and set(conv.names.values()) == set(pool)
+    assert not any("Crashy" in text or "fp32" in text or "Crashy" in status for text, status in seen)
+    conv2 = Conversation()
+    pool = ["smollm2-fp32", "smollm2-bf16"]
+    list(run_turn(voting, conv2, "Say hi.", {}, SHORT, blind=True, blind_pool=pool))
+    assert conv2.hidden and voting.store.get_battle(conv2.battle_id).anony
+    assert {voting.store.get_battle(conv2.battle_id).model_a, voting.store.get_battle(conv2.battle_id).model_b} == set(pool)
+    vote(voting, conv2, "a")
+    assert not conv2.hidden and set(conv2.labels.values()) == {voting.registry.models[n].label for n in pool}
+    list(run_turn(voting, conv2, "Next round.", {}, SHORT, blind=True, blind_pool=pool))
+    assert conv2.hidden and len(conv2.messages["a"]) == 2  # a vote ends a blind conversation
+
+
+def test_blind_mode_needs_two_models(voting):
+    with pytest.raises(UserError, match="at least two"):
+        next(run_turn(voting, Conversation(), "Hi", {}, SHORT, blind=True, blind_pool=["smollm2-fp32"]))
