@@ -152,6 +152,9 @@ def test_compare_two_turns_then_stop_both(page):
                                                                timeout=TURN_TIMEOUT_MS)
     expect(page.locator("#send")).to_be_disabled()  # no second overlapping run on the same panes
     page.locator("#prompt textarea").press("Enter")
+    page.locator("#stop-a").click()  # one side first: A stops, B keeps going
+    expect(page.locator("#time-a")).to_contain_text("stopped")
+    expect(page.locator("#time-b")).to_contain_text("running")
     page.locator("#stop").click()
     wait_both(page, "stopped")
     expect(page.locator("#send")).to_be_enabled()
@@ -174,12 +177,21 @@ def test_html_in_chat_is_sanitised_and_empty_prompt_is_refused(page):
     page.locator("#send").click()
     wait_both(page, "done|error")
     expect(page.locator("#chat-a [data-testid='user']")).to_contain_text("bold")
+    expect(page.locator("#send")).to_be_enabled()  # the turn's last frame has arrived
     before = page.locator("#chat-a").inner_text()
     page.locator("#stop").click()  # Stop when idle: nothing changes
     expect(page.locator("#time-a")).to_contain_text(re.compile("done|error"))
     assert page.locator("#chat-a").inner_text() == before
     assert page.evaluate("window.__xss") is None
     assert page.locator("#chat-a img[onerror], #chat-b img[onerror], #chat-a script, #chat-b script").count() == 0
+
+    page.locator("#regenerate").click()  # the last turn again: replaced, not appended
+    expect(page.locator("#time-a")).to_contain_text("running")
+    wait_both(page, "done|error")
+    expect(page.locator("#chat-a [data-testid='bot']")).to_have_count(1)
+    page.locator("#clear").click()
+    for side in "ab":
+        expect(page.locator(f"#chat-{side} [data-testid='bot']")).to_have_count(0)
 
 
 def test_named_endpoint_from_gradio_client(app_url):

@@ -115,13 +115,14 @@ def make_stop(ctx: AppContext):
         """Stop both sides; a no-op when idle."""
         run = conv.run
         if run is not None and not run.finished.is_set():
+            run.stopped_by_user = True
             run.stop_all()
             run.finished.wait(STOP_GRACE_S)
 
     def settle(conv):
         """After Stop's cancel: show the final state and re-enable Send (idle: change nothing)."""
         run = conv.run
-        if run is None:
+        if run is None or not run.stopped_by_user:  # Stop when idle changes nothing
             return tuple(gr.skip() for _ in range(N_TURN_OUTPUTS))
         run.finished.wait(SETTLE_TIMEOUT_S)
         return frame_outputs(final_frame(conv, "stopped"), conv, busy=False)
@@ -171,9 +172,18 @@ def leaderboard_outputs(ctx: AppContext, blind_only) -> tuple:
 
 
 def make_blind_toggle(ctx: AppContext):
-    def toggle(blind, conv):
+    def toggle(blind, model_a, model_b, conv):
         """Blind mode hides the pickers; switching either way starts a new conversation on the next Send."""
-        return (gr.update(interactive=not blind), gr.update(interactive=not blind), gr.update(visible=bool(blind)))
+        if blind:
+            heads = (heading("a", "Model A"), heading("b", "Model B"))
+            status = "🎲 Blind mode: the next Send starts a new conversation with two hidden models."
+        else:
+            heads = tuple(heading(s, ctx.spec(n, s).label) for s, n in (("a", model_a), ("b", model_b)))
+            status = "Blind mode off: the picked models answer from the next Send."
+        if conv.running:
+            heads = (gr.skip(), gr.skip())
+        return (gr.update(interactive=not blind), gr.update(interactive=not blind), gr.update(visible=bool(blind)),
+                *heads, status)
 
     return toggle
 

@@ -163,8 +163,8 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
             picker.change(handlers.make_load(ctx, side), inputs=[picker, conv],
                           outputs=[panes[side]["head"], panes[side]["load"]], api_visibility="private",
                           concurrency_id="load")
-        blind.change(handlers.make_blind_toggle(ctx), inputs=[blind, conv], outputs=[model_a, model_b, blind_pool],
-                     **quiet)
+        blind.change(handlers.make_blind_toggle(ctx), inputs=[blind, model_a, model_b, conv],
+                     outputs=[model_a, model_b, blind_pool, a["head"], b["head"], status], **quiet)
         for outcome, button in votes.items():
             button.click(handlers.make_vote(ctx, outcome), inputs=[conv, scope],
                          outputs=[a["head"], b["head"], *votes.values(), note, *board_outputs], **quiet)

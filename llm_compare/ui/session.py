@@ -56,6 +56,7 @@ class Run:
     stop: dict = field(default_factory=lambda: {s: threading.Event() for s in SIDES})
     finished: threading.Event = field(default_factory=threading.Event)
     latest: PairState | None = None
+    stopped_by_user: bool = False  # Stop both was pressed while this turn ran
 
     def stop_side(self, side: str) -> None:
         self.stop[side].set()
