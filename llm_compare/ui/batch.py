@@ -58,8 +58,8 @@ def make_report(ctx: AppContext):
 def _stored_view(ctx: AppContext, battle, revealed: bool, note: str = "") -> tuple:
     """Both chats, both headings, the note, four vote buttons and the battle id (state)."""
     if battle is None:
-        waiting = ctx.store.counts()["unvoted"] if ctx.store else 0
-        msg = note or ("No stored battles are waiting for a vote." if not waiting else "")
+        waiting = len(ctx.store.unvoted_battles(source="batch", limit=None)) if ctx.store else 0
+        msg = note or ("No batch battles are waiting for a vote: run a report first." if not waiting else "")
         return ([], [], "**A**", "**B**", msg, *(gr.update(interactive=False) for _ in range(4)), None)
     hidden = battle.anony and not revealed
 
@@ -71,7 +71,7 @@ def _stored_view(ctx: AppContext, battle, revealed: bool, note: str = "") -> tup
         return [{"role": m["role"], "content": m.get("content") or ""} for m in conversation
                 if m.get("role") in ("user", "assistant")]
 
-    waiting = ctx.store.counts()["unvoted"]
+    waiting = len(ctx.store.unvoted_battles(source="batch", limit=None))
     info = note or f"Battle {battle.id} ({battle.source}) · {waiting} waiting for a vote. Which answer is better?"
     return (chat(battle.conversation_a), chat(battle.conversation_b), head("a", battle.model_a), head("b", battle.model_b),
             info, *(gr.update(interactive=not revealed) for _ in range(4)), battle.id)
@@ -82,7 +82,7 @@ def make_stored(ctx: AppContext):
         """Show the oldest battle still waiting for a vote (skipping the one on screen)."""
         if ctx.store is None:
             return _stored_view(ctx, None, False, "Votes are off: no vote database.")
-        waiting = [b for b in ctx.store.unvoted_battles(limit=2) if b.id != current]
+        waiting = [b for b in ctx.store.unvoted_battles(source="batch", limit=2) if b.id != current]
         return _stored_view(ctx, waiting[0] if waiting else None, False)
 
     def voter(outcome):

@@ -140,7 +140,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
                    status, prompt, send, regen, *votes.values(), note]
         assert len(outputs) == handlers.N_TURN_OUTPUTS
         board_outputs = [lb_table, lb_plot, lb_summary]
-        quiet = dict(api_visibility="private", concurrency_limit=None)
+        quiet = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
         compare_fn, regen_fn = handlers.make_compare(ctx)
         compare_evt = gr.on(
             [send.click, prompt.submit], compare_fn,
