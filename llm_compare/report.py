@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from llm_compare.arena import record_pair
-from llm_compare.engine import Job, SideState, stream_pair, stream_reply
+from llm_compare.engine import Job, SideState, side_params, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.presets import Preset
@@ -76,8 +76,13 @@ def run_suite(
     system: str | None = None,
     progress: Callable[[int, int, Preset, object], None] | None = None,
     rng: random.Random | None = None,
+    explicit: set[str] | None = None,
 ) -> Report:
-    """Run every preset through both models (sequentially) and store each finished pair."""
+    """Run every preset through both models (sequentially) and store each finished pair.
+
+    `explicit`: the settings the user set; each model's recommended values fill the others
+    (engine.side_params). None: `params` apply to both sides as they are.
+    """
     if not presets:
         raise UserError(f"prompt suite {suite!r} is empty; add [[prompts]] with group, label and text")
     rng = rng or random.Random()
@@ -86,10 +91,13 @@ def run_suite(
         backend.concurrent_streams = 1
         warm_up(backend, params)
     report = Report(suite=suite, spec_a=spec_a, spec_b=spec_b, params=params)
+    params_a, params_b = side_params(backend_a, params, explicit), side_params(backend_b, params, explicit)
+    stored_params = params if params_a == params_b == params else {
+        spec_a.name: params_a.to_dict(), spec_b.name: params_b.to_dict()}  # by model: sides get shuffled
     for n, preset in enumerate(presets):
         msgs = messages_for(preset.text, system)
-        job_a = Job("a", backend_a, msgs, label=spec_a.label)
-        job_b = Job("b", backend_b, msgs, label=spec_b.label)
+        job_a = Job("a", backend_a, msgs, label=spec_a.label, params=params_a)
+        job_b = Job("b", backend_b, msgs, label=spec_b.label, params=params_b)
         first = "a" if n % 2 == 0 else "b"
         jobs = (job_a, job_b) if first == "a" else (job_b, job_a)
         final = None
@@ -98,7 +106,8 @@ def run_suite(
                 progress(n, len(presets), preset, final)
         result = PairResult(preset, final.side("a"), final.side("b"), first)
         if store is not None and not result.a.error and not result.b.error:
-            result.battle_id = store_pair(store, result, spec_a, spec_b, params, msgs, suite, rng, report.versions)
+            result.battle_id = store_pair(store, result, spec_a, spec_b, stored_params, msgs, suite, rng,
+                                          report.versions)
         report.results.append(result)
     return report
 
@@ -207,6 +216,7 @@ def render_markdown(report: Report) -> str:
                 f"| | A: {md_cell(a.label)} | B: {md_cell(b.label)} |", "|---|---|---|"]
         for (key, label, _), va, vb in zip(METRICS, side_cells(r.a), side_cells(r.b)):
             out.append(f"| {label} | {va} | {vb} |")
+        out.append(f"| ran | {order(r, 'a')} | {order(r, 'b')} |")
         out.append(f"| answer | {md_cell(answer_of(r.a))} | {md_cell(answer_of(r.b))} |")
     return "\n".join(out) + "\n"
 
@@ -230,8 +240,13 @@ def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def html_side(title: str, state: SideState) -> str:
+def order(result: PairResult, side: str) -> str:
+    return "first" if result.first == side else "second"
+
+
+def html_side(title: str, state: SideState, ran: str) -> str:
     figures = " · ".join(f"{label} {value}" for (_, label, _), value in zip(METRICS, side_cells(state)))
+    figures += f" · ran {ran}"
     body = (f'<pre class="answer error">{esc(answer_of(state))}</pre>' if state.error
             else f'<pre class="answer">{esc(state.text)}</pre>')
     return f'<div class="side"><h3>{esc(title)}</h3><div class="figures">{esc(figures)}</div>{body}</div>'
@@ -253,7 +268,8 @@ def render_html(report: Report) -> str:
               if ids else "")
     prompts = "".join(
         f'<section id="p{n}"><h2>{n}. {esc(r.preset.label)}</h2><div class="prompt">{esc(r.preset.text)}</div>'
-        f'<div class="pair">{html_side("A: " + a.label, r.a)}{html_side("B: " + b.label, r.b)}</div></section>'
+        f'<div class="pair">{html_side("A: " + a.label, r.a, order(r, "a"))}'
+        f'{html_side("B: " + b.label, r.b, order(r, "b"))}</div></section>'
         for n, r in enumerate(report.results, 1)
     )
     versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())

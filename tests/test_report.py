@@ -143,6 +143,7 @@ def test_html_marks_a_failed_side():
     page = render_html(report)
     assert 'class="answer error">[error] B failed: &lt;boom&gt;' in page
     assert "1/1" in page and "0/1" in page  # prompts answered per side
+    assert "ran first" in page and "ran second" in page
 
 
 @pytest.mark.slow

@@ -353,3 +353,33 @@ def test_record_pair_from_engine_states(store):
     store.record_vote(bid, "b")
     assert store.clean_battles()[0]["turn"] == 2
     assert store.clean_battles(blind_only=True) == []  # it named itself: out of blind ratings
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["leaderboard", "--help"], ["export", "--help"], ["report", "--help"]])
+def test_help_texts_render(argv, capsys):
+    from llm_compare.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_unwritable_directory(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with VoteStore(locked / "old.db") as s:
+        add_battle(s)
+    locked.chmod(0o555)
+    try:
+        if os.geteuid() == 0:  # root writes anyway; make the permission check see what a user would
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) and mode & os.W_OK else real(p, mode))
+        with pytest.raises(UserError, match="directory is not writable"):
+            VoteStore(locked / "new.db")
+        assert not (locked / "new.db").exists()
+        with VoteStore(locked / "old.db") as s:  # an existing database can still be read
+            assert s.readonly and len(s.battles()) == 1
+            with pytest.raises(UserError, match="its directory .* is not writable"):
+                s.record_vote(1, "a")
+    finally:
+        locked.chmod(0o755)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-from llm_compare.commands.common import add_generation_args, add_model_args, params_from_args, specs_from_args
-from llm_compare.engine import Job, stream_pair
+from llm_compare.commands.common import (
+    add_generation_args,
+    add_model_args,
+    explicit_fields,
+    params_from_args,
+    specs_from_args,
+)
+from llm_compare.engine import Job, side_params, stream_pair
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 
@@ -25,7 +31,8 @@ def messages_for(prompt: str, system: str | None) -> list[dict]:
     return msgs + [{"role": "user", "content": prompt}]
 
 
-def side_record(spec, state) -> dict:
+def side_record(spec, state, job=None) -> dict:
+    backend = job.backend if job else None
     m = state.metrics
     return {
         "side": state.side,
@@ -40,6 +47,9 @@ def side_record(spec, state) -> dict:
         "peak_rss_bytes": m.peak_rss_bytes,
         "finish_reason": state.finish_reason,
         "error": state.error,
+        "load_s": getattr(backend, "load_seconds", None),
+        "resident_bytes": getattr(backend, "resident_bytes", None),
+        "params": job.params.to_dict() if job and job.params else None,
     }
 
 
@@ -63,8 +73,11 @@ def run(args) -> int:
     pool = ModelPool()
     jobs = []
     for side, spec in (("a", spec_a), ("b", spec_b)):
-        print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr) if sys.stderr.isatty() else None
-        jobs.append(Job(side, pool.get(spec), messages_for(args.prompt, args.system), label=spec.label))
+        if sys.stderr.isatty():
+            print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr)
+        backend = pool.get(spec)
+        own = side_params(backend, params, explicit_fields(args))
+        jobs.append(Job(side, backend, messages_for(args.prompt, args.system), label=spec.label, params=own))
     if not args.sequential:
         for job in jobs:
             job.backend.concurrent_streams = 2
@@ -78,13 +91,14 @@ def run(args) -> int:
     if live:
         print(file=sys.stderr)
     states = [(spec_a, final.a), (spec_b, final.b)]
-    for spec, st in states:
+    for (spec, st), job in zip(states, jobs):
         if args.json:
-            print(json.dumps(side_record(spec, st), ensure_ascii=False))
+            print(json.dumps(side_record(spec, st, job), ensure_ascii=False))
         else:
             print(f"== {st.side.upper()}: {spec.label} ==")
             print(st.text if not st.error else f"[error] {st.error}")
-            print(f"-- {format_metrics(st.metrics)}\n")
+            print(f"-- {format_metrics(st.metrics)}")
+            print(f"-- loaded in {job.backend.load_seconds:.1f} s, +{job.backend.resident_bytes / 2**20:.0f} MiB resident\n")
     errors = [f"side {st.side.upper()} ({spec.label}): {st.error}" for spec, st in states if st.error]
     for line in errors:
         print(f"error: {line}", file=sys.stderr)

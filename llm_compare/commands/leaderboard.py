@@ -1,4 +1,4 @@
-"""Print the leaderboard: Bradley-Terry rating with 95% CI, Elo, battles and win rate."""
+"""Print the leaderboard: Bradley-Terry ratings with bootstrap intervals, Elo, battles and win rates."""
 
 from __future__ import annotations
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import random
 import sys
 
-from llm_compare.commands.common import add_generation_args, add_model_args, params_from_args, specs_from_args
+from llm_compare.commands.common import (
+    add_generation_args,
+    add_model_args,
+    explicit_fields,
+    params_from_args,
+    specs_from_args,
+)
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_suite
 from llm_compare.report import progress_bar, run_suite, write_report
@@ -34,7 +40,8 @@ def run(args) -> int:
               file=sys.stderr)
         report = run_suite(presets, spec_a, spec_b, params, ModelPool(), suite=suite, store=store,
                            system=args.system, progress=progress_bar(),
-                           rng=random.Random(args.seed) if args.seed is not None else None)
+                           rng=random.Random(args.seed) if args.seed is not None else None,
+                           explicit=explicit_fields(args))
     finally:
         if store is not None:
             store.close()
