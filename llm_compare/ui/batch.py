@@ -40,7 +40,7 @@ def make_report(ctx: AppContext):
                 progress(done / total, desc=f"{done}/{total} · {preset.label}")
 
             report = run_suite(presets, spec_a, spec_b, params, ctx.pool, suite=group, store=ctx.store,
-                               progress=show)
+                               progress=show, explicit=set())  # each model's recommended sampling
             out = Path(tempfile.mkdtemp(prefix=f"report-{time.strftime('%Y%m%d-%H%M%S')}-"))
             md, page = write_report(report, out)
         except UserError as e:

@@ -75,11 +75,12 @@ def notice(e: UserError) -> gr.Error:
 
 
 def make_compare(ctx: AppContext):
-    def stream_turn(conv, prompt, picked, settings, system, fair, blind, blind_pool):
+    def stream_turn(conv, prompt, picked, settings, system, options):
         try:
             params = params_from_inputs(*settings)
-            frames = run_turn(ctx, conv, prompt, picked, params, system=system or "", sequential=bool(fair),
-                              blind=bool(blind), blind_pool=blind_pool)
+            frames = run_turn(ctx, conv, prompt, picked, params, system=system or "",
+                              sequential=bool(options["fair"]), blind=bool(options["blind"]),
+                              blind_pool=options["blind_pool"], recommended=bool(options["recommended"]))
             first = next(frames)
         except UserError as e:
             raise notice(e) from None
@@ -92,20 +93,22 @@ def make_compare(ctx: AppContext):
         yield frame_outputs(final_frame(conv, "done"), conv, busy=False)
 
     def compare(prompt, system, model_a, model_b, max_new_tokens, temperature, top_p, repetition_penalty,
-                seed, greedy, fair, blind, blind_pool, conv):
+                seed, greedy, fair, recommended, blind, blind_pool, conv):
         """Send one prompt to both models; streams both chats, counters and metrics."""
         settings = (max_new_tokens, temperature, top_p, repetition_penalty, seed, greedy)
-        yield from stream_turn(conv, prompt, {"a": model_a, "b": model_b}, settings, system, fair, blind, blind_pool)
+        options = dict(fair=fair, recommended=recommended, blind=blind, blind_pool=blind_pool)
+        yield from stream_turn(conv, prompt, {"a": model_a, "b": model_b}, settings, system, options)
 
     def regenerate(system, model_a, model_b, max_new_tokens, temperature, top_p, repetition_penalty,
-                   seed, greedy, fair, blind, blind_pool, conv):
+                   seed, greedy, fair, recommended, blind, blind_pool, conv):
         if conv.running:
             raise notice(UserError("a comparison is running; wait for it or press Stop"))
         prompt = conv.drop_last_turn()
         if prompt is None:
             raise notice(UserError("nothing to regenerate yet; send a prompt first"))
         settings = (max_new_tokens, temperature, top_p, repetition_penalty, seed, greedy)
-        yield from stream_turn(conv, prompt, {"a": model_a, "b": model_b}, settings, system, fair, blind, blind_pool)
+        options = dict(fair=fair, recommended=recommended, blind=blind, blind_pool=blind_pool)
+        yield from stream_turn(conv, prompt, {"a": model_a, "b": model_b}, settings, system, options)
 
     return compare, regenerate
 

@@ -93,6 +93,10 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
                     greedy = gr.Checkbox(value=False, label="Greedy (deterministic)", elem_id="greedy")
                     fair = gr.Checkbox(value=False, label="Fair timing (B after A)", elem_id="fair")
+                    recommended = gr.Checkbox(value=True, label="Each model's recommended sampling",
+                                              elem_id="recommended",
+                                              info="registry `generation` values override temperature/top-p/"
+                                                   "repetition penalty for that model (e.g. Qwen-1: 1.1)")
                 gr.Markdown(FAIR_NOTE)
 
         with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
@@ -135,7 +139,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
 
         # -- events ---------------------------------------------------------------------------
         a, b = panes["a"], panes["b"]
-        settings = [max_new, temperature, top_p, rep, seed, greedy, fair, blind, blind_pool]
+        settings = [max_new, temperature, top_p, rep, seed, greedy, fair, recommended, blind, blind_pool]
         outputs = [a["chat"], b["chat"], a["head"], b["head"], a["timer"], b["timer"], a["stats"], b["stats"],
                    status, prompt, send, regen, *votes.values(), note]
         assert len(outputs) == handlers.N_TURN_OUTPUTS

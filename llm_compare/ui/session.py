@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from llm_compare.arena import draw_blind_pair, record_pair
-from llm_compare.engine import Job, PairState, SideState, stream_pair
+from llm_compare.engine import Job, PairState, SideState, side_params, stream_pair
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
@@ -217,10 +217,12 @@ def run_turn(
     tick_s: float = 0.1,
     blind: bool = False,
     blind_pool: list | None = None,
+    recommended: bool = True,
 ) -> Iterator[Frame]:
     """One turn on both sides. Raises UserError (before anything runs) for an empty prompt, a turn
     already in flight, or a blind pool without two models; a side that fails to load or to
-    generate shows its error in its pane. A turn where both sides answered is stored as a battle."""
+    generate shows its error in its pane. A turn where both sides answered is stored as a battle.
+    `recommended`: a model's registry-recommended sampling settings override the shared ones."""
     if not (prompt or "").strip():
         raise UserError("the prompt is empty; type a question or pick a preset")
     if conv.running:
@@ -243,8 +245,9 @@ def run_turn(
             except Exception as e:  # a broken model file must not take the app down
                 backend, error = None, f"could not load {spec.name if spec else names.get(s)}: {type(e).__name__}: {e}"
             history = ([{"role": "system", "content": system}] if system.strip() else []) + conv.messages[s]
+            own = side_params(backend, params, set() if recommended else None) if backend else None
             jobs[s] = Job(s, backend, history + [{"role": "user", "content": prompt}], stop=run.stop[s],
-                          error=error, label=conv.labels[s])
+                          error=error, label=conv.labels[s], params=own)
         live = [j for j in jobs.values() if j.backend is not None]
         for j in live:
             j.backend.concurrent_streams = 1 if sequential else len(live)
