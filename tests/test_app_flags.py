@@ -77,3 +77,34 @@ def test_share_without_auth_exits_2_before_touching_the_network():
 def test_unknown_model_flag_exits_2_with_the_registry_hint():
     r = run_app("--model-a", "no-such-model", "--port", "7998", timeout=120)
     assert r.returncode == 2 and "unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_auth_protects_the_app(tmp_path):
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--auth", "alice:s3cret", "--no-votes"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert httpx.get(f"{url}/config", timeout=5).status_code == 401
+        with httpx.Client(base_url=url, timeout=5) as client:
+            assert client.post("/login", data={"username": "alice", "password": "wrong"}).status_code == 400
+            assert client.post("/login", data={"username": "alice", "password": "s3cret"}).status_code == 200
+            assert client.get("/config").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
