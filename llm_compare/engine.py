@@ -113,6 +113,8 @@ def stream_reply(
         reason = "length"
     else:
         reason = "stop"
+    if reason != "stop":
+        text = text.removesuffix("\ufffd")  # a multi-byte character cut in half by the limit or a stop
     yield ReplyUpdate(delta="", text=backend.finish_text(text), metrics=m, done=True, finish_reason=reason)
 
 

@@ -195,3 +195,24 @@ def test_closing_a_pair_stops_both_workers(tiny_backend):
     while generate_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not generate_threads()
+
+
+class CutCharacter(Backend):
+    """Streams what a byte-level tokenizer decodes when max_new_tokens ends inside a Chinese character."""
+
+    def __init__(self, inner):
+        self.inner, self.spec, self.context_length = inner, inner.spec, inner.context_length
+
+    def count_prompt_tokens(self, messages):
+        return self.inner.count_prompt_tokens(messages)
+
+    def stream(self, messages, params, stop):
+        from llm_compare.backends.base import Chunk
+
+        yield Chunk("冬天", 2, time.perf_counter())
+        yield Chunk("\ufffd", params.max_new_tokens - 2)
+
+
+def test_a_character_cut_by_the_token_limit_is_not_kept(tiny_backend):
+    final = list(stream_reply(CutCharacter(tiny_backend), ASK, GenerationParams(max_new_tokens=3, greedy=True)))[-1]
+    assert final.finish_reason == "length" and final.text == "冬天"

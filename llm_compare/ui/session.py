@@ -180,7 +180,7 @@ def pane_text(st: SideState) -> str:
         return f"⏳ loading {st.label} …"
     if st.status == "waiting" and not st.text:
         return "…"
-    text = (st.text or ("…" if st.status == "running" else "")).removesuffix("\ufffd")  # a cut-off character
+    text = st.text or ("…" if st.status == "running" else "")
     if st.status == "stopped":
         text += "\n\n*[stopped]*"
     elif st.finish_reason == "length":
