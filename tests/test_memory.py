@@ -271,3 +271,21 @@ def test_pool_without_limit_keeps_both(tmp_path):
     pool = ModelPool()
     a, b = pool.get(specs[0]), pool.get(specs[1])
     assert len(pool.loaded()) == 2 and pool.last_swap is None and _answer(a) and _answer(b)
+
+
+def test_gguf_header_reader_agrees_with_the_gguf_package(tmp_path):
+    from gguf import GGUFReader
+
+    from llm_compare.loading import embedded_path
+    from llm_compare.loading.memory import count_gguf, gguf_tensor_shapes
+
+    path = embedded_path("smollm2")
+    expected = {t.name: tuple(int(d) for d in t.shape) for t in GGUFReader(str(path)).tensors}
+    assert gguf_tensor_shapes(path) == expected
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(path.read_bytes()[:5000])  # cut inside the metadata
+    with pytest.raises(UserError, match="not a readable GGUF file"):
+        count_gguf(broken)
+    broken.write_bytes(b"not a gguf file at all")
+    with pytest.raises(UserError, match="not a readable GGUF file"):
+        count_gguf(broken)
