@@ -46,7 +46,10 @@ class CountingStreamer(TextIteratorStreamer):
         if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
             return
         if text.endswith("\n"):
-            printable, self.token_cache, self.print_len = text[self.print_len :], [], 0
+            # keep the newline's token: sentencepiece drops a leading "▁" at the start of a decode,
+            # so restarting from an empty cache would lose the space (or indentation) after it
+            printable, self.token_cache = text[self.print_len :], self.token_cache[-1:]
+            self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
         elif text and self._is_chinese_char(ord(text[-1])):
             printable = text[self.print_len :]
             self.print_len += len(printable)

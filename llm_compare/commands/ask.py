@@ -25,7 +25,7 @@ def messages_for(prompt: str, system: str | None) -> list[dict]:
     return msgs + [{"role": "user", "content": prompt}]
 
 
-def side_record(spec, state) -> dict:
+def side_record(spec, state, backend=None) -> dict:
     m = state.metrics
     return {
         "side": state.side,
@@ -40,6 +40,8 @@ def side_record(spec, state) -> dict:
         "peak_rss_bytes": m.peak_rss_bytes,
         "finish_reason": state.finish_reason,
         "error": state.error,
+        "load_s": getattr(backend, "load_seconds", None),
+        "resident_bytes": getattr(backend, "resident_bytes", None),
     }
 
 
@@ -63,7 +65,8 @@ def run(args) -> int:
     pool = ModelPool()
     jobs = []
     for side, spec in (("a", spec_a), ("b", spec_b)):
-        print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr) if sys.stderr.isatty() else None
+        if sys.stderr.isatty():
+            print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr)
         jobs.append(Job(side, pool.get(spec), messages_for(args.prompt, args.system), label=spec.label))
     if not args.sequential:
         for job in jobs:
@@ -78,13 +81,14 @@ def run(args) -> int:
     if live:
         print(file=sys.stderr)
     states = [(spec_a, final.a), (spec_b, final.b)]
-    for spec, st in states:
+    for (spec, st), job in zip(states, jobs):
         if args.json:
-            print(json.dumps(side_record(spec, st), ensure_ascii=False))
+            print(json.dumps(side_record(spec, st, job.backend), ensure_ascii=False))
         else:
             print(f"== {st.side.upper()}: {spec.label} ==")
             print(st.text if not st.error else f"[error] {st.error}")
-            print(f"-- {format_metrics(st.metrics)}\n")
+            print(f"-- {format_metrics(st.metrics)}")
+            print(f"-- loaded in {job.backend.load_seconds:.1f} s, +{job.backend.resident_bytes / 2**20:.0f} MiB resident\n")
     errors = [f"side {st.side.upper()} ({spec.label}): {st.error}" for spec, st in states if st.error]
     for line in errors:
         print(f"error: {line}", file=sys.stderr)

@@ -66,11 +66,12 @@ def convert_gguf(path: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except ValueError as e:
-        if "not supported" in str(e) or "architecture" in str(e).lower():
+        reason = str(e).splitlines()[0].rstrip(".")
+        if "not supported" in reason or "architecture" in reason.lower():
             raise UserError(
-                f"{path.name}: {e}; convert the model to a transformers directory or use the llamacpp backend"
+                f"{path.name}: {reason}; use the llamacpp backend for it, or a transformers model directory"
             ) from None
-        raise UserError(f"{path.name} is not a readable GGUF model: {e}") from None
+        raise UserError(f"{path.name} is not a readable GGUF model: {reason}") from None
     except (OSError, KeyError) as e:
         raise UserError(f"{path.name} is not a readable GGUF model ({type(e).__name__}: {e})") from None
     # save_pretrained refuses GGUF-loaded models: rebuild a plain model from the config and copy weights

@@ -1,0 +1,164 @@
+"""ChatGLM3-6B checkpoints (config.json model_type "chatglm") as a native `GlmForCausalLM`.
+
+The original modeling code only runs on transformers <= 4.41, so instead of executing it we
+translate: config.json becomes a `GlmConfig`, and each stored tensor is renamed (the fused
+query_key_value is split into q/k/v rows, `[heads, groups, groups] x head_dim`). GLM's
+interleaved half-rotary equals ChatGLM3's rope, so logits are bit-identical in float32
+(checked against the original implementation on /work/shared/fixtures/legacy/chatglm3-6b-tiny).
+Variants whose maths differ (p-tuning prefixes, LayerNorm instead of RMSNorm, ...) are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from llm_compare.errors import UserError
+from llm_compare.loading import LoadedModel, read_config
+from llm_compare.loading.checkpoint import load_legacy_weights
+
+REQUIRED = (
+    "num_layers", "hidden_size", "ffn_hidden_size", "kv_channels", "num_attention_heads", "padded_vocab_size",
+)  # fmt: skip
+# field: (value the native mapping needs, value assumed when the field is absent)
+MUST_BE = {
+    "rmsnorm": (True, True),
+    "post_layer_norm": (True, True),
+    "original_rope": (True, True),
+    "add_bias_linear": (False, False),
+    "apply_residual_connection_post_layernorm": (False, False),
+}
+
+RENAMES = {
+    "transformer.embedding.word_embeddings.weight": "model.embed_tokens.weight",
+    "transformer.encoder.final_layernorm.weight": "model.norm.weight",
+    "transformer.output_layer.weight": "lm_head.weight",
+}
+LAYER = re.compile(r"transformer\.encoder\.layers\.(\d+)\.(.+)")
+LAYER_RENAMES = {
+    "input_layernorm.weight": "input_layernorm.weight",
+    "post_attention_layernorm.weight": "post_attention_layernorm.weight",
+    "self_attention.dense.weight": "self_attn.o_proj.weight",
+    "mlp.dense_h_to_4h.weight": "mlp.gate_up_proj.weight",  # first half gate, second half up: same in GLM
+    "mlp.dense_4h_to_h.weight": "mlp.down_proj.weight",
+}
+
+
+def check_variant(raw: dict, where: Path) -> None:
+    """Refuse configs whose maths the native GLM class does not reproduce."""
+    if raw.get("pre_seq_len") is not None:
+        raise UserError(
+            f"{where}: pre_seq_len is set (a p-tuning v2 prefix checkpoint), which is not supported; "
+            "use the base chatglm3-6b weights"
+        )
+    if raw.get("quantization_bit"):
+        raise UserError(
+            f"{where}: quantization_bit {raw['quantization_bit']} (a pre-quantized chatglm checkpoint) is not "
+            "supported; use the full-precision checkpoint with dtype int8"
+        )
+    if "position_encoding_2d" in raw or "inner_hidden_size" in raw:
+        raise UserError(f"{where} is a first-generation ChatGLM-6B config, which is not supported; use chatglm3-6b")
+    absent = [f for f in REQUIRED if not isinstance(raw.get(f), int) or raw[f] <= 0]
+    if absent:
+        raise UserError(f"{where} lacks {', '.join(absent)} (not a chatglm3 config); re-download config.json")
+    for field, (needed, default) in MUST_BE.items():
+        if bool(raw.get(field, default)) != needed:
+            raise UserError(
+                f"{where}: {field} is {raw.get(field)!r}, which the native GLM model does not reproduce; "
+                f"only chatglm3-style checkpoints ({field} = {str(needed).lower()}) are supported"
+            )
+
+
+def glm_config(raw: dict, where: Path):
+    """The `GlmConfig` equivalent of a chatglm config.json (see docs/legacy-weights.md)."""
+    from transformers import GlmConfig
+
+    check_variant(raw, where)
+    heads = raw["num_attention_heads"]
+    groups = raw.get("multi_query_group_num", heads) if raw.get("multi_query_attention") else heads
+    if not isinstance(groups, int) or groups <= 0 or heads % groups:
+        raise UserError(
+            f"{where}: multi_query_group_num {groups!r} does not divide {heads} heads; re-download config.json"
+        )
+    return GlmConfig(
+        vocab_size=raw["padded_vocab_size"],
+        hidden_size=raw["hidden_size"],
+        intermediate_size=raw["ffn_hidden_size"],
+        num_hidden_layers=raw["num_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=groups,
+        head_dim=raw["kv_channels"],
+        rms_norm_eps=raw.get("layernorm_epsilon", 1e-5),
+        max_position_embeddings=raw.get("seq_length", 8192),
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0 * (raw.get("rope_ratio") or 1),
+            "partial_rotary_factor": 0.5,
+        },
+        attention_bias=bool(raw.get("add_qkv_bias", True)),
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=2,
+        bos_token_id=None,
+        architectures=["GlmForCausalLM"],
+    )
+
+
+def converter(config):
+    """Source tensor -> native tensors for this config (query_key_value split by the GQA rows)."""
+    q_rows = config.num_attention_heads * config.head_dim
+    kv_rows = config.num_key_value_heads * config.head_dim
+
+    def convert(name, tensor):
+        if name in RENAMES:
+            return [(RENAMES[name], tensor)]
+        if name == "transformer.rotary_pos_emb.inv_freq":
+            return []  # recomputed by the native rotary embedding
+        match = LAYER.fullmatch(name)
+        if not match:
+            return None
+        i, rest = match.groups()
+        prefix = f"model.layers.{i}."
+        if rest in LAYER_RENAMES:
+            return [(prefix + LAYER_RENAMES[rest], tensor)]
+        if rest in ("self_attention.query_key_value.weight", "self_attention.query_key_value.bias"):
+            kind = rest.rsplit(".", 1)[1]
+            if tensor.shape[0] != q_rows + 2 * kv_rows:
+                return [(prefix + f"self_attn.qkv_proj.{kind}", tensor)]  # assign() reports the mismatch
+            q, k, v = tensor.split([q_rows, kv_rows, kv_rows], dim=0)
+            return [(prefix + f"self_attn.{p}_proj.{kind}", t) for p, t in zip("qkv", (q, k, v))]
+        return None
+
+    return convert
+
+
+def load_chatglm3_model(path: Path, spec):
+    """(model, context length) without the tokenizer: the weight half of `load_chatglm3`."""
+    path = Path(path)
+    config = glm_config(read_config(path), path / "config.json")
+    model = load_legacy_weights(
+        path, spec, config, converter(config), {"eos_token_id": 2, "pad_token_id": 0}, "chatglm3"
+    )
+    return model, config.max_position_embeddings
+
+
+def load_chatglm3(path: Path, spec) -> LoadedModel:
+    from llm_compare.chat_formats import choose_format
+    from llm_compare.loading.hf import rss
+    from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+
+    before, t0 = rss(), time.perf_counter()
+    tokenizer = load_chatglm3_tokenizer(path)  # before the weights: a missing tokenizer fails fast
+    model, context = load_chatglm3_model(path, spec)
+    fmt = choose_format(spec.chat_format, tokenizer, model.generation_config, native=ChatGLM3Format(tokenizer))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        chat_format=fmt,
+        context_length=context,
+        load_seconds=time.perf_counter() - t0,
+        resident_bytes=max(0, rss() - before),
+        loader="chatglm3",
+    )

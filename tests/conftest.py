@@ -1,0 +1,98 @@
+"""Shared test fixtures: a tiny random Llama-style chat model built here, and the embedded GGUF.
+
+The tiny model is real transformers code end to end (tokenizer with a ChatML template, a
+LlamaForCausalLM with random weights saved as safetensors), so loading, formatting and streaming
+are exercised for real in milliseconds. Its text is meaningless; only ids and equality matter.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "The sky is blue because air scatters short wavelengths of sunlight more than long ones.",
+    "Write a short poem about the sea, then explain its rhythm in one sentence.",
+    "请说出以下两句话区别在哪里？ 冬天：能穿多少穿多少 夏天：能穿多少穿多少",
+    "def add(a, b):\n    return a + b\n",
+    "One, two, three, four, five, six, seven, eight, nine, ten.",
+] * 20
+
+
+def build_tiny_chat_model(directory, *, with_template: bool = True, context: int = 256, seed: int = 0):
+    """Save a tiny random chat model (tokenizer + LlamaForCausalLM) into `directory`."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+    )
+    if with_template:
+        fast.chat_template = CHATML
+    fast.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    # A zero logit for <|im_end|> is below the best of ~400 random logits, so greedy replies run to
+    # max_new_tokens (tests that need the model to end its reply use stop tokens of their own).
+    with torch.no_grad():
+        model.lm_head.weight[fast.eos_token_id] = 0.0
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat"))
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_model_dir):
+    from llm_compare.specs import ModelSpec
+
+    return ModelSpec(name="tiny", source=str(tiny_model_dir), dtype="float32", label="Tiny random")
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_spec):
+    from llm_compare.backends import open_backend
+
+    return open_backend(tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def embedded_backend():
+    """The shipped SmolLM2-135M GGUF through the transformers backend, in float32 (text depends on dtype)."""
+    from llm_compare.backends import open_backend
+    from llm_compare.specs import ModelSpec
+
+    return open_backend(ModelSpec(name="smollm2-fp32", source="embedded:smollm2", dtype="float32"))
