@@ -169,24 +169,44 @@ def word_level_tokenizer():
 
 
 def child_load(directory: str, dtype: str) -> None:
-    """Runs in a fresh process: load once, report RSS growth and the peak (ru_maxrss) as JSON."""
+    """Runs in a fresh process: load once, report RSS growth, anonymous memory and the load peaks."""
+    import threading
+
     from llm_compare.loading import load_model
 
     torch.set_num_threads(1)
     gc.collect()
-    base = psutil.Process().memory_info().rss
-    base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base, base_anon = psutil.Process().memory_info().rss, rss_anon()
+    peak_anon, done = [base_anon], threading.Event()
+
+    def sample():  # anonymous memory every 10 ms: the part of the peak the kernel cannot drop
+        while not done.wait(0.01):
+            peak_anon[0] = max(peak_anon[0], rss_anon())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t0 = time.perf_counter()
     loaded = load_model(ModelSpec(name="bench", source=directory, dtype=dtype, chat_format="raw"))
     seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
     gc.collect()
     with torch.no_grad():  # one forward pass: resident while answering, not just after loading
         loaded.model(torch.tensor([[3, 4, 5, 6]]))
     gc.collect()
     rss = psutil.Process().memory_info().rss
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"resident": rss - base, "peak": max(peak, base_peak) - base, "seconds": seconds,
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # includes file pages read
+    print(json.dumps({"resident": rss - base, "anon": rss_anon() - base_anon, "peak": peak - base,
+                      "peak_anon": max(peak_anon[0], rss_anon()) - base_anon, "seconds": seconds,
                       "loader": loaded.loader}))
+
+
+def rss_anon() -> int:
+    """Anonymous resident memory (Linux): RSS minus file-backed pages, which the kernel may drop."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return psutil.Process().memory_info().rss
 
 
 def measure(directory: Path, dtype: str) -> dict:
@@ -203,35 +223,42 @@ def part_seeds(workdir: Path, glm_layers: int, qwen_layers: int) -> None:
     shrunk = {"ChatGLM3-6B": CHATGLM3_6B | {"num_layers": glm_layers},
               "Qwen-7B-Chat": QWEN_7B_CHAT | {"num_hidden_layers": qwen_layers}}
     ratios = {}
-    print("| model (layers) | params | dtype | resident | bytes/param | load peak | peak/resident | measured/estimate | load s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model (layers) | params | dtype | resident (RSS) | anonymous | bytes/param | load peak RSS "
+          "| load peak anonymous | peak/resident (anon) | resident/estimate | load s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, config in shrunk.items():
-        directory = workdir / f"{name}-{'legacy' if legacy else 'native'}-{config.get('num_layers', config.get('num_hidden_layers'))}"
+        layers = config.get("num_layers", config.get("num_hidden_layers"))
+        directory = workdir / f"{name}-{'legacy' if legacy else 'native'}-{layers}"
         build_checkpoint(name, config, directory, legacy)
         params = count_parameters(config).total
+        bf16_weights = estimate(config, "bfloat16").weights_bytes
         for dtype in ("bfloat16", "int8"):
             m = measure(directory, dtype)
-            est = estimate(config, dtype)
-            ratios[name, dtype] = m["resident"] / est.weights_bytes
-            ratios[name, dtype, "peak"] = m["peak"] / est.weights_bytes
-            layers = config.get("num_layers", config.get("num_hidden_layers"))
+            weights = estimate(config, dtype).weights_bytes
+            # resident scales with this dtype's weights; the load peak with the bf16 weights (loaded first)
+            ratios[name, dtype] = (m["anon"] / weights, m["peak_anon"] / bf16_weights)
             print(f"| {name} ({layers}) | {params / 1e9:.2f}B | {dtype} | {m['resident'] / GiB:.2f} GiB "
-                  f"| {m['resident'] / params:.2f} | {m['peak'] / GiB:.2f} GiB | {m['peak'] / m['resident']:.2f} "
-                  f"| {ratios[name, dtype]:.2f} | {m['seconds']:.1f} |", flush=True)
+                  f"| {m['anon'] / GiB:.2f} GiB | {m['anon'] / params:.2f} | {m['peak'] / GiB:.2f} GiB "
+                  f"| {m['peak_anon'] / GiB:.2f} GiB | {m['peak_anon'] / m['anon']:.2f} | {m['anon'] / weights:.2f} "
+                  f"| {m['seconds']:.1f} |", flush=True)
     project(ratios)
 
 
 def project(ratios: dict) -> None:
-    """Both real seed models, from their configs' weight sizes × the measured/estimated ratios."""
+    """Both real seed models: the config estimate, scaled up where this run measured more."""
     real = {}
     for name, config in SEEDS.items():
+        bf16_weights = estimate(config, "bfloat16").weights_bytes
         for dtype in ("bfloat16", "int8"):
-            w = estimate(config, dtype).weights_bytes
-            real[name, dtype] = (w * ratios[name, dtype], w * ratios[name, dtype, "peak"])
+            est = estimate(config, dtype)
+            resident_ratio, peak_ratio = ratios[name, dtype]
+            real[name, dtype] = (max(est.resident_bytes, est.weights_bytes * resident_ratio),
+                                 max(est.peak_bytes, bf16_weights * peak_ratio))
     budget = 24 * GiB
     print(f"\n## Projection for the real seed models (24 GiB machine, app ≈{APP_BYTES / GiB:.1f} GiB)\n")
-    print("| option | resident together | peak while the second loads | fits 24 GiB |")
-    print("|---|---|---|---|")
+    print("| option | ChatGLM3-6B resident | Qwen-7B-Chat resident | together + app | peak while the second loads "
+          "(better order) | fits 24 GiB |")
+    print("|---|---|---|---|---|---|")
     options = [
         ("both bfloat16", "bfloat16", "bfloat16"), ("both int8", "int8", "int8"),
         ("ChatGLM3 bf16 + Qwen int8", "bfloat16", "int8"), ("ChatGLM3 int8 + Qwen bf16", "int8", "bfloat16"),
@@ -239,11 +266,14 @@ def project(ratios: dict) -> None:
     for label, d_glm, d_qwen in options:
         glm, qwen = real["ChatGLM3-6B", d_glm], real["Qwen-7B-Chat", d_qwen]
         together = glm[0] + qwen[0] + APP_BYTES
-        peak = min(glm[0] + qwen[1], qwen[0] + glm[1]) + APP_BYTES  # the better load order
-        print(f"| {label} | {together / GiB:.1f} GiB | {peak / GiB:.1f} GiB | {'yes' if max(together, peak) <= budget else 'NO'} |")
-    one = max(max(real["ChatGLM3-6B", "bfloat16"]), max(real["Qwen-7B-Chat", "bfloat16"])) + APP_BYTES
-    print(f"| load-on-demand (one bf16 model resident) | {one / GiB:.1f} GiB | {one / GiB:.1f} GiB | "
-          f"{'yes' if one <= budget else 'NO'} |")
+        peak = min(glm[0] + qwen[1], qwen[0] + glm[1]) + APP_BYTES
+        fits = "yes" if max(together, peak) <= budget else "NO"
+        print(f"| {label} | {glm[0] / GiB:.1f} GiB | {qwen[0] / GiB:.1f} GiB | {together / GiB:.1f} GiB "
+              f"| {peak / GiB:.1f} GiB | {fits} |")
+    for dtype in ("bfloat16", "int8"):
+        one = max(max(real["ChatGLM3-6B", dtype]), max(real["Qwen-7B-Chat", dtype])) + APP_BYTES
+        print(f"| load-on-demand, {dtype} (one model resident) | | | {one / GiB:.1f} GiB (largest) | {one / GiB:.1f} GiB "
+              f"| {'yes' if one <= budget else 'NO'} |")
 
 
 # ---- part "int8": speed, drift and text -------------------------------------------------------

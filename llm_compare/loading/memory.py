@@ -31,6 +31,7 @@ RUNTIME_OVERHEAD = 256 * MiB  # activations, allocator slack, tokenizer: measure
 KV_TOKENS = 2048  # KV cache budget: a long conversation
 APP_BYTES = 512 * MiB  # the app process before any model (≈ 314 MiB measured) plus margin
 SKIP_ENV = "LLM_COMPARE_NO_MEMORY_CHECK"
+QUANT_ROWS = 256  # rows quantized at a time
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "glm")
 
@@ -257,10 +258,15 @@ class Int8Linear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach().float()
-        scales = (w.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
-        q = torch.round(w / scales.float()[:, None]).clamp_(-127, 127).to(torch.int8)
-        self.register_buffer("qweight", q.contiguous())
+        weight = linear.weight.detach()
+        q = torch.empty(weight.shape, dtype=torch.int8)
+        scales = torch.empty(weight.shape[0], dtype=torch.bfloat16)
+        for start in range(0, weight.shape[0], QUANT_ROWS):  # row blocks: float32 temporaries stay small
+            w = weight[start : start + QUANT_ROWS].to(torch.float32, copy=True)
+            s = (w.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+            q[start : start + QUANT_ROWS] = w.div_(s.float()[:, None]).round_().clamp_(-127, 127)
+            scales[start : start + QUANT_ROWS] = s
+        self.register_buffer("qweight", q)
         self.register_buffer("scales", scales)
         self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
         self.fused = hasattr(torch, "_weight_int8pack_mm") and self.in_features % 16 == 0
