@@ -137,14 +137,19 @@ def test_gguf_is_sized_from_its_tensor_table():
 
 def test_check_fits_refuses_with_numbers_and_a_way_out(monkeypatch):
     monkeypatch.delenv("LLM_COMPARE_NO_MEMORY_CHECK", raising=False)
-    spec = ModelSpec(name="qwen-tiny", source=str(FIXTURES / "qwen-7b-chat-tiny"), label="Qwen tiny")
+    source = str(FIXTURES / "qwen-7b-chat-tiny")
+    spec = ModelSpec(name="qwen-tiny", source=source, label="Qwen tiny", dtype="float32")
     est = check_fits(spec, available=64 * GiB)
     assert est is not None and est.params > 0
+    bf16 = estimate(source, "bfloat16")
     with pytest.raises(UserError) as err:
-        check_fits(spec, available=est.peak_bytes - 1)
+        check_fits(spec, available=bf16.peak_bytes)  # float32 does not fit, bfloat16 does
     msg = str(err.value)
-    assert "Qwen tiny needs ≈" in msg and "in bfloat16" in msg and "is available" in msg
-    assert "use dtype int8" in msg and "\n" not in msg
+    assert msg.startswith(f"Qwen tiny needs ≈{est.peak_bytes / GiB:.1f} GiB in float32 but")
+    assert f"use dtype bfloat16 (≈{bf16.resident_bytes / GiB:.1f} GiB)" in msg and "\n" not in msg
+    int8 = ModelSpec(name="q8", source=source, label="Qwen tiny", dtype="int8")
+    with pytest.raises(UserError, match="in int8 while loading .* after.*close other programs"):
+        check_fits(int8, available=bf16.peak_bytes - 1)  # int8 loads bf16 weights first
     monkeypatch.setenv("LLM_COMPARE_NO_MEMORY_CHECK", "1")
     assert check_fits(spec, available=0) is None
     remote = ModelSpec(name="r", source="http://localhost:1/v1", backend="openai")
@@ -157,11 +162,13 @@ def test_check_fits_counts_models_already_loaded(monkeypatch):
 
     class Loaded:  # what check_fits reads from a backend: its spec and its measured size
         spec = ModelSpec(name="big", source=str(FIXTURES / "chatglm3-6b-tiny"), label="Big one")
-        resident_bytes = 10**15  # pretend it holds everything
+        resident_bytes = 10**15  # it holds everything
 
     spec = ModelSpec(name="qwen-tiny", source=str(FIXTURES / "qwen-7b-chat-tiny"))
     with pytest.raises(UserError, match="Big one already loaded.*load one model at a time"):
         check_fits(spec, loaded=[Loaded()])
+    Loaded.resident_bytes = 0  # now sized by its estimate, which leaves room
+    assert check_fits(spec, loaded=[Loaded()]) is not None
 
 
 def test_bad_path_is_a_user_error_not_a_crash():
@@ -180,7 +187,9 @@ def _tiny_llama(hidden=64, vocab=256, seed=0):
 def test_int8_linear_matches_its_dequantised_weights(in_features):
     torch.manual_seed(0)
     linear = torch.nn.Linear(in_features, 24, bias=True)
+    original = linear.weight.detach().clone()
     q = Int8Linear(linear)
+    assert torch.equal(linear.weight, original)  # quantizing reads the weight, never changes it
     assert q.qweight.dtype == torch.int8 and q.fused == (in_features % 16 == 0)
     dequant = q.qweight.float() * q.scales.float()[:, None]
     assert (dequant - linear.weight).abs().max() <= q.scales.float().max() / 2 + 1e-6  # rounding error only

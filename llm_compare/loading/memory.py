@@ -31,6 +31,7 @@ RUNTIME_OVERHEAD = 256 * MiB  # activations, allocator slack, tokenizer: measure
 KV_TOKENS = 2048  # KV cache budget: a long conversation
 APP_BYTES = 512 * MiB  # the app process before any model (≈ 314 MiB measured) plus margin
 SKIP_ENV = "LLM_COMPARE_NO_MEMORY_CHECK"
+DTYPE_FALLBACKS = ("float32", "bfloat16", "int8")  # each needs less than the one before (float16 = bfloat16)
 QUANT_ROWS = 256  # rows quantized at a time
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "glm")
@@ -343,14 +344,21 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
     if est.peak_bytes <= free:
         return est
     what = f"in {spec.dtype}" if spec.backend == "transformers" else f"with {spec.backend}"
+    if est.peak_bytes > est.resident_bytes:
+        what += f" while loading (≈{gib(est.resident_bytes)} after)"
     msg = f"{spec.label} needs ≈{gib(est.peak_bytes)} {what} but {gib(free)} is available"
     if loaded:
         msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded)"
     fixes = []
-    if spec.backend == "transformers" and spec.dtype != "int8":
-        int8 = estimate(spec.source, "int8")
-        fixes.append(f"use dtype int8 (≈{gib(int8.resident_bytes)} resident, ≈{gib(int8.peak_bytes)} while loading)")
-    if loaded:
+    if spec.backend == "transformers":
+        start = DTYPE_FALLBACKS.index("bfloat16" if spec.dtype == "float16" else spec.dtype) + 1
+        for dtype in DTYPE_FALLBACKS[start:]:
+            smaller = estimate(spec.source, dtype)
+            if smaller.peak_bytes <= free:
+                fixes.append(f"use dtype {dtype} (≈{gib(smaller.resident_bytes)})")
+                break
+    if loaded and est.peak_bytes <= free + sum(_accounted(b) for b in loaded):
         fixes.append("load one model at a time (fair timing)")
-    fixes.append("close other programs")
+    if not fixes:
+        fixes.append("close other programs or use a smaller model")
     raise UserError(f"{msg}; {' or '.join(fixes)} (or set {SKIP_ENV}=1 to try anyway)")
