@@ -298,3 +298,14 @@ def test_gguf_header_reader_agrees_with_the_gguf_package(tmp_path):
     broken.write_bytes(b"not a gguf file at all")
     with pytest.raises(UserError, match="not a readable GGUF file"):
         count_gguf(broken)
+
+
+@pytest.mark.skipif(__import__("psutil").virtual_memory().total > 30 * GiB, reason="needs a machine with < 30 GiB")
+def test_pool_refuses_a_model_that_cannot_fit_before_reading_weights(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLM_COMPARE_NO_MEMORY_CHECK", raising=False)
+    (tmp_path / "config.json").write_text(json.dumps(QWEN_7B_CHAT))  # the real size, no weights at all
+    pool = ModelPool()
+    spec = ModelSpec(name="qwen", source=str(tmp_path), label="Qwen-7B-Chat", dtype="float32")
+    with pytest.raises(UserError, match=r"Qwen-7B-Chat needs ≈31\.0 GiB in float32 but .* is available"):
+        pool.get(spec)
+    assert pool.loaded() == []

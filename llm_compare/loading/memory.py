@@ -135,7 +135,7 @@ def _count_on_meta(config: dict) -> ParamCount:
         cfg = AutoConfig.for_model(**config)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(cfg)
-    except (ValueError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure here only means "size unknown"
         raise UserError(f"cannot size model type {config.get('model_type')!r} from its config ({e})") from None
     linear = rows = 0
     skip = {id(model.get_output_embeddings())}
@@ -336,7 +336,10 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
     """
     if spec.backend == "openai" or os.environ.get(SKIP_ENV):
         return None
-    est = estimate(spec.source, spec.dtype, spec.backend)
+    try:
+        est = estimate(spec.source, spec.dtype, spec.backend)
+    except UserError:  # cannot size it (bad path, odd config): the loader reports its own problem
+        return None
     if est is None:
         return None
     loaded = list(loaded)
