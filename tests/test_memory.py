@@ -253,8 +253,8 @@ def _answer(backend) -> str:
 def test_pool_with_max_resident_keeps_one_model_and_records_the_swap(tmp_path):
     specs = [
         ModelSpec(name=f"tiny{i}", source=str(_save_tiny_model(tmp_path / f"m{i}", seed=i)), chat_format="raw",
-                  dtype="float32")
-        for i in (1, 2)
+                  dtype=dtype)
+        for i, dtype in ((1, "float32"), (2, "int8"))  # the int8 one streams through Int8Linear
     ]
     pool = ModelPool(max_resident=1)
     first = pool.get(specs[0])
@@ -267,7 +267,7 @@ def test_pool_with_max_resident_keeps_one_model_and_records_the_swap(tmp_path):
     assert pool.is_loaded(specs[1]) and not pool.is_loaded(specs[0]) and len(pool.loaded()) == 1
     assert pool.last_swap.unloaded == ["tiny1"] and pool.last_swap.loaded == "tiny2"
     assert pool.last_swap_seconds == pool.last_swap.unload_seconds + pool.last_swap.load_seconds > 0
-    assert _answer(second)
+    assert _answer(second) and any(isinstance(m, Int8Linear) for m in second.model.modules())
     assert pool.get(specs[1]) is second  # already resident: no swap
     del second
     again = pool.get(specs[0])
