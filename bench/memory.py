@@ -279,24 +279,21 @@ def project(ratios: dict) -> None:
 # ---- part "int8": speed, drift and text -------------------------------------------------------
 
 
-def decode_speed(model, ids, tokens: int, runs: int) -> float:
+def decode_seconds(model, ids, tokens: int) -> float:
     with torch.no_grad():
-        model.generate(ids, max_new_tokens=4, do_sample=False)
-        best = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-            best.append(tokens / (time.perf_counter() - t0))
-    return sorted(best)[len(best) // 2]
+        t0 = time.perf_counter()
+        model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        return time.perf_counter() - t0
 
 
 def compare(label: str, variants: dict, ids, tokenizer=None, tokens: int = 48, runs: int = 3) -> None:
+    """Drift and text per variant, then decode speed timed round-robin (fair under changing load)."""
     from llm_compare.loading.memory import Int8Linear
 
     print(f"\n### {label}\n")
     print("| variant | decode tok/s | vs float32 | max abs logit drift vs float32 | greedy text |")
     print("|---|---|---|---|---|")
-    ref_logits = ref_speed = None
+    rows, times = {}, {name: [] for name in variants}
     for name, model in variants.items():
         if name == "int8 (dequantise on the fly)":
             for m in model.modules():
@@ -305,13 +302,43 @@ def compare(label: str, variants: dict, ids, tokenizer=None, tokens: int = 48, r
         with torch.no_grad():
             logits = model(ids).logits.float()
             out = model.generate(ids, max_new_tokens=tokens, do_sample=False)
-        speed = decode_speed(model, ids, tokens, runs)
-        if ref_logits is None:
-            ref_logits, ref_speed = logits, speed
         text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True) if tokenizer else "-"
-        text = " ".join(text.split())[:90].replace("|", "/")
-        print(f"| {name} | {speed:.1f} | {speed / ref_speed:.2f}× | {(logits - ref_logits).abs().max():.3f} "
-              f"| {text} |", flush=True)
+        rows[name] = (logits, " ".join(text.split())[:90].replace("|", "/"))
+    for _ in range(runs):
+        for name, model in variants.items():
+            times[name].append(decode_seconds(model, ids, tokens))
+    speed = {name: tokens / sorted(t)[len(t) // 2] for name, t in times.items()}
+    ref_name = next(iter(variants))
+    for name, (logits, text) in rows.items():
+        drift = (logits - rows[ref_name][0]).abs().max()
+        print(f"| {name} | {speed[name]:.1f} | {speed[name] / speed[ref_name]:.2f}× | {drift:.3f} | {text} |",
+              flush=True)
+
+
+def seed_width_matmul(runs: int = 20) -> None:
+    """One decode step through one Qwen-7B MLP projection (4096 → 11008): memory-bound, like 7B decode."""
+    from llm_compare.loading.memory import Int8Linear
+
+    linear = torch.nn.Linear(4096, 11008, bias=False)
+    variants = {"float32": (linear, torch.float32), "bfloat16": (torch.nn.Linear(4096, 11008, bias=False), torch.bfloat16),
+                "int8": (Int8Linear(linear), torch.bfloat16)}
+    variants["bfloat16"][0].load_state_dict(linear.state_dict())
+    variants["bfloat16"][0].to(torch.bfloat16)
+    times = {name: [] for name in variants}
+    with torch.no_grad():
+        for _ in range(runs):
+            for name, (layer, dtype) in variants.items():
+                x = torch.randn(1, 4096).to(dtype)
+                t0 = time.perf_counter()
+                layer(x)
+                times[name].append(time.perf_counter() - t0)
+    ms = {name: sorted(t)[len(t) // 2] * 1e3 for name, t in times.items()}
+    print("\n### One seed-width projection (x[1, 4096] @ W[11008, 4096]), median of 20\n")
+    print("| variant | ms | vs float32 | weight bytes |")
+    print("|---|---|---|---|")
+    for name, (layer, _) in variants.items():
+        size = sum(t.numel() * t.element_size() for t in list(layer.parameters()) + list(layer.buffers()))
+        print(f"| {name} | {ms[name]:.2f} | {ms['float32'] / ms[name]:.2f}× | {size / 2**20:.0f} MiB |")
 
 
 def part_int8() -> None:
@@ -321,7 +348,8 @@ def part_int8() -> None:
     from llm_compare.loading.memory import quantize_int8
 
     torch.set_num_threads(1)
-    print("\n## int8 weight-only: speed, drift, text (1 thread, medians of 3)")
+    print("\n## int8 weight-only: speed, drift, text (1 thread, medians of 3 round-robin runs)")
+    seed_width_matmul()
     specs = {d: ModelSpec(name="smol", source="embedded:smollm2", dtype=d) for d in ("float32", "bfloat16", "int8")}
     loaded = {d: load_model(s) for d, s in specs.items()}
     loaded["int8 (dequantise on the fly)"] = load_model(specs["int8"])
