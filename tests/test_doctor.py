@@ -46,6 +46,8 @@ def test_bad_paths_are_reported_and_checking_continues(capsys, tmp_path):
     code, out = doctor(capsys, "/no/such/model", str(not_a_model), str(empty_dir), "embedded:smollm2")
     assert code == 1
     assert "does not exist" in out and "not a .gguf model" in out and "no config.json" in out
+    assert "  fix: check the path" in out  # every problem gets its own fix line
+    assert out.count("  fix: ") == 3
     assert out.count("PROBLEM:") == 3 and "3 problem(s) found" in out
     assert "134.52M params" in out  # the good one after the bad ones was still checked
 
@@ -89,3 +91,14 @@ def test_seed_pair_in_bf16_does_not_fit_24_gib_and_int8_does(capsys, tmp_path, s
     assert "fix: use dtype int8 for one or both, or load one model at a time" in out
     _, out = doctor(capsys, "--available-gib", "23.5", "--registry", _registry(tmp_path, seed_dirs, "int8", "int8"))
     assert "default pair glm + qwen" in out and "does not fit in RAM together" not in out
+
+
+def test_llamacpp_models_are_sized_by_their_file(capsys, tmp_path):
+    from llm_compare.loading import embedded_path
+
+    registry = tmp_path / "models.toml"
+    registry.write_text('[models.smol-cpp]\nsource = "embedded:smollm2"\nbackend = "llamacpp"\n')
+    code, out = doctor(capsys, "--registry", str(registry))
+    size = embedded_path("smollm2").stat().st_size
+    assert "smol-cpp  [llamacpp, bfloat16]" in out and "  file: 134.52M params, ≈" in out
+    assert size < 0.2 * 1024**3 and "resident → fits" in out

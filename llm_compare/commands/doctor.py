@@ -39,6 +39,8 @@ class Report:
         self.lines.append(text)
 
     def problem(self, what: str, fix: str | None = None) -> None:
+        if fix is None and "; " in what:  # a UserError names the problem, then the fix after "; "
+            what, fix = what.split("; ", 1)
         self.problems += 1
         self.lines.append(f"  PROBLEM: {what}")
         if fix:
