@@ -72,6 +72,8 @@ def check_prompt(backend: Backend, messages: Messages, params: GenerationParams)
                 "shorten it or clear the conversation"
             )
         max_new = min(max_new, limit - n_prompt)
+    if backend.drops_last_token and max_new > 1:
+        max_new -= 1  # reproduce the original chat(): same reply text, honest token count
     return n_prompt, max_new
 
 
@@ -112,6 +114,17 @@ def stream_reply(
     else:
         reason = "stop"
     yield ReplyUpdate(delta="", text=backend.finish_text(text), metrics=m, done=True, finish_reason=reason)
+
+
+def side_params(backend: Backend, shared: GenerationParams, explicit: set[str] | None = None) -> GenerationParams:
+    """The shared settings, with this model's recommended values for the fields the user left unset.
+
+    `explicit=None` means every field was set by the user (the strict shared-settings comparison).
+    """
+    if explicit is None:
+        return shared
+    recommended = {k: v for k, v in backend.recommended_generation().items() if k not in explicit}
+    return shared.replace(**recommended) if recommended else shared
 
 
 @dataclass
@@ -161,6 +174,7 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     label: str = ""
+    params: GenerationParams | None = None  # this side's settings, when not the shared ones
 
 
 _DONE = object()
@@ -169,7 +183,7 @@ _DONE = object()
 def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
     out.put((job.side, "start", time.perf_counter()))
     try:
-        for upd in stream_reply(job.backend, job.messages, params, job.stop):
+        for upd in stream_reply(job.backend, job.messages, job.params or params, job.stop):
             out.put((job.side, "update", upd))
     except UserError as e:
         out.put((job.side, "error", str(e)))

@@ -8,8 +8,13 @@ are exercised for real in milliseconds. Its text is meaningless; only ids and eq
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# The seed-format fixtures live in shared/ beside the repository (here and in CI).
+LEGACY_FIXTURES = Path(os.environ.get("LLM_COMPARE_LEGACY_FIXTURES", REPO.parent / "shared" / "fixtures" / "legacy"))
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -89,3 +89,30 @@ def test_fresh_process_bad_input_has_no_traceback():
     proc = run_cli("ask", "hi", "--model-a", "/no/such/model")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: model path /no/such/model does not exist; check the path or run `python -m llm_compare models`"]
+
+
+def test_seed_prompt_on_both_legacy_fixtures_gives_the_original_replies(capsys):
+    """Issue 4's acceptance command: the replies equal what the original chat() produced."""
+    from conftest import LEGACY_FIXTURES
+
+    prompt = "请说出以下两句话区别在哪里？ 1、冬天：能穿多少穿多少 2、夏天：能穿多少穿多少"
+    glm, qwen = LEGACY_FIXTURES / "chatglm3-6b-tiny", LEGACY_FIXTURES / "qwen-7b-chat-tiny"
+    code = main(["ask", prompt, "--model-a", str(glm), "--model-b", str(qwen), "--greedy", "--max-new-tokens", "16", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 0
+    for row, directory in zip(rows, (glm, qwen)):
+        ref = json.loads((directory / "reference.json").read_text())
+        case = next(c for c in ref["chat"] if c["name"] == "zh_single_turn")
+        assert row["text"] == case["reply"]
+    # Qwen-1's generation_config.json recommends repetition_penalty 1.1; no flag overrode it
+    assert rows[1]["params"]["repetition_penalty"] == 1.1 and rows[0]["params"]["repetition_penalty"] == 1.0
+
+
+def test_explicit_setting_overrides_the_models_recommendation(capsys):
+    from conftest import LEGACY_FIXTURES
+
+    qwen = str(LEGACY_FIXTURES / "qwen-7b-chat-tiny")
+    code = main(["ask", "你好", "--model-a", qwen, "--model-b", qwen, "--greedy", "--max-new-tokens", "3",
+                 "--repetition-penalty", "1.0", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 0 and {r["params"]["repetition_penalty"] for r in rows} == {1.0}

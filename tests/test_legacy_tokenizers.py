@@ -18,7 +18,7 @@ from llm_compare.errors import UserError
 from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
 from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 
-FIXTURES = Path(os.environ.get("LLM_COMPARE_LEGACY_FIXTURES", "/work/shared/fixtures/legacy"))
+from conftest import LEGACY_FIXTURES as FIXTURES  # noqa: E402
 GLM_DIR = FIXTURES / "chatglm3-6b-tiny"
 QWEN_DIR = FIXTURES / "qwen-7b-chat-tiny"
 

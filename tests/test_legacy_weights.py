@@ -1,5 +1,5 @@
 """ChatGLM3 and Qwen-1 checkpoints loaded natively, checked against the original implementations'
-reference values (/work/shared/fixtures/legacy), and every kind of broken checkpoint refused."""
+reference values (shared/fixtures/legacy beside the repo), and every kind of broken checkpoint refused."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from llm_compare.loading import load_model
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
 
-FIXTURES = Path("/work/shared/fixtures/legacy")
+from conftest import LEGACY_FIXTURES as FIXTURES  # noqa: E402
 GLM, QWEN = FIXTURES / "chatglm3-6b-tiny", FIXTURES / "qwen-7b-chat-tiny"
 # what a real checkpoint directory holds (the reference files are test data, not part of it)
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.model", "qwen.tiktoken")
@@ -105,15 +105,16 @@ def test_chat_reply_through_engine_matches_original(directory, conv, glm, qwen):
     messages = chat_messages(directory, conv)
     assert loaded.chat_format.encode(messages) == conv["input_ids"]
     backend = TransformersBackend(spec_for(directory), loaded)
-    # chat() drops its last generated token even when that is not a stop token (a reply cut at
-    # max_new_tokens=16 keeps 15): the engine keeps every token, so ask it for what chat() kept
+    # chat(max_new_tokens=16) drops its last generated token even when it is not a stop token;
+    # the engine asks the model for 15 and so returns the identical reply
     stopped = conv["generated_ids"][-1] in loaded.chat_format.stop_token_ids
+    max_new = conv["effective_generation"].get("max_new_tokens", 16)
     params = GenerationParams(
-        max_new_tokens=16 if stopped else len(conv["generated_ids"]) - 1,
-        greedy=True, repetition_penalty=conv["effective_generation"]["repetition_penalty"]
+        max_new_tokens=max_new, greedy=True, repetition_penalty=conv["effective_generation"]["repetition_penalty"]
     )
     updates = list(stream_reply(backend, messages, params))
-    assert updates[-1].done and updates[-1].finish_reason == ("stop" if stopped else "length")
+    assert updates[-1].done and updates[-1].finish_reason == ("stop" if stopped and len(conv["generated_ids"]) < max_new else "length")
+    assert updates[-1].metrics.new_tokens == len(conv["generated_ids"]) - (0 if stopped and len(conv["generated_ids"]) < max_new else 1)
     assert updates[-1].text == conv["reply"]
 
 

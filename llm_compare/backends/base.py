@@ -16,7 +16,8 @@ from typing import Iterator
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
 
-Messages = list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
+Messages = list[dict]
+TUNABLE = ("temperature", "top_p", "repetition_penalty")  # settings a model may recommend  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Backend(ABC):
     load_seconds: float = 0.0
     resident_bytes: int = 0  # memory the loaded weights added to the process (RSS delta)
     concurrent_streams: int = 1  # how many local streams share the CPU now (thread policy input)
+    drops_last_token: bool = False  # the model's original chat() keeps max_new_tokens - 1 tokens
 
     @property
     def label(self) -> str:
@@ -51,6 +53,10 @@ class Backend(ABC):
         Raises UserError for input the model cannot take. Must leave no running worker behind,
         also when the caller closes the iterator early.
         """
+
+    def recommended_generation(self) -> dict:
+        """Sampling settings this model is meant to run with (registry `generation` entry)."""
+        return {k: v for k, v in self.spec.generation.items() if k in TUNABLE}
 
     def finish_text(self, text: str) -> str:
         """The finished reply as the model's own chat() would return it (metadata removed, stripped)."""

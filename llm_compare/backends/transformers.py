@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria, TextIteratorStreamer
 
-from llm_compare.backends.base import Backend, Chunk, Messages
+from llm_compare.backends.base import TUNABLE, Backend, Chunk, Messages
 from llm_compare.params import GenerationParams
 from llm_compare.threads import threads_for_stream
 
@@ -125,6 +125,13 @@ class TransformersBackend(Backend):
         self.load_seconds = loaded.load_seconds
         self.resident_bytes = loaded.resident_bytes
         self.concurrent_streams = 1  # set by the caller (engine policy) before streaming
+        self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
+
+    def recommended_generation(self) -> dict:
+        """The model's generation_config.json values (e.g. Qwen's repetition_penalty 1.1), then the registry's."""
+        config = getattr(self.model, "generation_config", None)
+        own = {k: getattr(config, k) for k in TUNABLE if getattr(config, k, None) is not None}
+        return {**own, **super().recommended_generation()}
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.chat_format.encode(messages))

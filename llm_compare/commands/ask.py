@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-from llm_compare.commands.common import add_generation_args, add_model_args, params_from_args, specs_from_args
-from llm_compare.engine import Job, stream_pair
+from llm_compare.commands.common import (
+    add_generation_args,
+    add_model_args,
+    explicit_fields,
+    params_from_args,
+    specs_from_args,
+)
+from llm_compare.engine import Job, side_params, stream_pair
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 
@@ -25,7 +31,8 @@ def messages_for(prompt: str, system: str | None) -> list[dict]:
     return msgs + [{"role": "user", "content": prompt}]
 
 
-def side_record(spec, state, backend=None) -> dict:
+def side_record(spec, state, job=None) -> dict:
+    backend = job.backend if job else None
     m = state.metrics
     return {
         "side": state.side,
@@ -42,6 +49,7 @@ def side_record(spec, state, backend=None) -> dict:
         "error": state.error,
         "load_s": getattr(backend, "load_seconds", None),
         "resident_bytes": getattr(backend, "resident_bytes", None),
+        "params": job.params.to_dict() if job and job.params else None,
     }
 
 
@@ -67,7 +75,9 @@ def run(args) -> int:
     for side, spec in (("a", spec_a), ("b", spec_b)):
         if sys.stderr.isatty():
             print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr)
-        jobs.append(Job(side, pool.get(spec), messages_for(args.prompt, args.system), label=spec.label))
+        backend = pool.get(spec)
+        own = side_params(backend, params, explicit_fields(args))
+        jobs.append(Job(side, backend, messages_for(args.prompt, args.system), label=spec.label, params=own))
     if not args.sequential:
         for job in jobs:
             job.backend.concurrent_streams = 2
@@ -83,7 +93,7 @@ def run(args) -> int:
     states = [(spec_a, final.a), (spec_b, final.b)]
     for (spec, st), job in zip(states, jobs):
         if args.json:
-            print(json.dumps(side_record(spec, st, job.backend), ensure_ascii=False))
+            print(json.dumps(side_record(spec, st, job), ensure_ascii=False))
         else:
             print(f"== {st.side.upper()}: {spec.label} ==")
             print(st.text if not st.error else f"[error] {st.error}")

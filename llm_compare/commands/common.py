@@ -39,18 +39,22 @@ def specs_from_args(args):
 def add_generation_args(p, max_new_tokens: int = 256) -> None:
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
     p.add_argument("--greedy", action="store_true", help="greedy decoding (deterministic)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, help="default: the model's recommended value, else 0.7")
+    p.add_argument("--top-p", type=float, help="default: the model's recommended value, else 0.9")
+    p.add_argument(
+        "--repetition-penalty", type=float, help="default: the model's recommended value (e.g. Qwen-1's 1.1), else 1.0"
+    )
     p.add_argument("--seed", type=int, help="sampling seed (each side samples from its own generator)")
 
 
 def params_from_args(args) -> GenerationParams:
-    return GenerationParams(
-        max_new_tokens=args.max_new_tokens,
-        greedy=args.greedy,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
+    """Shared settings; fields left unset get defaults here and each model's recommendation per side
+    (see `explicit_fields` and `engine.side_params`)."""
+    return GenerationParams(max_new_tokens=args.max_new_tokens, greedy=args.greedy, seed=args.seed).replace(
+        temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty
     )
+
+
+def explicit_fields(args) -> set[str]:
+    """The tunable settings the user gave on the command line."""
+    return {k for k in ("temperature", "top_p", "repetition_penalty") if getattr(args, k, None) is not None}

@@ -163,6 +163,8 @@ class ChatGLM3Format:
     """
 
     name = "chatglm3"
+    # The original chat() drops its last generated token; generating one fewer gives the same reply.
+    drops_last_token = True
 
     def __init__(self, tokenizer: ChatGLM3Tokenizer):
         self.tokenizer = tokenizer

@@ -158,6 +158,8 @@ class QwenFormat:
     """
 
     name = "qwen"
+    # The original chat() drops its last generated token; generating one fewer gives the same reply.
+    drops_last_token = True
 
     def __init__(self, tokenizer: QwenTokenizer, max_window_size: int | None = MAX_WINDOW_SIZE):
         self.tokenizer = tokenizer

