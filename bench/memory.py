@@ -21,6 +21,7 @@ import argparse
 import gc
 import importlib.util
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 from llm_compare.loading.memory import APP_BYTES, GiB, count_parameters, estimate  # noqa: E402
 from llm_compare.specs import ModelSpec  # noqa: E402
 
-FIXTURES = Path("/work/shared/fixtures/legacy")
+FIXTURES = Path(os.environ.get("LLM_COMPARE_LEGACY_FIXTURES", "/work/shared/fixtures/legacy"))
 CHATGLM3_6B = {
     "model_type": "chatglm", "architectures": ["ChatGLMModel"], "padded_vocab_size": 65024, "hidden_size": 4096,
     "ffn_hidden_size": 13696, "num_layers": 28, "num_attention_heads": 32, "multi_query_attention": True,
