@@ -102,3 +102,16 @@ def test_llamacpp_models_are_sized_by_their_file(capsys, tmp_path):
     size = embedded_path("smollm2").stat().st_size
     assert "smol-cpp  [llamacpp, bfloat16]" in out and "  file: 134.52M params, ≈" in out
     assert size < 0.2 * 1024**3 and "resident → fits" in out
+
+
+def test_odd_configs_are_problems_not_crashes(capsys, tmp_path):
+    for name, config in (("strings", {"model_type": "llama", "hidden_size": "big"}),
+                         ("unknown", {"model_type": "no-such-architecture"})):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(config))
+        (d / "model.safetensors").write_bytes(b"")
+    code, out = doctor(capsys, str(tmp_path / "strings"), str(tmp_path / "unknown"))
+    assert code == 1 and out.count("PROBLEM:") == 2
+    assert "PROBLEM: config.json has no " in out and "fix: re-download the model's config.json" in out
+    assert "cannot size model type 'no-such-architecture'" in out

@@ -32,19 +32,20 @@ LEGACY_MODULES = {"chatglm3": "llm_compare.loading.legacy_chatglm3", "qwen": "ll
 
 @dataclass
 class Report:
-    lines: list[str] = field(default_factory=list)
+    """Printed as it goes (a slow check still shows the ones before it); counts the problems."""
+
     problems: int = 0
 
     def say(self, text: str = "") -> None:
-        self.lines.append(text)
+        print(text, flush=True)
 
     def problem(self, what: str, fix: str | None = None) -> None:
         if fix is None and "; " in what:  # a UserError names the problem, then the fix after "; "
             what, fix = what.split("; ", 1)
         self.problems += 1
-        self.lines.append(f"  PROBLEM: {what}")
+        self.say(f"  PROBLEM: {what}")
         if fix:
-            self.lines.append(f"  fix: {fix}")
+            self.say(f"  fix: {fix}")
 
 
 def configure(p):
@@ -58,21 +59,30 @@ def run(args) -> int:
     report = Report()
     free = int(args.available_gib * GiB) if args.available_gib else None
     check_system(report)
+    registry = _registry_or_none(args.registry, report)
     if args.paths:
-        registry = _registry_or_none(args.registry, report)
         for path in args.paths:
             spec = registry.models.get(path) if registry else None
-            check_model(spec or _adhoc_spec(path), report, all_dtypes=spec is None, free=free)
-    else:
-        registry = load_registry(args.registry)
+            _guarded(check_model, spec or _adhoc_spec(path), report, all_dtypes=spec is None, free=free)
+    elif registry:
         report.say(f"registry: {registry.path}")
         for spec in registry.models.values():
-            check_model(spec, report, all_dtypes=False, free=free)
-        check_pair([registry.models[n] for n in registry.default_pair], report, free=free)
+            _guarded(check_model, spec, report, all_dtypes=False, free=free)
+        _guarded(check_pair, [registry.models[n] for n in registry.default_pair], report, free=free)
     report.say()
     report.say("all good" if not report.problems else f"{report.problems} problem(s) found")
-    print("\n".join(report.lines))
     return 1 if report.problems else 0
+
+
+def _guarded(check, spec, report: Report, **kwargs) -> None:
+    """Run one check; whatever goes wrong becomes a reported problem, never a crash of the doctor."""
+    try:
+        check(spec, report, **kwargs)
+    except UserError as e:
+        report.problem(str(e))
+    except Exception as e:  # noqa: BLE001 - the doctor must finish its report
+        report.problem(f"checking failed unexpectedly ({type(e).__name__}: {e})",
+                       "report this as a bug, with the output of this command")
 
 
 def _registry_or_none(path, report):

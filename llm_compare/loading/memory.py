@@ -136,7 +136,12 @@ def _count_on_meta(config: dict) -> ParamCount:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(cfg)
     except Exception as e:  # noqa: BLE001 - any failure here only means "size unknown"
-        raise UserError(f"cannot size model type {config.get('model_type')!r} from its config ({e})") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise UserError(
+            f"cannot size model type {config.get('model_type')!r} from its config ({reason}); "
+            "check config.json, or set LLM_COMPARE_NO_MEMORY_CHECK=1 and load it anyway"
+        ) from None
     linear = rows = 0
     skip = {id(model.get_output_embeddings())}
     for module in model.modules():
