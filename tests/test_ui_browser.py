@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 TURN_TIMEOUT_MS = 240_000  # a loaded 2-core box; only a guard, never an assertion
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.browser  # in the default run: CI installs Chromium (.ci/run)
 
 
 def free_port() -> int:
