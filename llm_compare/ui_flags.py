@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="registry TOML file (default: assets/models.toml)")
     p.add_argument("--threads-a", type=int, help="CPU threads for side A (default: thread policy)")
     p.add_argument("--threads-b", type=int, help="CPU threads for side B")
+    p.add_argument("--one-model-at-a-time", action="store_true",
+                   help="for models that do not fit in RAM together: keep one loaded, swap per side "
+                        "(turns run A then B; the swap time shows in the pane)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="comparisons run at once across all users (default 1: others queue; each uses the whole CPU)")
     p.add_argument("--db", help="vote database (default: $LLM_COMPARE_DB or ./data/llm_compare.db)")

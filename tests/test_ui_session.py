@@ -188,3 +188,17 @@ def test_blind_turn_hides_names_until_the_vote_then_draws_a_new_pair(voting):
 def test_blind_mode_needs_two_models(voting):
     with pytest.raises(UserError, match="at least two"):
         next(run_turn(voting, Conversation(), "Hi", {}, SHORT, blind=True, blind_pool=["smollm2-fp32"]))
+
+
+def test_one_model_at_a_time_swaps_models_per_side():
+    """--one-model-at-a-time: only one model is ever resident; each side loads when its turn comes."""
+    reg = load_registry()
+    ctx = AppContext(registry=reg, pool=ModelPool(max_resident=1), one_at_a_time=True)
+    conv = Conversation()
+    frames = list(run_turn(ctx, conv, "Name a colour.", {"a": "smollm2-bf16", "b": "smollm2-fp32"}, SHORT))
+    final = frames[-1].state
+    assert final.a.status == final.b.status == "done"
+    assert any("loading model" in f.times["b"] for f in frames)
+    assert final.b.load_s is not None and "swap" in frames[-1].times["b"]
+    assert [b.spec.name for b in ctx.pool.loaded()] == ["smollm2-fp32"]  # A was swapped out for B
+    assert ctx.pool.last_swap is not None and ctx.pool.last_swap.unloaded == ["SmolLM2-135M-Instruct · bf16"]

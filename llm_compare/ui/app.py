@@ -17,7 +17,8 @@ def context_from_args(args) -> AppContext:
     registry = load_registry(args.registry)
     ctx = AppContext(
         registry=registry,
-        pool=ModelPool(),
+        pool=ModelPool(max_resident=1 if args.one_model_at_a_time else None),
+        one_at_a_time=args.one_model_at_a_time,
         presets=load_presets(),
         store=None if args.no_votes else open_store(args.db),
         model_a=args.model_a,

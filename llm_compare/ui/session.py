@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from llm_compare.arena import draw_blind_pair, record_pair
-from llm_compare.engine import Job, PairState, SideState, side_params, stream_pair
+from llm_compare.engine import Job, PairState, SideState, stream_pair
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
@@ -35,6 +35,7 @@ class AppContext:
     model_a: str | None = None  # initial pickers (flags), registry names or paths
     model_b: str | None = None
     threads: dict = field(default_factory=dict)  # side -> --threads-a/-b override
+    one_at_a_time: bool = False  # --one-model-at-a-time: pool keeps one model; turns run A then B
 
     def spec(self, name: str | None, side: str) -> ModelSpec:
         spec = self.registry.resolve(name, side)
@@ -156,9 +157,12 @@ class Frame:
 def format_elapsed(st: SideState | None) -> str:
     if st is None:
         return "⏱ –"
-    if st.status in ("waiting", "loading"):
-        return f"⏱ – · {st.status}"
-    return f"⏱ {st.metrics.elapsed_s:.1f} s · {st.status}"
+    if st.status == "loading":
+        return "⏱ – · loading model (swapping the other out)"
+    swap = f" · swap {st.load_s:.1f} s" if st.load_s is not None else ""
+    if st.status == "waiting":
+        return f"⏱ – · waiting{swap}"
+    return f"⏱ {st.metrics.elapsed_s:.1f} s · {st.status}{swap}"
 
 
 def format_stats(st: SideState | None) -> str:
@@ -237,17 +241,22 @@ def run_turn(
                 spec = specs[s] = ctx.spec(names.get(s), s)
                 conv.real_labels[s] = spec.label
                 conv.labels[s] = conv.shown_label(s)
-                if not ctx.pool.is_loaded(spec):
-                    yield render(conv, _loading_state(conv.labels, s), f"loading {conv.labels[s]} …", prompt)
-                backend, error = ctx.pool.get(spec), None
+                if ctx.one_at_a_time:  # the engine loads it when its turn comes, swapping the other out
+                    backend, error = None, None
+                else:
+                    if not ctx.pool.is_loaded(spec):
+                        yield render(conv, _loading_state(conv.labels, s), f"loading {conv.labels[s]} …", prompt)
+                    backend, error = ctx.pool.get(spec), None
             except UserError as e:
                 backend, error = None, str(e)
             except Exception as e:  # a broken model file must not take the app down
                 backend, error = None, f"could not load {spec.name if spec else names.get(s)}: {type(e).__name__}: {e}"
             history = ([{"role": "system", "content": system}] if system.strip() else []) + conv.messages[s]
-            own = side_params(backend, params, set() if recommended else None) if backend else None
             jobs[s] = Job(s, backend, history + [{"role": "user", "content": prompt}], stop=run.stop[s],
-                          error=error, label=conv.labels[s], params=own)
+                          error=error, label=conv.labels[s], explicit=set() if recommended else None)
+            if ctx.one_at_a_time and spec is not None:
+                jobs[s].load = lambda spec=spec: ctx.pool.get(spec)
+        sequential = sequential or ctx.one_at_a_time
         live = [j for j in jobs.values() if j.backend is not None]
         for j in live:
             j.backend.concurrent_streams = 1 if sequential else len(live)
@@ -274,6 +283,10 @@ def _record(ctx: AppContext, conv: Conversation, state: PairState | None, specs:
         conv.note = "not stored for voting: a side has no answer"
         return
     try:
+        if state.a.params == state.b.params:  # what each side really ran with (recommended settings apply)
+            params = state.a.params or params
+        else:
+            params = {specs[s].name: state.side(s).params.to_dict() for s in SIDES}
         conv.battle_id = record_pair(ctx.store, specs["a"], state.a, specs["b"], state.b, jobs["a"].messages,
                                      jobs["b"].messages, params=params, anony=conv.blind, source="live")
         conv.self_words = ctx.store.get_battle(conv.battle_id).self_words
