@@ -201,7 +201,7 @@ def check_pair(specs, report: Report, free: int | None = None) -> None:
                f"(peak ≈{_gib(load_peak + APP_BYTES)} while the second loads), RAM {_gib(total)}")
     if load_peak + APP_BYTES > total:
         report.problem("the default pair does not fit in RAM together",
-                       "use dtype int8 for one or both, or load one model at a time (fair timing)")
+                       "use dtype int8 for one or both, or load one model at a time (--one-model-at-a-time)")
 
 
 def _count(n: int) -> str:

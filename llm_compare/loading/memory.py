@@ -369,7 +369,7 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
                 fixes.append(f"use dtype {dtype} (≈{gib(smaller.resident_bytes)})")
                 break
     if loaded and est.peak_bytes <= free + sum(_accounted(b) for b in loaded):
-        fixes.append("load one model at a time (fair timing)")
+        fixes.append("load one model at a time (--one-model-at-a-time)")
     if not fixes:
         fixes.append("close other programs or use a smaller model")
     raise UserError(f"{msg}; {' or '.join(fixes)} (or set {SKIP_ENV}=1 to try anyway)")
