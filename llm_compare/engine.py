@@ -15,7 +15,7 @@ import resource
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from llm_compare.backends.base import Backend, Messages
 from llm_compare.errors import UserError
@@ -113,6 +113,8 @@ def stream_reply(
         reason = "length"
     else:
         reason = "stop"
+    if reason != "stop":
+        text = text.removesuffix("\ufffd")  # a multi-byte character cut in half by the limit or a stop
     yield ReplyUpdate(delta="", text=backend.finish_text(text), metrics=m, done=True, finish_reason=reason)
 
 
@@ -134,11 +136,13 @@ class SideState:
     side: str
     label: str
     text: str = ""
-    status: str = "waiting"  # waiting | running | done | stopped | error
+    status: str = "waiting"  # waiting | loading | running | done | stopped | error
     error: str | None = None
     finish_reason: str | None = None
     metrics: Metrics = field(default_factory=Metrics)
     started_at: float | None = None
+    load_s: float | None = None  # load-on-demand: seconds this side waited for its model (swap)
+    params: GenerationParams | None = None  # the settings this side ran with
 
     @property
     def finished(self) -> bool:
@@ -175,15 +179,25 @@ class Job:
     error: str | None = None
     label: str = ""
     params: GenerationParams | None = None  # this side's settings, when not the shared ones
+    explicit: set[str] | None = None  # else: shared settings + the model's recommendations (side_params)
+    load: Callable[[], Backend] | None = None  # load-on-demand: called when this side's turn comes
 
 
 _DONE = object()
 
 
 def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
-    out.put((job.side, "start", time.perf_counter()))
     try:
-        for upd in stream_reply(job.backend, job.messages, job.params or params, job.stop):
+        if job.stop.is_set():  # stopped before its turn came (sequential): don't load or run
+            return
+        if job.backend is None and job.load is not None:
+            out.put((job.side, "loading", time.perf_counter()))
+            t0 = time.perf_counter()
+            job.backend = job.load()
+            out.put((job.side, "loaded", time.perf_counter() - t0))
+        own = job.params or side_params(job.backend, params, job.explicit)
+        out.put((job.side, "start", (time.perf_counter(), own)))
+        for upd in stream_reply(job.backend, job.messages, own, job.stop):
             out.put((job.side, "update", upd))
     except UserError as e:
         out.put((job.side, "error", str(e)))
@@ -205,10 +219,14 @@ def stream_pair(
     """
     states = {}
     for job in (job_a, job_b):
-        states[job.side] = SideState(side=job.side, label=job.label or (job.backend.label if job.backend else job.side))
+        states[job.side] = SideState(
+            side=job.side, label=job.label or (job.backend.label if job.backend else job.side)
+        )
         if job.error:
             states[job.side].status, states[job.side].error = "error", job.error
     runnable = [j for j in (job_a, job_b) if not j.error]
+    if not sequential and any(j.backend is None for j in runnable):
+        raise ValueError("load-on-demand jobs need sequential=True (one model resident at a time)")
     out: queue.Queue = queue.Queue()
 
     def run_all(jobs):
@@ -236,8 +254,12 @@ def stream_pair(
             while True:  # apply everything queued, then show it once
                 side, kind, payload = item
                 st = states[side]
-                if kind == "start":
-                    st.status, st.started_at = "running", payload
+                if kind == "loading":
+                    st.status = "loading"
+                elif kind == "loaded":
+                    st.load_s = payload
+                elif kind == "start":
+                    st.status, (st.started_at, st.params) = "running", payload
                 elif kind == "update":
                     st.text, st.metrics = payload.text, payload.metrics
                     if payload.done:

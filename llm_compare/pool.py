@@ -2,13 +2,21 @@
 
 Loads on demand, one load at a time (two concurrent loads would double peak memory), and
 reuses a backend when both sides name the same configuration.
+
+`ModelPool(max_resident=1)` is for machines where two models do not fit together: loading a model
+first unloads the least recently used other one, and `last_swap` records what that cost, so the
+UI can show it next to the timings. Use it with sequential (fair-timing) mode and call `get(spec)`
+right before each side streams: a backend obtained earlier is closed when it is swapped out.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
+import time
+from dataclasses import dataclass
 
 from llm_compare.backends import open_backend
 from llm_compare.backends.base import Backend
@@ -21,23 +29,67 @@ def spec_key(spec: ModelSpec) -> str:
     return json.dumps(spec.to_dict(), sort_keys=True, default=str)
 
 
+@dataclass
+class Swap:
+    """One load-on-demand swap: which models were unloaded to make room for `loaded`, and its cost."""
+
+    unloaded: list[str]
+    loaded: str
+    unload_seconds: float
+    load_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.unload_seconds + self.load_seconds
+
+
 class ModelPool:
-    def __init__(self):
-        self._backends: dict[str, Backend] = {}
+    def __init__(self, max_resident: int | None = None):
+        if max_resident is not None and max_resident < 1:
+            raise ValueError("max_resident must be at least 1")
+        self.max_resident = max_resident
+        self.last_swap: Swap | None = None
+        self._backends: dict[str, Backend] = {}  # in least- to most-recently used order
         self._load_lock = threading.Lock()
+
+    @property
+    def last_swap_seconds(self) -> float | None:
+        return self.last_swap.seconds if self.last_swap else None
 
     def get(self, spec: ModelSpec) -> Backend:
         key = spec_key(spec)
-        if key in self._backends:
+        if self.max_resident is None and key in self._backends:
             return self._backends[key]
         with self._load_lock:
-            if key not in self._backends:
-                check = _preflight()
-                if check:
-                    check(spec, loaded=list(self._backends.values()))
-                log.info("loading %s from %s", spec.name, spec.source)
-                self._backends[key] = open_backend(spec)
+            if key in self._backends:
+                self._backends[key] = self._backends.pop(key)  # now the most recently used
+                return self._backends[key]
+            t0 = time.perf_counter()
+            unloaded = self._make_room()
+            t1 = time.perf_counter()
+            check = _preflight()
+            if check:
+                check(spec, loaded=list(self._backends.values()))
+            log.info("loading %s from %s", spec.name, spec.source)
+            self._backends[key] = open_backend(spec)
+            if unloaded:
+                self.last_swap = Swap(unloaded, spec.label, t1 - t0, time.perf_counter() - t1)
+                log.info("swapped out %s for %s in %.1f s", ", ".join(unloaded), spec.label, self.last_swap.seconds)
             return self._backends[key]
+
+    def _make_room(self) -> list[str]:
+        """Unload least recently used backends until one more fits under max_resident."""
+        if self.max_resident is None:
+            return []
+        labels = []
+        while len(self._backends) >= self.max_resident:
+            backend = self._backends.pop(next(iter(self._backends)))
+            labels.append(backend.label)
+            backend.close()
+            del backend
+        if labels:
+            gc.collect()  # return the weights' memory before the next model is read
+        return labels
 
     def is_loaded(self, spec: ModelSpec) -> bool:
         return spec_key(spec) in self._backends

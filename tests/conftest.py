@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # The seed-format fixtures live in shared/ beside the repository (here and in CI).
 LEGACY_FIXTURES = Path(os.environ.get("LLM_COMPARE_LEGACY_FIXTURES", REPO.parent / "shared" / "fixtures" / "legacy"))
+if os.environ.get("CI") and not LEGACY_FIXTURES.is_dir():  # CI must never skip them silently
+    raise RuntimeError(f"legacy fixtures not found at {LEGACY_FIXTURES}; set LLM_COMPARE_LEGACY_FIXTURES")
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -116,3 +116,11 @@ def test_explicit_setting_overrides_the_models_recommendation(capsys):
                  "--repetition-penalty", "1.0", "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert code == 0 and {r["params"]["repetition_penalty"] for r in rows} == {1.0}
+
+
+def test_one_model_at_a_time_swaps_and_reports_the_swap(tiny_model_dir, capsys):
+    code = main(["ask", "hello", "--model-a", str(tiny_model_dir), "--model-b", str(tiny_model_dir), "--dtype-a",
+                 "float32", "--dtype-b", "bfloat16", "--one-model-at-a-time", "--greedy", "--max-new-tokens", "4",
+                 "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 0 and all(r["new_tokens"] == 4 and r["swap_s"] is not None for r in rows)

@@ -195,3 +195,59 @@ def test_closing_a_pair_stops_both_workers(tiny_backend):
     while generate_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not generate_threads()
+
+
+class CutCharacter(Backend):
+    """Streams what a byte-level tokenizer decodes when max_new_tokens ends inside a Chinese character."""
+
+    def __init__(self, inner):
+        self.inner, self.spec, self.context_length = inner, inner.spec, inner.context_length
+
+    def count_prompt_tokens(self, messages):
+        return self.inner.count_prompt_tokens(messages)
+
+    def stream(self, messages, params, stop):
+        from llm_compare.backends.base import Chunk
+
+        yield Chunk("冬天", 2, time.perf_counter())
+        yield Chunk("\ufffd", params.max_new_tokens - 2)
+
+
+def test_a_character_cut_by_the_token_limit_is_not_kept(tiny_backend):
+    final = list(stream_reply(CutCharacter(tiny_backend), ASK, GenerationParams(max_new_tokens=3, greedy=True)))[-1]
+    assert final.finish_reason == "length" and final.text == "冬天"
+
+
+def test_load_on_demand_loads_each_side_when_its_turn_comes(tiny_backend):
+    loads = []
+
+    def loader(side):
+        def load():
+            loads.append((side, time.perf_counter()))
+            return tiny_backend
+        return load
+
+    jobs = [Job(s, None, ASK, load=loader(s)) for s in "ab"]
+    states = list(stream_pair(*jobs, GREEDY, sequential=True))
+    final = states[-1]
+    assert final.a.status == final.b.status == "done" and final.a.text == final.b.text
+    assert [s for s, _ in loads] == ["a", "b"]
+    assert loads[1][1] >= final.a.started_at + final.a.metrics.elapsed_s  # B loaded only after A finished
+    assert final.a.load_s is not None and final.b.load_s is not None
+    with pytest.raises(ValueError, match="sequential"):
+        list(stream_pair(Job("a", None, ASK, load=loader("a")), Job("b", tiny_backend, ASK), GREEDY))
+
+
+def test_load_on_demand_failure_and_stop_before_the_turn(tiny_backend):
+    def fails():
+        raise UserError("Qwen-7B-Chat needs 15.6 GiB but 9.1 GiB is available")
+
+    final = list(stream_pair(Job("a", tiny_backend, ASK), Job("b", None, ASK, load=fails), GREEDY, sequential=True))[-1]
+    assert final.a.status == "done" and final.b.status == "error" and "15.6 GiB" in final.b.error
+
+    called = []
+    stop_b = threading.Event()
+    stop_b.set()  # Stop B pressed while A was still answering
+    final = list(stream_pair(Job("a", tiny_backend, ASK), Job("b", None, ASK, stop=stop_b, load=lambda: called.append(1)),
+                             GREEDY, sequential=True))[-1]
+    assert final.b.status == "stopped" and not called

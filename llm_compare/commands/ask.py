@@ -12,7 +12,7 @@ from llm_compare.commands.common import (
     params_from_args,
     specs_from_args,
 )
-from llm_compare.engine import Job, side_params, stream_pair
+from llm_compare.engine import Job, stream_pair
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 
@@ -21,6 +21,11 @@ def configure(p):
     p.add_argument("prompt", help="the question to send to both models")
     p.add_argument("--system", help="system prompt for both sides")
     p.add_argument("--sequential", action="store_true", help="fair timing: run B after A instead of at once")
+    p.add_argument(
+        "--one-model-at-a-time",
+        action="store_true",
+        help="for models that do not fit in RAM together: load A, answer, swap to B (implies --sequential)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per side")
     add_model_args(p)
     add_generation_args(p)
@@ -49,7 +54,8 @@ def side_record(spec, state, job=None) -> dict:
         "error": state.error,
         "load_s": getattr(backend, "load_seconds", None),
         "resident_bytes": getattr(backend, "resident_bytes", None),
-        "params": job.params.to_dict() if job and job.params else None,
+        "params": state.params.to_dict() if state.params else None,
+        "swap_s": state.load_s,
     }
 
 
@@ -70,20 +76,23 @@ def run(args) -> int:
         raise UserError("the prompt is empty; pass the question as the first argument")
     params = params_from_args(args)
     spec_a, spec_b, _ = specs_from_args(args)
-    pool = ModelPool()
+    one_at_a_time = args.one_model_at_a_time
+    sequential = args.sequential or one_at_a_time
+    pool = ModelPool(max_resident=1 if one_at_a_time else None)
     jobs = []
     for side, spec in (("a", spec_a), ("b", spec_b)):
-        if sys.stderr.isatty():
-            print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr)
-        backend = pool.get(spec)
-        own = side_params(backend, params, explicit_fields(args))
-        jobs.append(Job(side, backend, messages_for(args.prompt, args.system), label=spec.label, params=own))
-    if not args.sequential:
-        for job in jobs:
-            job.backend.concurrent_streams = 2
+        job = Job(side, None, messages_for(args.prompt, args.system), label=spec.label, explicit=explicit_fields(args))
+        if one_at_a_time:
+            job.load = lambda spec=spec: pool.get(spec)  # loaded (and the other unloaded) when its turn comes
+        else:
+            if sys.stderr.isatty():
+                print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr)
+            job.backend = pool.get(spec)
+            job.backend.concurrent_streams = 1 if sequential else 2
+        jobs.append(job)
     live = sys.stderr.isatty() and not args.json
     final = None
-    for final in stream_pair(jobs[0], jobs[1], params, sequential=args.sequential):
+    for final in stream_pair(jobs[0], jobs[1], params, sequential=sequential):
         if live:
             a, b = final.a.metrics, final.b.metrics
             print(f"\rA {a.new_tokens:4d} tok {a.elapsed_s:6.1f} s | B {b.new_tokens:4d} tok {b.elapsed_s:6.1f} s",
@@ -98,7 +107,11 @@ def run(args) -> int:
             print(f"== {st.side.upper()}: {spec.label} ==")
             print(st.text if not st.error else f"[error] {st.error}")
             print(f"-- {format_metrics(st.metrics)}")
-            print(f"-- loaded in {job.backend.load_seconds:.1f} s, +{job.backend.resident_bytes / 2**20:.0f} MiB resident\n")
+            if job.backend is not None:
+                swap = f" (waited {st.load_s:.1f} s for the swap)" if st.load_s is not None else ""
+                print(f"-- loaded in {job.backend.load_seconds:.1f} s, "
+                      f"+{job.backend.resident_bytes / 2**20:.0f} MiB resident{swap}")
+            print()
     errors = [f"side {st.side.upper()} ({spec.label}): {st.error}" for spec, st in states if st.error]
     for line in errors:
         print(f"error: {line}", file=sys.stderr)

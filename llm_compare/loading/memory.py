@@ -1,0 +1,375 @@
+"""Will it fit? Size estimates from config.json alone, the RAM check before a load, and int8.
+
+Two 6–7B models in bfloat16 need ≈ 28 GB and do not fit a 24 GiB machine together, so the app
+checks before it reads any weights and tells the user which option fits (int8 weights, or one
+model resident at a time). Estimates come from the config (no weights are read):
+
+    resident = weights + RUNTIME_OVERHEAD + KV cache for KV_TOKENS tokens
+
+weights: parameters × bytes per parameter; under int8 the linear layers inside the blocks take
+1 byte per weight plus one bfloat16 scale per output row, while embeddings, lm_head, norms and
+biases stay bfloat16. The loaders read bfloat16 weights and quantize afterwards, so an int8 load
+briefly peaks at the bfloat16 size: `Estimate.peak_bytes` is what `check_fits` compares.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+import torch.nn.functional as F
+
+from llm_compare.errors import UserError
+
+GiB = 1024**3
+MiB = 1024**2
+RUNTIME_OVERHEAD = 256 * MiB  # activations, allocator slack, tokenizer: measured 0.1–0.2 GiB on tiny models
+KV_TOKENS = 2048  # KV cache budget: a long conversation
+APP_BYTES = 512 * MiB  # the app process before any model (≈ 314 MiB measured) plus margin
+SKIP_ENV = "LLM_COMPARE_NO_MEMORY_CHECK"
+DTYPE_FALLBACKS = ("float32", "bfloat16", "int8")  # each needs less than the one before (float16 = bfloat16)
+QUANT_ROWS = 256  # rows quantized at a time
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "glm")
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters split by what int8 does to them."""
+
+    linear: int  # weights of the nn.Linear layers inside the decoder blocks (int8 candidates)
+    linear_rows: int  # their output rows: one bfloat16 scale each
+    other: int  # embeddings, lm_head, norms, biases: stay 16-bit under int8
+    kv_per_token: int = 0  # K and V values cached per token, all layers
+
+    @property
+    def total(self) -> int:
+        return self.linear + self.other
+
+
+@dataclass(frozen=True)
+class Estimate:
+    params: int
+    weights_bytes: int
+    resident_bytes: int  # weights + overhead + KV cache: what stays in RAM while it answers
+    peak_bytes: int  # the highest point during the load
+
+
+def weight_bytes(count: ParamCount, dtype: str) -> int:
+    if dtype == "int8":
+        return count.linear + 2 * count.linear_rows + 2 * count.other
+    return BYTES.get(dtype, 2) * count.total
+
+
+def _decoder_count(vocab, hidden, inter, layers, heads, kv_heads, head_dim, *, qkv_bias=False, o_bias=False,
+                   mlp_bias=False, tied=False, qk_norm=False) -> ParamCount:
+    """Parameters of a llama-shaped decoder (gated MLP, RMSNorm, grouped-query attention)."""
+    q, kv = heads * head_dim, kv_heads * head_dim
+    attn_rows, mlp_rows = q + 2 * kv + hidden, 2 * inter + hidden
+    linear = layers * (hidden * (q + 2 * kv) + q * hidden + 3 * hidden * inter)
+    per_layer_other = 2 * hidden + (q + 2 * kv if qkv_bias else 0) + (hidden if o_bias else 0)
+    per_layer_other += (2 * inter + hidden if mlp_bias else 0) + (2 * head_dim if qk_norm else 0)
+    embeddings = vocab * hidden * (1 if tied else 2)
+    return ParamCount(
+        linear=linear,
+        linear_rows=layers * (attn_rows + mlp_rows),
+        other=embeddings + layers * per_layer_other + hidden,
+        kv_per_token=2 * layers * kv,
+    )
+
+
+def _int(config: dict, *keys, default=None) -> int:
+    for key in keys:
+        if isinstance(config.get(key), int):
+            return config[key]
+    if default is not None:
+        return default
+    raise UserError(f"config.json has no {' / '.join(keys)}; re-download the model's config.json")
+
+
+def count_parameters(config: dict) -> ParamCount:
+    """Parameters from a config.json dict: legacy chatglm / qwen, native llama-family, else transformers."""
+    kind = config.get("model_type")
+    if kind == "chatglm":
+        heads = _int(config, "num_attention_heads")
+        hidden = _int(config, "hidden_size")
+        groups = _int(config, "multi_query_group_num") if config.get("multi_query_attention", True) else heads
+        bias = bool(config.get("add_bias_linear", False))
+        return _decoder_count(
+            _int(config, "padded_vocab_size", "vocab_size"), hidden, _int(config, "ffn_hidden_size"),
+            _int(config, "num_layers"), heads, groups, _int(config, "kv_channels", default=hidden // heads),
+            qkv_bias=bool(config.get("add_qkv_bias", True)) or bias, o_bias=bias, mlp_bias=bias,
+        )
+    if kind == "qwen":
+        heads, hidden = _int(config, "num_attention_heads"), _int(config, "hidden_size")
+        return _decoder_count(
+            _int(config, "vocab_size"), hidden, _int(config, "intermediate_size") // 2,
+            _int(config, "num_hidden_layers"), heads, heads, _int(config, "kv_channels", default=hidden // heads),
+            qkv_bias=True, tied=bool(config.get("tie_word_embeddings", False)),
+        )
+    if kind in NATIVE_TYPES:
+        heads, hidden = _int(config, "num_attention_heads"), _int(config, "hidden_size")
+        attention_bias = bool(config.get("attention_bias", kind == "glm"))
+        return _decoder_count(
+            _int(config, "vocab_size"), hidden, _int(config, "intermediate_size"),
+            _int(config, "num_hidden_layers"), heads, _int(config, "num_key_value_heads", default=heads),
+            config.get("head_dim") or hidden // heads,
+            qkv_bias=attention_bias or kind == "qwen2",
+            o_bias=attention_bias and kind in ("llama", "qwen3"),
+            mlp_bias=bool(config.get("mlp_bias", False)),
+            tied=bool(config.get("tie_word_embeddings", False)),
+            qk_norm=kind == "qwen3",
+        )
+    return _count_on_meta(config)
+
+
+def _count_on_meta(config: dict) -> ParamCount:
+    """Any other architecture transformers knows: build it on the meta device (no memory) and count."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        cfg = AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg)
+    except Exception as e:  # noqa: BLE001 - any failure here only means "size unknown"
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise UserError(
+            f"cannot size model type {config.get('model_type')!r} from its config ({reason}); "
+            "check config.json, or set LLM_COMPARE_NO_MEMORY_CHECK=1 and load it anyway"
+        ) from None
+    linear = rows = 0
+    skip = {id(model.get_output_embeddings())}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and id(module) not in skip:
+            linear, rows = linear + module.weight.numel(), rows + module.out_features
+    total = sum(p.numel() for p in model.parameters())
+    return ParamCount(linear=linear, linear_rows=rows, other=total - linear)
+
+
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # value type → bytes
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a GGUF header (metadata skipped, no tensor data read).
+
+    A few dozen lines instead of gguf.GGUFReader, which parses the whole vocabulary (seconds per file).
+    """
+    with open(path, "rb") as f:
+
+        def read(fmt):
+            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))[0]
+
+        def skip_value(kind):
+            if kind in _GGUF_SCALARS:
+                f.seek(_GGUF_SCALARS[kind], 1)
+            elif kind == _GGUF_STRING:
+                f.seek(read("Q"), 1)
+            elif kind == _GGUF_ARRAY:
+                item, count = read("I"), read("Q")
+                if item in _GGUF_SCALARS:
+                    f.seek(_GGUF_SCALARS[item] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip_value(item)
+            else:
+                raise ValueError(f"unknown metadata value type {kind}")
+
+        if f.read(4) != b"GGUF":
+            raise ValueError("no GGUF magic")
+        if read("I") < 2:
+            raise ValueError("GGUF version 1 is not supported")
+        n_tensors, n_kv = read("Q"), read("Q")
+        for _ in range(n_kv):
+            f.seek(read("Q"), 1)  # key
+            skip_value(read("I"))
+        shapes = {}
+        for _ in range(n_tensors):
+            name = f.read(read("Q")).decode("utf-8")
+            dims = tuple(read("Q") for _ in range(read("I")))
+            f.seek(4 + 8, 1)  # type, offset
+            shapes[name] = dims
+        return shapes
+
+
+def count_gguf(path: Path) -> ParamCount:
+    """Parameters of a GGUF file from its tensor table (the dense size transformers unpacks it to)."""
+    try:
+        shapes = gguf_tensor_shapes(path)
+    except (ValueError, OSError, struct.error, UnicodeDecodeError) as e:
+        raise UserError(f"{path.name} is not a readable GGUF file ({e}); re-download it") from None
+    linear = rows = other = kv = 0
+    for name, dims in shapes.items():
+        n = _product(dims)
+        if name.startswith("blk.") and name.endswith(".weight") and len(dims) == 2:
+            linear, rows = linear + n, rows + dims[1]  # GGUF lists dims innermost first: [in, out]
+            kv += 2 * dims[1] if name.endswith(".attn_k.weight") else 0  # K and V rows per token
+        else:
+            other += n
+    return ParamCount(linear=linear, linear_rows=rows, other=other, kv_per_token=kv)
+
+
+def _product(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transformers") -> Estimate | None:
+    """Estimate for a config dict, a model path / source string, or None when unknowable (hub, remote)."""
+    if backend == "openai":
+        return None
+    if isinstance(source_or_config, dict):
+        return _estimate_count(count_parameters(source_or_config), dtype)
+    from llm_compare.loading import resolve_source
+
+    source = resolve_source(str(source_or_config))
+    if source.kind == "hub":
+        return None
+    if source.kind == "gguf":
+        count = count_gguf(source.path)
+        if backend == "llamacpp":  # llama.cpp maps the file as is, plus its f16 KV cache
+            size = source.path.stat().st_size
+            extra = RUNTIME_OVERHEAD + count.kv_per_token * KV_TOKENS * 2
+            return Estimate(count.total, size, size + extra, size + extra)
+        return _estimate_count(count, dtype)
+    return _estimate_count(count_parameters(source.config), dtype)
+
+
+def _estimate_count(count: ParamCount, dtype: str) -> Estimate:
+    weights = weight_bytes(count, dtype)
+    extra = RUNTIME_OVERHEAD + count.kv_per_token * KV_TOKENS * (4 if dtype == "float32" else 2)
+    loaded_as = weight_bytes(count, "bfloat16") if dtype == "int8" else weights
+    return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra)
+
+
+def estimate_bytes(source_or_config, dtype: str = "bfloat16") -> int:
+    """Resident bytes of a model at `dtype`, from config.json alone (0 when unknowable)."""
+    est = estimate(source_or_config, dtype)
+    return est.resident_bytes if est else 0
+
+
+class Int8Linear(torch.nn.Module):
+    """A Linear layer with int8 weights and one bfloat16 scale per output row (symmetric).
+
+    bfloat16 inputs whose width is a multiple of 16 go through torch's fused CPU kernel
+    (`torch._weight_int8pack_mm`: the weight is read once, as int8; 1.35× bfloat16's decode
+    speed on SmolLM2, 1.55× at the seeds' widths); anything else dequantises the weight on the
+    fly (correct, but slower than float32).
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        q = torch.empty(weight.shape, dtype=torch.int8)
+        scales = torch.empty(weight.shape[0], dtype=torch.bfloat16)
+        for start in range(0, weight.shape[0], QUANT_ROWS):  # row blocks: float32 temporaries stay small
+            w = weight[start : start + QUANT_ROWS].to(torch.float32, copy=True)
+            s = (w.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+            q[start : start + QUANT_ROWS] = w.div_(s.float()[:, None]).round_().clamp_(-127, 127)
+            scales[start : start + QUANT_ROWS] = s
+        self.register_buffer("qweight", q)
+        self.register_buffer("scales", scales)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
+        self.fused = hasattr(torch, "_weight_int8pack_mm") and self.in_features % 16 == 0
+
+    def forward(self, x):
+        shape = x.shape
+        if self.fused and x.dtype == torch.bfloat16:
+            x2 = x.reshape(-1, self.in_features)
+            if not x2.is_contiguous() or x2.data_ptr() % 64:  # the kernel uses aligned loads
+                x2 = x2.clone(memory_format=torch.contiguous_format)
+            y = torch._weight_int8pack_mm(x2, self.qweight, self.scales).reshape(*shape[:-1], self.out_features)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        weight = self.qweight.to(x.dtype) * self.scales.to(x.dtype)[:, None]
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8, fused={self.fused}"
+
+
+def quantize_int8(model, include_lm_head: bool = False):
+    """Replace the model's nn.Linear layers by int8 ones in place (weight-only; activations bf16).
+
+    Embeddings stay bfloat16, and so does lm_head unless `include_lm_head` (often tied to the
+    embeddings, and the logits are what a comparison shows). Returns the model.
+    """
+    for param in model.parameters():  # compute in bf16; buffers (rotary inv_freq) keep their precision
+        if param.dtype != torch.bfloat16 and param.is_floating_point():
+            param.data = param.data.to(torch.bfloat16)
+    keep = set() if include_lm_head else {id(model.get_output_embeddings())}
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and id(m) not in keep]
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, Int8Linear(linear))
+        linear.weight = None  # free the 16-bit weight now, not at the end: keeps the load peak low
+    return model
+
+
+def gib(n: int | float) -> str:
+    return f"{n / GiB:.1f} GiB"
+
+
+def _accounted(backend) -> int:
+    """What a loaded backend holds: its measured RSS growth, or the estimate when that is larger
+    (memory-mapped weights count as reclaimable "available" memory although they are in use)."""
+    try:
+        est = estimate(backend.spec.source, backend.spec.dtype, backend.spec.backend)
+    except UserError:
+        est = None
+    return max(int(getattr(backend, "resident_bytes", 0) or 0), est.resident_bytes if est else 0)
+
+
+def available_bytes(loaded=()) -> int:
+    """RAM a new model may use: what the OS calls available, but never more than the total minus
+    the app and the models already loaded (their estimate or measured size, whichever is larger)."""
+    vm = psutil.virtual_memory()
+    accounted = sum(_accounted(b) for b in loaded)
+    return max(0, min(vm.available, vm.total - APP_BYTES - accounted))
+
+
+def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None:
+    """Raise UserError before a load that would not fit in RAM; the message names what would fit.
+
+    Remote models and hub ids are not checked; set LLM_COMPARE_NO_MEMORY_CHECK=1 to load anyway.
+    """
+    if spec.backend == "openai" or os.environ.get(SKIP_ENV):
+        return None
+    try:
+        est = estimate(spec.source, spec.dtype, spec.backend)
+    except UserError:  # cannot size it (bad path, odd config): the loader reports its own problem
+        return None
+    if est is None:
+        return None
+    loaded = list(loaded)
+    free = available_bytes(loaded) if available is None else available
+    if est.peak_bytes <= free:
+        return est
+    what = f"in {spec.dtype}" if spec.backend == "transformers" else f"with {spec.backend}"
+    if est.peak_bytes > est.resident_bytes:
+        what += f" while loading (≈{gib(est.resident_bytes)} after)"
+    msg = f"{spec.label} needs ≈{gib(est.peak_bytes)} {what} but {gib(free)} is available"
+    if loaded:
+        msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded)"
+    fixes = []
+    if spec.backend == "transformers":
+        start = DTYPE_FALLBACKS.index("bfloat16" if spec.dtype == "float16" else spec.dtype) + 1
+        for dtype in DTYPE_FALLBACKS[start:]:
+            smaller = estimate(spec.source, dtype)
+            if smaller.peak_bytes <= free:
+                fixes.append(f"use dtype {dtype} (≈{gib(smaller.resident_bytes)})")
+                break
+    if loaded and est.peak_bytes <= free + sum(_accounted(b) for b in loaded):
+        fixes.append("load one model at a time (--one-model-at-a-time)")
+    if not fixes:
+        fixes.append("close other programs or use a smaller model")
+    raise UserError(f"{msg}; {' or '.join(fixes)} (or set {SKIP_ENV}=1 to try anyway)")

@@ -1,0 +1,36 @@
+"""Flags -> the shared `AppContext` -> the Blocks, plus the launch settings that go with them."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from llm_compare.pool import ModelPool
+from llm_compare.presets import load_presets
+from llm_compare.specs import load_registry
+from llm_compare.store import open_store
+from llm_compare.ui.layout import CSS, build_app
+from llm_compare.ui.session import AppContext
+
+
+def context_from_args(args) -> AppContext:
+    """Everything the callbacks share; bad flags (unknown model, broken registry) raise UserError here."""
+    registry = load_registry(args.registry)
+    ctx = AppContext(
+        registry=registry,
+        pool=ModelPool(max_resident=1 if args.one_model_at_a_time else None),
+        one_at_a_time=args.one_model_at_a_time,
+        presets=load_presets(),
+        store=None if args.no_votes else open_store(args.db),
+        model_a=args.model_a,
+        model_b=args.model_b,
+        threads={"a": args.threads_a, "b": args.threads_b},
+    )
+    for side in ("a", "b"):  # fail at startup, not at the first Send
+        ctx.spec(getattr(args, f"model_{side}"), side)
+    return ctx
+
+
+def create_app(args) -> tuple[gr.Blocks, dict]:
+    ctx = context_from_args(args)
+    demo = build_app(ctx, concurrency=args.concurrency)
+    return demo, {"css": CSS, "theme": gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Noto Sans CJK SC", "sans-serif"], font_mono=["ui-monospace", "monospace"]), "footer_links": ["api", "gradio"]}

@@ -1,0 +1,336 @@
+"""What one browser session is doing, without Gradio: two chats, one turn at a time.
+
+`AppContext` is what every callback closes over (registry, model pool, presets, store).
+`Conversation` is one session's state: each side keeps its own history, so the next prompt
+continues both. `run_turn` loads both models through the pool, streams the pair through
+`engine.stream_pair`, and yields `Frame`s (what both panes show now); closing it stops both
+sides and keeps the partial answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from llm_compare.arena import draw_blind_pair, record_pair
+from llm_compare.engine import Job, PairState, SideState, stream_pair
+from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
+from llm_compare.pool import ModelPool
+from llm_compare.specs import ModelSpec, Registry
+
+SIDES = ("a", "b")
+
+
+@dataclass
+class AppContext:
+    """Everything shared by all sessions of one app process."""
+
+    registry: Registry
+    pool: ModelPool
+    presets: list = field(default_factory=list)
+    store: object | None = None  # VoteStore once the store lands
+    model_a: str | None = None  # initial pickers (flags), registry names or paths
+    model_b: str | None = None
+    threads: dict = field(default_factory=dict)  # side -> --threads-a/-b override
+    one_at_a_time: bool = False  # --one-model-at-a-time: pool keeps one model; turns run A then B
+
+    def spec(self, name: str | None, side: str) -> ModelSpec:
+        spec = self.registry.resolve(name, side)
+        return spec.with_overrides(threads=self.threads.get(side))
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, name) pairs for the pickers; flag-given paths are added to the registry's."""
+        items = [(s.label, n) for n, s in self.registry.models.items()]
+        for name in (self.model_a, self.model_b):
+            if name and name not in self.registry.models:
+                items.append((self.registry.resolve(name).label, name))
+        return items
+
+
+@dataclass
+class Run:
+    """The turn in flight: its stop events (Stop A / Stop B set them) and the latest state."""
+
+    stop: dict = field(default_factory=lambda: {s: threading.Event() for s in SIDES})
+    finished: threading.Event = field(default_factory=threading.Event)
+    latest: PairState | None = None
+    stopped_by_user: bool = False  # Stop both was pressed while this turn ran
+
+    def stop_side(self, side: str) -> None:
+        self.stop[side].set()
+
+    def stop_all(self) -> None:
+        for ev in self.stop.values():
+            ev.set()
+
+
+@dataclass
+class Conversation:
+    """One session's two chats. `messages` feed the models; `shown` is what the panes display."""
+
+    messages: dict = field(default_factory=lambda: {s: [] for s in SIDES})
+    shown: dict = field(default_factory=lambda: {s: [] for s in SIDES})
+    labels: dict = field(default_factory=lambda: {s: "" for s in SIDES})
+    last_prompt: str | None = None
+    last_state: PairState | None = None
+    run: Run | None = None
+    blind: bool = False  # this conversation's models were drawn at random and are hidden
+    names: dict = field(default_factory=dict)  # side -> model name of the current conversation
+    real_labels: dict = field(default_factory=dict)  # side -> display name, shown once revealed
+    battle_id: int | None = None  # the last finished turn, stored as a battle
+    voted: str | None = None  # the vote on battle_id
+    self_words: list = field(default_factory=list)  # model names the last answers gave away
+    note: str = ""  # why the last turn was not stored, if it was not
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None and not self.run.finished.is_set()
+
+    def clear(self) -> None:
+        for s in SIDES:
+            self.messages[s], self.shown[s] = [], []
+        self.last_prompt, self.last_state = None, None
+        self.blind, self.names, self.real_labels = False, {}, {}
+        self.battle_id, self.voted, self.self_words, self.note = None, None, [], ""
+
+    @property
+    def can_vote(self) -> bool:
+        return self.battle_id is not None and self.voted is None and not self.running
+
+    @property
+    def hidden(self) -> bool:
+        """Blind and not yet voted on: show "Model A/B", not the names."""
+        return self.blind and self.voted is None
+
+    def shown_label(self, side: str) -> str:
+        if self.hidden:
+            return f"Model {side.upper()}"
+        return self.real_labels.get(side) or self.labels[side]
+
+    def drop_last_turn(self) -> str | None:
+        """Forget the last turn on both sides (for Regenerate); return its prompt."""
+        prompt = self.last_prompt
+        if prompt is None:
+            return None
+        for s in SIDES:
+            msgs = self.messages[s]
+            if len(msgs) >= 2 and msgs[-2] == {"role": "user", "content": prompt}:
+                del msgs[-2:]
+            shown = self.shown[s]
+            if len(shown) >= 2 and shown[-2]["role"] == "user":
+                del shown[-2:]
+        self.last_state, self.battle_id, self.voted = None, None, None
+        return prompt
+
+    def start(self, ctx: "AppContext", picked: dict, blind: bool, blind_pool: list | None) -> dict:
+        """Which models this turn runs: the pickers', or in blind mode a random pair that stays
+        hidden for the whole conversation. A vote ends a blind conversation: the next turn draws anew."""
+        if blind:
+            if not self.blind or self.voted is not None or not self.names:
+                self.clear()
+                pool = [n for n in (blind_pool or ctx.registry.names()) if n in ctx.registry.models]
+                self.names = dict(zip(SIDES, draw_blind_pair(pool)))
+                self.blind = True
+        else:
+            if self.blind:  # leaving blind mode starts a new conversation
+                self.clear()
+            self.names = {s: picked.get(s) for s in SIDES}
+        self.battle_id, self.voted, self.self_words, self.note = None, None, [], ""
+        return self.names
+
+
+@dataclass
+class Frame:
+    """What both panes show at one moment."""
+
+    chats: dict  # side -> chatbot messages [{"role", "content"}]
+    times: dict  # side -> live elapsed counter text
+    stats: dict  # side -> metrics line under the pane
+    status: str
+    finished: bool = False
+    state: PairState | None = None
+
+
+def format_elapsed(st: SideState | None) -> str:
+    if st is None:
+        return "⏱ –"
+    if st.status == "loading":
+        return "⏱ – · loading model (swapping the other out)"
+    swap = f" · swap {st.load_s:.1f} s" if st.load_s is not None else ""
+    if st.status == "waiting":
+        return f"⏱ – · waiting{swap}"
+    return f"⏱ {st.metrics.elapsed_s:.1f} s · {st.status}{swap}"
+
+
+def format_stats(st: SideState | None) -> str:
+    if st is None or st.status in ("waiting", "error") and not st.metrics.new_tokens:
+        return "first token – · 0 new tokens · – tok/s · peak memory –"
+    m = st.metrics
+    ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "–"
+    rate = f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "–"
+    mem = f"{m.peak_rss_bytes / 2**30:.2f} GiB" if m.peak_rss_bytes else "–"
+    return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}"
+
+
+def pane_text(st: SideState) -> str:
+    """The assistant bubble for one side: the reply, a stop/length mark, or the error."""
+    if st.status == "error":
+        partial = f"{st.text}\n\n" if st.text else ""
+        return f"{partial}⚠️ **Error:** {st.error}"
+    if st.status == "loading":
+        return f"⏳ loading {st.label} …"
+    if st.status == "waiting" and not st.text:
+        return "…"
+    text = st.text or ("…" if st.status == "running" else "")
+    if st.status == "stopped":
+        text += "\n\n*[stopped]*"
+    elif st.finish_reason == "length":
+        text += "\n\n*[reached max new tokens]*"
+    return text
+
+
+def render(conv: Conversation, state: PairState | None, status: str, prompt: str | None = None) -> Frame:
+    chats, times, stats = {}, {}, {}
+    for s in SIDES:
+        chat = list(conv.shown[s])
+        st = state.side(s) if state else None
+        if prompt is not None:
+            chat.append({"role": "user", "content": prompt})
+            chat.append({"role": "assistant", "content": pane_text(st) if st else "…"})
+        chats[s], times[s], stats[s] = chat, format_elapsed(st), format_stats(st)
+    return Frame(chats, times, stats, status, finished=bool(state and state.finished), state=state)
+
+
+def _loading_state(labels: dict, loading: str) -> PairState:
+    sides = {s: SideState(side=s, label=labels[s], status="loading" if s == loading else "waiting") for s in SIDES}
+    return PairState(a=sides["a"], b=sides["b"])
+
+
+def run_turn(
+    ctx: AppContext,
+    conv: Conversation,
+    prompt: str,
+    picked: dict,
+    params: GenerationParams,
+    *,
+    system: str = "",
+    sequential: bool = False,
+    tick_s: float = 0.1,
+    blind: bool = False,
+    blind_pool: list | None = None,
+    recommended: bool = True,
+) -> Iterator[Frame]:
+    """One turn on both sides. Raises UserError (before anything runs) for an empty prompt, a turn
+    already in flight, or a blind pool without two models; a side that fails to load or to
+    generate shows its error in its pane. A turn where both sides answered is stored as a battle.
+    `recommended`: a model's registry-recommended sampling settings override the shared ones."""
+    if not (prompt or "").strip():
+        raise UserError("the prompt is empty; type a question or pick a preset")
+    if conv.running:
+        raise UserError("a comparison is already running in these panes; wait for it or press Stop")
+    names = conv.start(ctx, picked, blind, blind_pool)
+    run = conv.run = Run()
+    specs, jobs = {}, {}
+    try:
+        for s in SIDES:
+            spec = None
+            try:
+                spec = specs[s] = ctx.spec(names.get(s), s)
+                conv.real_labels[s] = spec.label
+                conv.labels[s] = conv.shown_label(s)
+                if ctx.one_at_a_time:  # the engine loads it when its turn comes, swapping the other out
+                    backend, error = None, None
+                else:
+                    if not ctx.pool.is_loaded(spec):
+                        yield render(conv, _loading_state(conv.labels, s), f"loading {conv.labels[s]} …", prompt)
+                    backend, error = ctx.pool.get(spec), None
+            except UserError as e:
+                backend, error = None, str(e)
+            except Exception as e:  # a broken model file must not take the app down
+                backend, error = None, f"could not load {spec.name if spec else names.get(s)}: {type(e).__name__}: {e}"
+            history = ([{"role": "system", "content": system}] if system.strip() else []) + conv.messages[s]
+            jobs[s] = Job(s, backend, history + [{"role": "user", "content": prompt}], stop=run.stop[s],
+                          error=error, label=conv.labels[s], explicit=set() if recommended else None)
+            if ctx.one_at_a_time and spec is not None:
+                jobs[s].load = lambda spec=spec: ctx.pool.get(spec)
+        sequential = sequential or ctx.one_at_a_time
+        live = [j for j in jobs.values() if j.backend is not None]
+        for j in live:
+            j.backend.concurrent_streams = 1 if sequential else len(live)
+        pair = stream_pair(jobs["a"], jobs["b"], params, sequential=sequential, tick_s=tick_s)
+        try:
+            for state in pair:
+                run.latest = state
+                yield render(conv, state, "generating …" if not state.finished else "done", prompt)
+        finally:
+            pair.close()  # a closed turn (Stop, tab closed) stops both workers here
+    finally:
+        run.stop_all()
+        state = _commit(conv, run.latest, prompt)
+        _record(ctx, conv, state, specs, jobs, params)
+        run.finished.set()
+
+
+def _record(ctx: AppContext, conv: Conversation, state: PairState | None, specs: dict, jobs: dict, params) -> None:
+    """Store the finished turn as a battle to vote on (both sides must have answered)."""
+    if ctx.store is None:
+        conv.note = "votes are off (no vote database)"
+        return
+    if state is None or len(jobs) < 2 or any(st.status == "error" or not st.text.strip() for st in (state.a, state.b)):
+        conv.note = "not stored for voting: a side has no answer"
+        return
+    try:
+        if state.a.params == state.b.params:  # what each side really ran with (recommended settings apply)
+            params = state.a.params or params
+        else:
+            params = {specs[s].name: state.side(s).params.to_dict() for s in SIDES}
+        conv.battle_id = record_pair(ctx.store, specs["a"], state.a, specs["b"], state.b, jobs["a"].messages,
+                                     jobs["b"].messages, params=params, anony=conv.blind, source="live")
+        conv.self_words = ctx.store.get_battle(conv.battle_id).self_words
+    except UserError as e:
+        conv.note = f"not stored for voting: {e}"
+
+
+def _commit(conv: Conversation, state: PairState | None, prompt: str) -> PairState | None:
+    """Keep the turn in each side's history; a side that errored keeps it only on screen."""
+    if state is not None and not state.finished:  # closed mid-stream: what ran was stopped
+        state = PairState(*(st if st.finished else dataclasses.replace(st, status="stopped", finish_reason="stopped")
+                            for st in (state.a, state.b)))
+    conv.last_prompt, conv.last_state = prompt, state
+    for s in SIDES:
+        st = state.side(s) if state else None
+        conv.shown[s] += [{"role": "user", "content": prompt},
+                          {"role": "assistant", "content": pane_text(st) if st else "⚠️ **Error:** not started"}]
+        if st is not None and st.status != "error":
+            conv.messages[s] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": st.text}]
+    return state
+
+
+def vote(ctx: AppContext, conv: Conversation, outcome: str) -> None:
+    """The one vote on the last battle; reveals blind names."""
+    if ctx.store is None:
+        raise UserError("votes are off: start the app with a vote database (--db)")
+    if conv.running:
+        raise UserError("wait until both answers have finished, then vote")
+    if conv.battle_id is None:
+        raise UserError("nothing to vote on yet: send a prompt and wait for both answers")
+    if conv.voted is not None:
+        raise UserError("this turn already has your vote; send the next prompt to vote again")
+    ctx.store.record_vote(conv.battle_id, outcome)
+    conv.voted = outcome
+    for s in SIDES:
+        conv.labels[s] = conv.shown_label(s)
+
+
+def final_frame(conv: Conversation, status: str = "") -> Frame:
+    """The panes after a turn ended (used after Stop, when the cancelled stream could not say so)."""
+    frame = render(conv, None, status)
+    st = conv.last_state
+    for s in SIDES:
+        if st is not None:
+            frame.times[s], frame.stats[s] = format_elapsed(st.side(s)), format_stats(st.side(s))
+    frame.state, frame.finished = st, True
+    return frame

@@ -1,0 +1,117 @@
+"""`python -m llm_compare doctor`: reports problems with a fix line, never crashes on a bad path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from llm_compare.cli import main
+from tests.test_memory import CHATGLM3_6B, QWEN_7B_CHAT
+
+
+def doctor(capsys, *argv) -> tuple[int, str]:
+    code = main(["doctor", *argv])
+    return code, capsys.readouterr().out
+
+
+@pytest.fixture
+def seed_dirs(tmp_path):
+    """Directories with the seed models' real configs (no weights: the doctor reads configs only)."""
+    dirs = {}
+    for name, config in (("chatglm3-6b", CHATGLM3_6B), ("Qwen-7B-Chat", QWEN_7B_CHAT)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(config))
+        dirs[name] = d
+    return dirs
+
+
+def test_reports_versions_cpu_and_ram(capsys):
+    code, out = doctor(capsys, "embedded:smollm2")
+    first = out.splitlines()[0]
+    for part in ("python 3.", "torch ", "(CPU build)", "transformers ", "gradio "):
+        assert part in first
+    assert "cores" in out and "GiB total" in out and "GiB available" in out
+    assert "loader: GGUF file" in out and "134.52M params" in out
+    assert code == 0 and "all good" in out
+
+
+def test_bad_paths_are_reported_and_checking_continues(capsys, tmp_path):
+    not_a_model = tmp_path / "notes.txt"
+    not_a_model.write_text("hello")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    code, out = doctor(capsys, "/no/such/model", str(not_a_model), str(empty_dir), "embedded:smollm2")
+    assert code == 1
+    assert "does not exist" in out and "not a .gguf model" in out and "no config.json" in out
+    assert "  fix: check the path" in out  # every problem gets its own fix line
+    assert out.count("  fix: ") == 3
+    assert out.count("PROBLEM:") == 3 and "3 problem(s) found" in out
+    assert "134.52M params" in out  # the good one after the bad ones was still checked
+
+
+def test_native_directory_sizes_every_dtype(capsys, tmp_path):
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(tmp_path / "tiny")
+    n = sum(p.numel() for p in model.parameters())
+    code, out = doctor(capsys, str(tmp_path / "tiny"))
+    assert "loader: transformers model directory" in out
+    for dtype in ("float32:", "bfloat16:", "float16:", "int8:"):
+        assert f"  {dtype} {n / 1e3:.2f}K params" in out
+    assert code == 0
+
+
+def test_seed_models_on_a_24_gib_box(capsys, seed_dirs):
+    _, out = doctor(capsys, "--available-gib", "23", *map(str, seed_dirs.values()))
+    assert "6.24B params" in out and "7.72B params" in out
+    assert "bfloat16: 6.24B params, ≈11.9 GiB resident → fits" in out
+    assert "bfloat16: 7.72B params, ≈15.6 GiB resident → fits" in out
+    assert "float32: 7.72B params, ≈31.0 GiB resident → DOES NOT FIT" in out
+    _, out = doctor(capsys, "--available-gib", "9", str(seed_dirs["Qwen-7B-Chat"]))
+    assert "PROBLEM: not enough free RAM to load it" in out
+
+
+def _registry(tmp_path, seed_dirs, dtype_a, dtype_b):
+    path = tmp_path / f"models-{dtype_a}-{dtype_b}.toml"
+    path.write_text(
+        f'default_pair = ["glm", "qwen"]\n'
+        f'[models.glm]\nsource = "{seed_dirs["chatglm3-6b"]}"\ndtype = "{dtype_a}"\n'
+        f'[models.qwen]\nsource = "{seed_dirs["Qwen-7B-Chat"]}"\ndtype = "{dtype_b}"\n'
+    )
+    return str(path)
+
+
+def test_seed_pair_in_bf16_does_not_fit_24_gib_and_int8_does(capsys, tmp_path, seed_dirs):
+    _, out = doctor(capsys, "--available-gib", "23.5", "--registry", _registry(tmp_path, seed_dirs, "bfloat16", "bfloat16"))
+    assert "PROBLEM: the default pair does not fit in RAM together" in out
+    assert "fix: use dtype int8 for one or both, or load one model at a time" in out
+    _, out = doctor(capsys, "--available-gib", "23.5", "--registry", _registry(tmp_path, seed_dirs, "int8", "int8"))
+    assert "default pair glm + qwen" in out and "does not fit in RAM together" not in out
+
+
+def test_llamacpp_models_are_sized_by_their_file(capsys, tmp_path):
+    from llm_compare.loading import embedded_path
+
+    registry = tmp_path / "models.toml"
+    registry.write_text('[models.smol-cpp]\nsource = "embedded:smollm2"\nbackend = "llamacpp"\n')
+    code, out = doctor(capsys, "--registry", str(registry))
+    size = embedded_path("smollm2").stat().st_size
+    assert "smol-cpp  [llamacpp, bfloat16]" in out and "  file: 134.52M params, ≈" in out
+    assert size < 0.2 * 1024**3 and "resident → fits" in out
+
+
+def test_odd_configs_are_problems_not_crashes(capsys, tmp_path):
+    for name, config in (("strings", {"model_type": "llama", "hidden_size": "big"}),
+                         ("unknown", {"model_type": "no-such-architecture"})):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(config))
+        (d / "model.safetensors").write_bytes(b"")
+    code, out = doctor(capsys, str(tmp_path / "strings"), str(tmp_path / "unknown"))
+    assert code == 1 and out.count("PROBLEM:") == 2
+    assert "PROBLEM: config.json has no " in out and "fix: re-download the model's config.json" in out
+    assert "cannot size model type 'no-such-architecture'" in out

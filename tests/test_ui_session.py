@@ -1,0 +1,204 @@
+"""The UI's turn logic (no Gradio) on the embedded SmolLM2 GGUF: streaming, history, stop, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
+from llm_compare.pool import ModelPool
+from llm_compare.specs import ModelSpec, load_registry
+from llm_compare.store import VoteStore
+from llm_compare.ui.session import AppContext, Conversation, run_turn, vote
+
+FP32 = {"a": "smollm2-fp32", "b": "smollm2-fp32"}  # one cached load serves both sides: fast tests
+SHORT = GenerationParams(max_new_tokens=8, greedy=True)
+LONG = GenerationParams(max_new_tokens=1500, greedy=False, temperature=1.0, seed=1)
+
+
+class RaisesMidStream:
+    """A real backend that breaks after two chunks (a model crashing mid-answer)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def stream(self, messages, params, stop):
+        for i, chunk in enumerate(self._backend.stream(messages, params, stop)):
+            if i == 2:
+                raise RuntimeError("simulated crash in the model")
+            yield chunk
+
+
+class FaultyPool(ModelPool):
+    """The real pool; the spec named "crashy" is served by the fp32 model wrapped in RaisesMidStream."""
+
+    def get(self, spec):
+        if spec.name != "crashy":
+            return super().get(spec)
+        return RaisesMidStream(super().get(load_registry().models["smollm2-fp32"]))
+
+    def is_loaded(self, spec):
+        return spec.name == "crashy" or super().is_loaded(spec)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    reg = load_registry()
+    fp32 = reg.models["smollm2-fp32"]
+    missing = tmp_path_factory.mktemp("models") / "missing.gguf"
+    reg.models["broken"] = ModelSpec(name="broken", source=str(missing), label="Broken")
+    reg.models["crashy"] = dataclasses.replace(fp32, name="crashy", label="Crashy")
+    return AppContext(registry=reg, pool=FaultyPool())
+
+
+def last_reply(frame, side):
+    return frame.chats[side][-1]["content"]
+
+
+def test_turn_streams_both_sides_and_each_keeps_its_history(ctx):
+    conv = Conversation()
+    frames = list(run_turn(ctx, conv, "Name a colour.", FP32, SHORT, tick_s=0.05))
+    final = frames[-1]
+    assert final.finished and len(frames) > 2
+    for s in "ab":
+        assert re.fullmatch(r"⏱ \d+\.\d s · done", final.times[s])
+        assert re.search(r"\d+ new tokens", final.stats[s])
+        live = [float(re.search(r"([\d.]+) s", f.times[s]).group(1)) for f in frames if "running" in f.times[s]]
+        assert live == sorted(live)  # the counter only moves forward while running
+        assert last_reply(final, s).strip() and "Error" not in last_reply(final, s)
+        assert [m["role"] for m in conv.messages[s]] == ["user", "assistant"]
+    list(run_turn(ctx, conv, "And another one?", FP32, SHORT, system="Answer briefly."))
+    for s in "ab":
+        assert [m["content"] for m in conv.messages[s] if m["role"] == "user"] == ["Name a colour.", "And another one?"]
+        assert len(conv.shown[s]) == 4
+
+
+def test_empty_prompt_is_refused_before_anything_loads(ctx):
+    conv = Conversation()
+    with pytest.raises(UserError, match="empty"):
+        next(run_turn(ctx, conv, "   ", {"a": "does-not-exist", "b": "does-not-exist"}, SHORT))
+    assert conv.run is None
+
+
+def test_prompt_over_the_context_limit_shows_in_both_panes(ctx):
+    conv = Conversation()
+    final = list(run_turn(ctx, conv, "word " * 9000, FP32, SHORT))[-1]
+    for s in "ab":
+        assert final.state.side(s).status == "error"
+        assert "takes at most" in last_reply(final, s) and "Error" in last_reply(final, s)
+        assert conv.messages[s] == []  # a failed turn is not fed to the model next time
+
+
+def test_a_model_that_cannot_load_leaves_the_other_side_usable(ctx):
+    conv = Conversation()
+    final = list(run_turn(ctx, conv, "Hi!", {"a": "broken", "b": "smollm2-fp32"}, SHORT))[-1]
+    assert final.state.a.status == "error" and "missing.gguf" in final.state.a.error
+    assert final.state.b.status == "done" and final.state.b.text
+
+
+def test_second_turn_while_one_runs_is_refused_and_closing_stops_both(ctx):
+    conv = Conversation()
+    turn = run_turn(ctx, conv, "Write a very long story about a dragon.", FP32, LONG)
+    for frame in turn:
+        if all(frame.state and frame.state.side(s).metrics.new_tokens > 0 for s in "ab"):
+            break
+    with pytest.raises(UserError, match="already running"):
+        next(run_turn(ctx, conv, "Another", FP32, SHORT))
+    turn.close()  # what Gradio's cancel does on Stop
+    assert conv.run.finished.is_set()
+    for s in "ab":
+        st = conv.last_state.side(s)
+        assert st.status == "stopped" and 0 < st.metrics.new_tokens < LONG.max_new_tokens
+        assert conv.messages[s][-1]["content"] == st.text  # the partial answer stays in the history
+
+
+def test_stopping_one_side_lets_the_other_finish(ctx):
+    conv = Conversation()
+    params = GenerationParams(max_new_tokens=24, greedy=True)
+    stopped = False
+    for frame in run_turn(ctx, conv, "Count from one to fifty in words.", FP32, params):
+        if not stopped and frame.state.a.metrics.new_tokens > 0:
+            conv.run.stop_side("a")
+            stopped = True
+    assert frame.state.a.status == "stopped" and frame.state.a.metrics.new_tokens < 24
+    assert frame.state.b.status == "done" and frame.state.b.metrics.new_tokens == 24
+    assert "[stopped]" in last_reply(frame, "a")
+
+
+def test_a_model_raising_mid_stream_shows_its_error_and_the_other_finishes(ctx):
+    conv = Conversation()
+    params = GenerationParams(max_new_tokens=16, greedy=True)
+    final = list(run_turn(ctx, conv, "Tell me about cats.", {"a": "crashy", "b": "smollm2-fp32"}, params))[-1]
+    assert final.state.a.status == "error" and "simulated crash" in last_reply(final, "a")
+    assert final.state.b.status == "done" and final.state.b.metrics.new_tokens > 0
+
+
+@pytest.fixture
+def voting(ctx, tmp_path):
+    store = VoteStore(tmp_path / "votes.db")
+    yield dataclasses.replace(ctx, store=store)
+    store.close()
+
+
+def test_each_finished_turn_is_a_battle_that_takes_one_vote(voting):
+    conv = Conversation()
+    list(run_turn(voting, conv, "Name a colour.", {"a": "smollm2-fp32", "b": "crashy"}, SHORT))
+    assert conv.battle_id is None and conv.note.startswith("not stored")  # a side failed: nothing to vote on
+    with pytest.raises(UserError, match="nothing to vote on"):
+        vote(voting, conv, "a")
+    list(run_turn(voting, conv, "Name a fruit.", FP32, SHORT))
+    first = conv.battle_id
+    battle = voting.store.get_battle(first)
+    assert battle.prompt == "Name a fruit." and not battle.anony and battle.vote is None
+    assert battle.conversation_a[-1] == {"role": "assistant", "content": conv.messages["a"][-1]["content"]}
+    vote(voting, conv, "b")
+    assert voting.store.get_battle(first).vote == "b"
+    with pytest.raises(UserError, match="already has your vote"):
+        vote(voting, conv, "a")
+    list(run_turn(voting, conv, "And a vegetable?", FP32, SHORT))  # normal mode: the conversation goes on
+    assert conv.battle_id == first + 1 and conv.can_vote and len(conv.messages["a"]) == 6  # A answered all 3
+    assert voting.store.counts() == {"battles": 2, "votes": 1, "unvoted": 1}
+
+
+def test_blind_turn_hides_names_until_the_vote_then_draws_a_new_pair(voting):
+    conv = Conversation()
+    pool = ["smollm2-fp32", "crashy"]
+    seen = []
+    for frame in run_turn(voting, conv, "Say hi.", {"a": "broken", "b": "broken"}, SHORT, blind=True, blind_pool=pool):
+        seen.append((frame.chats["a"][-1]["content"], frame.status))
+    assert conv.labels == {"a": "Model A", "b": "Model B"} and set(conv.names.values()) == set(pool)
+    assert not any("Crashy" in text or "fp32" in text or "Crashy" in status for text, status in seen)
+    conv2 = Conversation()
+    pool = ["smollm2-fp32", "smollm2-bf16"]
+    list(run_turn(voting, conv2, "Say hi.", {}, SHORT, blind=True, blind_pool=pool))
+    assert conv2.hidden and voting.store.get_battle(conv2.battle_id).anony
+    assert {voting.store.get_battle(conv2.battle_id).model_a, voting.store.get_battle(conv2.battle_id).model_b} == set(pool)
+    vote(voting, conv2, "a")
+    assert not conv2.hidden and set(conv2.labels.values()) == {voting.registry.models[n].label for n in pool}
+    list(run_turn(voting, conv2, "Next round.", {}, SHORT, blind=True, blind_pool=pool))
+    assert conv2.hidden and len(conv2.messages["a"]) == 2  # a vote ends a blind conversation
+
+
+def test_blind_mode_needs_two_models(voting):
+    with pytest.raises(UserError, match="at least two"):
+        next(run_turn(voting, Conversation(), "Hi", {}, SHORT, blind=True, blind_pool=["smollm2-fp32"]))
+
+
+def test_one_model_at_a_time_swaps_models_per_side():
+    """--one-model-at-a-time: only one model is ever resident; each side loads when its turn comes."""
+    reg = load_registry()
+    ctx = AppContext(registry=reg, pool=ModelPool(max_resident=1), one_at_a_time=True)
+    conv = Conversation()
+    frames = list(run_turn(ctx, conv, "Name a colour.", {"a": "smollm2-bf16", "b": "smollm2-fp32"}, SHORT))
+    final = frames[-1].state
+    assert final.a.status == final.b.status == "done"
+    assert any("loading model" in f.times["b"] for f in frames)
+    assert final.b.load_s is not None and "swap" in frames[-1].times["b"]
+    assert [b.spec.name for b in ctx.pool.loaded()] == ["smollm2-fp32"]  # A was swapped out for B
+    assert ctx.pool.last_swap is not None and ctx.pool.last_swap.unloaded == ["SmolLM2-135M-Instruct · bf16"]
