@@ -1,5 +1,7 @@
 """Decode speed of every local backend on the embedded GGUF, as ratios to llama.cpp, in one run.
 
+Backends: transformers fp32, bf16 and int8 (weight-only, loading/memory.py), llama.cpp Q4_1.
+
 For each backend: the raw call's decode tokens/s (transformers `generate` without a streamer,
 measured as (N-1) / (T(N) - T(1)); llama.cpp's own token loop, first to last token), the engine's
 (`stream_reply` metrics), and engine / raw (the cost of streaming, goal >= 0.95). Runs alternate
@@ -87,6 +89,7 @@ def main():
     backends = {
         "transformers fp32": transformers_backend("float32"),
         "transformers bf16": transformers_backend("bfloat16"),
+        "transformers int8": transformers_backend("int8"),
         "llama.cpp Q4_1": LlamaCppBackend(ModelSpec(name="smollm2-llamacpp", source="embedded:smollm2", backend="llamacpp")),
     }
     raw = {name: [] for name in backends}

@@ -31,7 +31,6 @@ def test_only_bf16_linears_are_switched():
     assert [type(m).__name__ for m in model] == ["Linear", "Linear", "MatvecLinear"]
 
 
-@pytest.mark.slow
 def test_greedy_reply_unchanged_by_matvec_decode():
     spec = ModelSpec(name="smollm2-bf16", source="embedded:smollm2", dtype="bfloat16", threads=1)
     loaded = load_model(spec)
