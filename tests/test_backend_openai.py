@@ -267,3 +267,13 @@ def test_closing_the_iterator_ends_the_worker(server):
     next(gen)
     gen.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("openai-")]
+
+
+def test_stop_while_the_server_is_silent_ends_without_error(server):
+    """A stop before the first byte cancels the wait (the 30 s read timeout never comes into play)."""
+    b = backend(server, "silent", timeout_s=30)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    final = list(stream_reply(b, MESSAGES, GREEDY, stop))[-1]
+    assert final.done and final.finish_reason == "stopped" and final.metrics.new_tokens == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("openai-")]
