@@ -121,7 +121,7 @@ class MatvecLinear(torch.nn.Linear):
 
     While decoding, every linear layer sees one token. For bf16 weights torch's matmul path for
     one row is 1.3-4x slower than its matrix-vector kernel (bench/backends.py --experiments:
-    SmolLM2 bf16 decode 1.27x faster); for bf16 the results are bitwise identical, so greedy text
+    SmolLM2 bf16 decode 1.3-1.65x faster); for bf16 the results are bitwise identical, so greedy text
     does not change (fp16 differs in the last bits and fp32 gains nothing: both keep nn.Linear).
     Prefill (several rows) keeps `F.linear`.
     """
