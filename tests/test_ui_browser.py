@@ -70,6 +70,9 @@ def page(app_url):
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(app_url)
+        from playwright.sync_api import expect
+
+        expect(page.locator("#send")).to_be_enabled(timeout=60_000)  # hydrated: typed values stay
         yield page
         browser.close()
 
@@ -84,8 +87,12 @@ def set_max_new_tokens(page, n: int) -> None:
     box = page.locator("#max-new-tokens input[type=number]")
     if not box.is_visible():
         page.get_by_text("System prompt and generation settings").click()
-    box.fill(str(n))
-    box.press("Enter")
+    for _ in range(3):  # setup, not an assertion: a late re-render can reset a freshly typed value
+        box.fill(str(n))
+        box.press("Enter")
+        if box.input_value() == str(n):
+            break
+        page.wait_for_timeout(300)
     expect(box).to_have_value(str(n))
 
 
