@@ -32,3 +32,28 @@ def header(title: str) -> None:
 
     print(f"# {title}")
     print(f"# torch {torch.__version__}, cores {os.cpu_count()}, {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def in_worker(fn):
+    """Run `fn` in a fresh thread and return its result, as the engine runs generation.
+
+    torch work in the main thread leaves an OpenMP team there that slows the next worker thread
+    (measured: engine 17 vs 33 tok/s right after main-thread generate), so raw baselines run in a
+    worker too.
+    """
+    import threading
+
+    out = {}
+
+    def work():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]

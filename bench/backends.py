@@ -17,7 +17,7 @@ import argparse
 import time
 
 import torch
-from _common import header, median
+from _common import header, in_worker, median
 
 from llm_compare.backends.llamacpp import LlamaCppBackend
 from llm_compare.backends.transformers import MatvecLinear, TransformersBackend
@@ -41,16 +41,20 @@ def raw_generate(model, ids, n: int, **kwargs) -> None:
 
 
 def raw_transformers_tps(backend, n: int, **kwargs) -> float:
-    """Decode tok/s of plain generate: (n-1) / (T(n) - T(1)), same thread count as the engine's worker."""
-    use_torch_threads(threads_for_stream(backend.spec, 1, backend.weight_bytes))
-    ids = torch.tensor([backend.chat_format.encode(STORY)])
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        raw_generate(backend.model, ids, 1, **kwargs)
-        t1 = time.perf_counter()
-        raw_generate(backend.model, ids, n, **kwargs)
-        t2 = time.perf_counter()
-    return (n - 1) / ((t2 - t1) - (t1 - t0))
+    """Decode tok/s of plain generate: (n-1) / (T(n) - T(1)), in a worker thread with the engine's thread count."""
+
+    def measure():
+        use_torch_threads(threads_for_stream(backend.spec, 1, backend.weight_bytes))
+        ids = torch.tensor([backend.chat_format.encode(STORY)])
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            raw_generate(backend.model, ids, 1, **kwargs)
+            t1 = time.perf_counter()
+            raw_generate(backend.model, ids, n, **kwargs)
+            t2 = time.perf_counter()
+        return (n - 1) / ((t2 - t1) - (t1 - t0))
+
+    return in_worker(measure)
 
 
 def raw_llamacpp_tps(backend: LlamaCppBackend, n: int) -> float:
@@ -86,20 +90,23 @@ def main():
     args = ap.parse_args()
     header(f"backends on the embedded GGUF: {args.tokens} greedy tokens, medians of {args.runs}")
     n = args.tokens
-    backends = {
-        "transformers fp32": transformers_backend("float32"),
-        "transformers bf16": transformers_backend("bfloat16"),
-        "transformers int8": transformers_backend("int8"),
-        "llama.cpp Q4_1": LlamaCppBackend(ModelSpec(name="smollm2-llamacpp", source="embedded:smollm2", backend="llamacpp")),
+    openers = {  # opened one after the other: a llama.cpp context changes torch's threading (threads.py)
+        "transformers fp32": lambda: transformers_backend("float32"),
+        "transformers bf16": lambda: transformers_backend("bfloat16"),
+        "transformers int8": lambda: transformers_backend("int8"),
+        "llama.cpp Q4_1": lambda: LlamaCppBackend(
+            ModelSpec(name="smollm2-llamacpp", source="embedded:smollm2", backend="llamacpp")),
     }
-    raw = {name: [] for name in backends}
-    eng = {name: [] for name in backends}
-    ttft = {name: [] for name in backends}
-    counts = {name: [] for name in backends}
-    for name, b in backends.items():  # warm-up: first calls allocate and page in weights
-        engine_tps(b, 8)
-    for _ in range(args.runs):
-        for name, b in backends.items():
+    backends = {}
+    raw = {name: [] for name in openers}
+    eng = {name: [] for name in openers}
+    ttft = {name: [] for name in openers}
+    counts = {name: [] for name in openers}
+    # One backend after the other, llama.cpp last, so each runs with its best thread setting.
+    for name, opener in openers.items():
+        b = backends[name] = opener()
+        engine_tps(b, 8)  # warm-up: first calls allocate and page in weights
+        for _ in range(args.runs):
             raw[name].append(raw_llamacpp_tps(b, n) if isinstance(b, LlamaCppBackend) else raw_transformers_tps(b, n))
             tps, first, count = engine_tps(b, n)
             eng[name].append(tps)

@@ -2,7 +2,8 @@
 
 Plain generate has no streamer, so its decode rate is measured as (N-1) / (T(N) - T(1)): the time of
 a 1-token run (prefill + first token) subtracted from an N-token run. The engine's rate is its own
-metric (tokens after the first over the time after the first). Runs alternate, medians of --runs.
+metric (tokens after the first over the time after the first). Both run in a worker thread with the
+thread policy's count, as in the app. Runs alternate, medians of --runs.
 """
 
 from __future__ import annotations
@@ -10,20 +11,27 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import ASK, header, median, timed
+from _common import ASK, header, in_worker, median, timed
 
 from llm_compare.backends import open_backend
 from llm_compare.engine import stream_reply
 from llm_compare.params import GenerationParams
 from llm_compare.specs import load_registry
-from llm_compare.threads import threads_for_stream
+from llm_compare.threads import threads_for_stream, use_torch_threads
 
 
-def plain_generate(backend, ids, n):
-    backend.model.generate(
-        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-        do_sample=False, pad_token_id=backend.tokenizer.pad_token_id,
-    )
+def plain_generate(backend, ids, n, threads):
+    """`model.generate` in a fresh worker thread with the engine's thread count, as the engine runs it."""
+
+    def work():
+        use_torch_threads(threads)
+        with torch.inference_mode():
+            backend.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                do_sample=False, pad_token_id=backend.tokenizer.pad_token_id,
+            )
+
+    in_worker(work)
 
 
 def main():
@@ -35,26 +43,24 @@ def main():
     header("stream overhead: engine vs plain generate")
     spec = load_registry().models[args.model]
     backend = open_backend(spec)
-    torch.set_num_threads(threads_for_stream(spec, 1))  # the engine's worker uses the same policy
+    n_threads = threads_for_stream(spec, 1, getattr(backend, "weight_bytes", None))  # as the engine's worker
     ids = torch.tensor([backend.chat_format.encode(ASK)])
     n = args.tokens
     # the engine must produce exactly n tokens too: no stop tokens for this measurement
     backend.chat_format.stop_token_ids, saved = (), backend.chat_format.stop_token_ids
     params = GenerationParams(max_new_tokens=n, greedy=True)
-    with torch.inference_mode():
-        plain_generate(backend, ids, 4)  # warm-up
+    plain_generate(backend, ids, 4, n_threads)  # warm-up
     engine_rates, plain_rates = [], []
     for _ in range(args.runs):
         final = list(stream_reply(backend, ASK, params))[-1]
         assert final.metrics.new_tokens == n, final.metrics
         engine_rates.append(final.metrics.tokens_per_s)
-        with torch.inference_mode():
-            _, t1 = timed(lambda: plain_generate(backend, ids, 1))
-            _, tn = timed(lambda: plain_generate(backend, ids, n))
+        _, t1 = timed(lambda: plain_generate(backend, ids, 1, n_threads))
+        _, tn = timed(lambda: plain_generate(backend, ids, n, n_threads))
         plain_rates.append((n - 1) / (tn - t1))
     backend.chat_format.stop_token_ids = saved
     e, p = median(engine_rates), median(plain_rates)
-    print(f"model {spec.label}, {n} greedy tokens, {args.runs} runs, {threads_for_stream(spec, 1)} threads")
+    print(f"model {spec.label}, {n} greedy tokens, {args.runs} runs, {n_threads} thread(s) both ways")
     print(f"plain generate decode: {p:.1f} tok/s (median)")
     print(f"engine stream_reply decode: {e:.1f} tok/s (median)")
     print(f"ratio engine/plain: {e / p:.3f}  (goal >= 0.97)")

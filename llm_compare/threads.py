@@ -1,22 +1,27 @@
 """Thread policy: how many CPU threads a local stream may use (torch and llama.cpp alike).
 
-Measured on 2 cores (docs/backends.md "Threads"):
-- A stream gets the cores divided by the local streams running at once, at least one: two
-  streams on two cores run best with one thread each (1.6x one-after-another).
-- A small model gets one thread even alone: its decode is bound by per-op dispatch, not memory,
-  so a second thread only adds synchronisation (no gain on a quiet machine; llama.cpp 122 vs 109
-  tok/s), and when other processes keep the cores busy, OpenMP's spinning threads wait for each
-  other (transformers bf16: 13 tok/s with one thread, 0.7-1.3 with two, same run).
-- Large models are memory-bandwidth bound, and one core cannot draw all the bandwidth, so they
-  keep every core they are given.
+Measured on 2 quiet cores with the embedded SmolLM2-135M (`python bench/threads.py`, README "Threads"):
+- Two streams at once run best with one thread each: transformers bf16 34.1 tok/s combined (1.37x
+  one stream on one thread, evenness 0.99); two threads each oversubscribes (31.7).
+- transformers alone uses every core: 33.8 tok/s with 2 threads vs 24.8 with 1. Memory bandwidth
+  doubles with the second thread too (torch sum 27.1 vs 13.8 GB/s), so large models gain as well.
+- llama.cpp with a small model gets one thread even alone: 113.7 tok/s with 1 thread, 29.0 with 2
+  (its per-token synchronisation costs more than a 98 MB model's matmuls).
+- Once a llama.cpp context exists in this process, torch's multi-threaded decode halves (bf16 34 -> 17
+  tok/s with 2 threads; the OpenMP runtime is shared) while one thread keeps 24: torch streams then
+  get one thread (`LLAMACPP_RAN`, set when the llama.cpp backend opens a model).
+- Under load from other processes OpenMP's threads wait for each other: two torch threads then ran
+  10x slower than one (docs/backends.md). Set `threads = 1` (or `--threads-a/-b 1`) on a busy box.
 `ModelSpec.threads` (or `--threads-a/-b`) overrides all of this.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
-SMALL_MODEL_BYTES = 1 << 30  # below this, decode is dispatch-bound: one thread per stream
+SMALL_MODEL_BYTES = 1 << 30  # llama.cpp below this: one thread per stream (measured above)
+LLAMACPP_RAN = threading.Event()  # a process-wide fact about the OpenMP runtime, not app state
 
 
 def cpu_cores() -> int:
@@ -30,7 +35,11 @@ def threads_for_stream(spec, concurrent_streams: int, weight_bytes: int | None =
     """Threads for one stream of `spec` while `concurrent_streams` local streams run at once."""
     if getattr(spec, "threads", None):
         return int(spec.threads)
-    if weight_bytes is not None and weight_bytes < SMALL_MODEL_BYTES:
+    backend = getattr(spec, "backend", "transformers")
+    small = weight_bytes is not None and weight_bytes < SMALL_MODEL_BYTES
+    if small and backend == "llamacpp":
+        return 1
+    if backend == "transformers" and LLAMACPP_RAN.is_set():
         return 1
     return max(1, cpu_cores() // max(1, concurrent_streams))
 

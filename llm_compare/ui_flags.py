@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from llm_compare.errors import UserError
+from llm_compare.specs import DTYPES
 
 SHARE_API = "https://api.gradio.app/v3/tunnel-request"
 
@@ -30,8 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-a", help="side A's initial model: registry name, model directory or .gguf file")
     p.add_argument("--model-b", help="side B's initial model")
     p.add_argument("--registry", help="registry TOML file (default: assets/models.toml)")
+    p.add_argument("--dtype-a", choices=DTYPES, help="precision for side A's model (e.g. int8 to fit two 7B models)")
+    p.add_argument("--dtype-b", choices=DTYPES, help="precision for side B's model")
     p.add_argument("--threads-a", type=int, help="CPU threads for side A (default: thread policy)")
     p.add_argument("--threads-b", type=int, help="CPU threads for side B")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow Python code shipped in a model directory to run (off by default; never needed "
+                        "for the seed models; only for authors you trust)")
     p.add_argument("--one-model-at-a-time", action="store_true",
                    help="for models that do not fit in RAM together: keep one loaded, swap per side "
                         "(turns run A then B; the swap time shows in the pane)")

@@ -7,6 +7,7 @@ are exercised for real in milliseconds. Its text is meaningless; only ids and eq
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -103,3 +104,78 @@ def embedded_backend():
     from llm_compare.specs import ModelSpec
 
     return open_backend(ModelSpec(name="smollm2-fp32", source="embedded:smollm2", dtype="float32"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(cmd: list[str], ready_url: str, log_path: Path, *, env: dict | None = None, timeout_s: float = 180):
+    """Run a server subprocess until `ready_url` answers 200; always stop it afterwards.
+
+    Output goes to a file (a verbose server would fill a pipe and block); it is shown on failure.
+    """
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, *cmd], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"{cmd[:2]} exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
+                try:
+                    if httpx.get(ready_url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{cmd[:2]} did not come up:\n{log_path.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.3)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the embedded GGUF."""
+    from llm_compare.backends.llamacpp_amx import amx_state
+    from llm_compare.loading import embedded_path
+
+    port, path = free_port(), embedded_path("smollm2")
+    cmd = ["-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1", "--port", str(port),
+           "--n_threads", "1", "--n_ctx", "2048"]
+    if amx_state(path) in ("broken", "off"):  # same micro-batching as the in-process backend
+        cmd += ["--n_ubatch", "1"]
+    url = f"http://127.0.0.1:{port}"
+    with serve(cmd, url + "/v1/models", tmp_path_factory.mktemp("server") / "server.log"):
+        yield url
+
+
+def start_app(args: list[str], workdir: Path):
+    """`python app.py ARGS` on a free port (context manager yielding its URL)."""
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env.setdefault("LLM_COMPARE_CACHE", str(Path.home() / ".cache" / "llm_compare"))
+    url = f"http://127.0.0.1:{port}"
+
+    @contextlib.contextmanager
+    def running():
+        with serve(["app.py", "--port", str(port), *args], url, workdir / "app.log", env=env):
+            yield url
+
+    return running()

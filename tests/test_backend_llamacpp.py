@@ -4,24 +4,16 @@ plus a real llama_cpp.server compared against the transformers backend through `
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 from llm_compare.backends.llamacpp import LlamaCppBackend, Utf8Pieces
-from llm_compare.backends.llamacpp_amx import amx_state
 from llm_compare.engine import Job, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
 
-ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 GREEDY = GenerationParams(max_new_tokens=24, greedy=True)
 
@@ -158,45 +150,6 @@ def test_utf8_pieces_hold_back_split_characters():
 
 # --- a real OpenAI-compatible server (llama-cpp-python[server]) against the transformers backend ---
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    from llm_compare.loading import embedded_path
-
-    port = free_port()
-    path = embedded_path("smollm2")
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path),
-           "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
-    if amx_state(path) in ("broken", "off"):  # same micro-batching as the in-process backend
-        cmd += ["--n_ubatch", "1"]
-    log_path = tmp_path_factory.mktemp("server") / "server.log"  # a file: its verbose log would fill a pipe
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # up to ~2 minutes on a busy machine
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("llama_cpp.server did not come up")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_real_server_pane_against_transformers_pane(llama_server, backend):

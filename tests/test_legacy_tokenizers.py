@@ -8,9 +8,6 @@ build them in tmp_path.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 

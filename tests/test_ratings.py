@@ -6,7 +6,6 @@ import random
 import numpy as np
 import pytest
 
-from llm_compare import ratings
 from llm_compare.ratings import bradley_terry, bootstrap_intervals, leaderboard, online_elo, win_rate_matrix
 
 

@@ -14,6 +14,12 @@ SPEC = ModelSpec(name="m", source="x")
 BIG = 4 * SMALL_MODEL_BYTES
 
 
+@pytest.fixture(autouse=True)
+def no_llamacpp_yet(monkeypatch):
+    """The policy as in a process where llama.cpp never ran (other tests in this run may have)."""
+    monkeypatch.setattr("llm_compare.threads.LLAMACPP_RAN", threading.Event())
+
+
 def test_cores_are_shared_between_concurrent_streams(monkeypatch):
     monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 8)
     assert threads_for_stream(SPEC, 1, BIG) == 8
@@ -23,9 +29,13 @@ def test_cores_are_shared_between_concurrent_streams(monkeypatch):
     assert threads_for_stream(SPEC, 1) == 8  # size unknown: all cores
 
 
-def test_small_models_get_one_thread(monkeypatch):
+def test_small_llamacpp_models_get_one_thread_transformers_all_cores(monkeypatch):
     monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 8)
-    assert threads_for_stream(SPEC, 1, SMALL_MODEL_BYTES // 2) == 1
+    llama = ModelSpec(name="m", source="x.gguf", backend="llamacpp")
+    assert threads_for_stream(llama, 1, SMALL_MODEL_BYTES // 2) == 1
+    assert threads_for_stream(llama, 1, BIG) == 8
+    assert threads_for_stream(SPEC, 1, SMALL_MODEL_BYTES // 2) == 8
+    assert threads_for_stream(SPEC, 2, SMALL_MODEL_BYTES // 2) == 4
 
 
 def test_spec_threads_override_policy():
@@ -73,3 +83,13 @@ def test_each_worker_keeps_its_own_torch_thread_count():
         assert _in_thread(torch.get_num_threads) == 1  # a fresh thread starts from the last setting
     finally:
         torch.set_num_threads(before)
+
+
+def test_torch_gets_one_thread_once_llamacpp_ran_in_the_process(monkeypatch):
+    from llm_compare import threads
+
+    monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 8)
+    assert threads.threads_for_stream(SPEC, 1, BIG) == 8
+    threads.LLAMACPP_RAN.set()
+    assert threads.threads_for_stream(SPEC, 1, BIG) == 1
+    assert threads.threads_for_stream(ModelSpec(name="m", source="x.gguf", backend="llamacpp"), 1, BIG) == 8

@@ -27,7 +27,7 @@ from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
-from llm_compare.threads import threads_for_stream
+from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
 DEFAULT_CONTEXT = 4096  # KV cache size; prompts + replies beyond the model's trained context are refused
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
@@ -132,6 +132,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         threads = threads_for_stream(self.spec, 1, self.weight_bytes)
+        LLAMACPP_RAN.set()  # a llama.cpp context runs OpenMP work from creation on (threads.py)
         try:
             llm = llama_cpp.Llama(
                 model_path=str(self.path),

@@ -11,7 +11,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 

@@ -23,6 +23,7 @@ def run(args) -> int:
     width = max(len(n) for n in reg.models)
     for name, spec in reg.models.items():
         star = "*" if name in reg.default_pair else " "
-        print(f"{star} {name:<{width}}  {spec.backend:<12} {spec.dtype:<9} {spec.label}")
+        dtype = spec.dtype if spec.backend == "transformers" else "-"  # llama.cpp/remote: the file/server decides
+        print(f"{star} {name:<{width}}  {spec.backend:<12} {dtype:<9} {spec.label}")
         print(f"  {'':<{width}}  source: {spec.source}")
     return 0

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import psutil
@@ -104,7 +103,7 @@ def load_hf(source: Source, spec) -> LoadedModel:
         directory, loader = source.path, "hf"
     kwargs = {"trust_remote_code": bool(spec.trust_remote_code)}
     if spec.trust_remote_code:
-        warnings.warn(f"{spec.name}: trust_remote_code is on; code from {directory} will run", stacklevel=2)
+        log.warning("%s: trust_remote_code is on: Python code from %s will run", spec.name, directory)
     try:
         config = AutoConfig.from_pretrained(directory, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)

@@ -19,11 +19,13 @@ def context_from_args(args) -> AppContext:
         registry=registry,
         pool=ModelPool(max_resident=1 if args.one_model_at_a_time else None),
         one_at_a_time=args.one_model_at_a_time,
+        trust_remote_code=args.trust_remote_code,
         presets=load_presets(),
         store=None if args.no_votes else open_store(args.db),
         model_a=args.model_a,
         model_b=args.model_b,
         threads={"a": args.threads_a, "b": args.threads_b},
+        dtypes={"a": args.dtype_a, "b": args.dtype_b},
     )
     for side in ("a", "b"):  # fail at startup, not at the first Send
         ctx.spec(getattr(args, f"model_{side}"), side)
