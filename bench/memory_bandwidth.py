@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import torch
-from _common import header, median
+from _common import header, in_worker, median
 
 from llm_compare.backends.llamacpp import LlamaCppBackend
 from llm_compare.backends.transformers import TransformersBackend
@@ -42,11 +42,14 @@ def read_bandwidth(sum_fn, nbytes: int, runs: int) -> float:
 def bandwidths(mib: int, runs: int) -> dict[str, float]:
     n = mib * 1024 * 1024 // 4
     a = np.ones(n, dtype=np.float32)
-    t = torch.ones(n, dtype=torch.float32)
     out = {"numpy sum, 1 thread": read_bandwidth(a.sum, a.nbytes, runs)}
     for threads in sorted({1, cpu_cores()}):
-        use_torch_threads(threads)
-        out[f"torch sum, {threads} thread(s)"] = read_bandwidth(t.sum, a.nbytes, runs)
+        def measure(threads=threads):  # even filling the tensor is torch work: do it in the worker
+            use_torch_threads(threads)
+            t = torch.ones(n, dtype=torch.float32)
+            return read_bandwidth(t.sum, a.nbytes, runs)
+
+        out[f"torch sum, {threads} thread(s)"] = in_worker(measure)  # as the engine's workers run torch
     return out
 
 
