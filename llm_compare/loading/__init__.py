@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,27 @@ def resolve_source(source: str) -> Source:
     if not weights:
         raise UserError(f"{path} has a config.json but no weight files (*.safetensors or *.bin); download the weights too")
     return Source("hf_dir", path, config=config)
+
+
+def assemble_legacy(path: Path, spec, *, load_tokenizer, native_format, load_weights, loader: str) -> LoadedModel:
+    """A seed-format model: tokenizer first (a missing file fails before gigabytes are read), then the
+    weights (`load_weights(path, spec) -> (model, context)`), then the chat format, timed and measured."""
+    from llm_compare.chat_formats import choose_format
+    from llm_compare.loading.hf import rss
+
+    before, t0 = rss(), time.perf_counter()
+    tokenizer = load_tokenizer(path)
+    model, context = load_weights(path, spec)
+    fmt = choose_format(spec.chat_format, tokenizer, model.generation_config, native=native_format(tokenizer))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        chat_format=fmt,
+        context_length=context,
+        load_seconds=time.perf_counter() - t0,
+        resident_bytes=max(0, rss() - before),
+        loader=loader,
+    )
 
 
 def load_model(spec) -> LoadedModel:

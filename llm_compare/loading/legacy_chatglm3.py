@@ -11,11 +11,10 @@ Variants whose maths differ (p-tuning prefixes, LayerNorm instead of RMSNorm, ..
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.loading import LoadedModel, read_config
+from llm_compare.loading import LoadedModel, assemble_legacy, read_config
 from llm_compare.loading.checkpoint import load_legacy_weights
 
 REQUIRED = (
@@ -145,20 +144,7 @@ def load_chatglm3_model(path: Path, spec):
 
 
 def load_chatglm3(path: Path, spec) -> LoadedModel:
-    from llm_compare.chat_formats import choose_format
-    from llm_compare.loading.hf import rss
     from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
 
-    before, t0 = rss(), time.perf_counter()
-    tokenizer = load_chatglm3_tokenizer(path)  # before the weights: a missing tokenizer fails fast
-    model, context = load_chatglm3_model(path, spec)
-    fmt = choose_format(spec.chat_format, tokenizer, model.generation_config, native=ChatGLM3Format(tokenizer))
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        chat_format=fmt,
-        context_length=context,
-        load_seconds=time.perf_counter() - t0,
-        resident_bytes=max(0, rss() - before),
-        loader="chatglm3",
-    )
+    return assemble_legacy(Path(path), spec, load_tokenizer=load_chatglm3_tokenizer, native_format=ChatGLM3Format,
+                           load_weights=load_chatglm3_model, loader="chatglm3")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.loading import LoadedModel, read_config
+from llm_compare.loading import LoadedModel, assemble_legacy, read_config
 from llm_compare.loading.checkpoint import load_legacy_weights
 
 log = logging.getLogger(__name__)
@@ -156,20 +155,7 @@ def load_qwen_model(path: Path, spec):
 
 
 def load_qwen(path: Path, spec) -> LoadedModel:
-    from llm_compare.chat_formats import choose_format
-    from llm_compare.loading.hf import rss
     from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 
-    before, t0 = rss(), time.perf_counter()
-    tokenizer = load_qwen_tokenizer(path)  # before the weights: a missing qwen.tiktoken fails fast
-    model, context = load_qwen_model(path, spec)
-    fmt = choose_format(spec.chat_format, tokenizer, model.generation_config, native=QwenFormat(tokenizer))
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        chat_format=fmt,
-        context_length=context,
-        load_seconds=time.perf_counter() - t0,
-        resident_bytes=max(0, rss() - before),
-        loader="qwen",
-    )
+    return assemble_legacy(Path(path), spec, load_tokenizer=load_qwen_tokenizer, native_format=QwenFormat,
+                           load_weights=load_qwen_model, loader="qwen")
