@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.specs import DTYPES
+from llm_compare.commands.common import add_model_args
 
 SHARE_API = "https://api.gradio.app/v3/tunnel-request"
 
@@ -28,16 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share-public", action="store_true", help="allow --share without --auth (anyone with the link can use your CPU)")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASS", help="require this login (repeatable)")
     p.add_argument("--auth-file", help="file with one USER:PASS per line (# comments allowed)")
-    p.add_argument("--model-a", help="side A's initial model: registry name, model directory or .gguf file")
-    p.add_argument("--model-b", help="side B's initial model")
-    p.add_argument("--registry", help="registry TOML file (default: assets/models.toml)")
-    p.add_argument("--dtype-a", choices=DTYPES, help="precision for side A's model (e.g. int8 to fit two 7B models)")
-    p.add_argument("--dtype-b", choices=DTYPES, help="precision for side B's model")
-    p.add_argument("--threads-a", type=int, help="CPU threads for side A (default: thread policy)")
-    p.add_argument("--threads-b", type=int, help="CPU threads for side B")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow Python code shipped in a model directory to run (off by default; never needed "
-                        "for the seed models; only for authors you trust)")
+    add_model_args(p)  # --model-a/-b, --registry, --dtype-a/-b, --threads-a/-b, --trust-remote-code: as the CLI
     p.add_argument("--one-model-at-a-time", action="store_true",
                    help="for models that do not fit in RAM together: keep one loaded, swap per side "
                         "(turns run A then B; the swap time shows in the pane)")

@@ -7,7 +7,9 @@ from llm_compare.specs import DTYPES, load_registry
 
 
 def add_model_args(p) -> None:
-    p.add_argument("--model-a", help="registry name, model directory, .gguf file or server URL (default: registry pair)")
+    p.add_argument(
+        "--model-a", help="side A's model: registry name, model directory, .gguf file or server URL (default: registry pair)"
+    )
     p.add_argument("--model-b", help="the same for side B")
     p.add_argument("--registry", help="registry TOML file (default: assets/models.toml)")
     p.add_argument("--dtype-a", choices=DTYPES, help="override side A's precision")
