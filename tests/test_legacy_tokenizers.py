@@ -60,7 +60,7 @@ def stream_texts(tokenizer, prompt_ids, new_ids) -> list[tuple[str, int]]:
     """What the transformers backend's streamer emits when generate() hands it one id at a time."""
     import torch
 
-    from llm_compare.backends.transformers import _END, CountingStreamer
+    from llm_compare.backends.transformers import CountingStreamer
 
     streamer = CountingStreamer(tokenizer, skip_special_tokens=True)
     streamer.put(torch.tensor([prompt_ids]))
@@ -68,8 +68,8 @@ def stream_texts(tokenizer, prompt_ids, new_ids) -> list[tuple[str, int]]:
         streamer.put(torch.tensor([i]))
     streamer.end()
     out = []
-    while (item := streamer.text_queue.get_nowait()) is not _END:
-        out.append(item)
+    while not streamer.text_queue.empty():
+        out.append(streamer.text_queue.get_nowait())
     return out
 
 

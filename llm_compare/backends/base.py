@@ -8,10 +8,11 @@ so every backend is measured the same way.
 
 from __future__ import annotations
 
+import queue
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
@@ -64,3 +65,40 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Free resources (weights, sockets); the backend is unusable afterwards."""
+
+
+_END = object()
+
+
+def run_in_worker(produce: Callable[[Callable], None], stop: threading.Event, name: str,
+                  out: queue.Queue | None = None) -> Iterator:
+    """Run `produce(emit)` in a worker thread and yield what it emits, in order.
+
+    The one place a backend hands generation to a thread. An exception in the worker is re-raised
+    here after the items it emitted; closing the iterator early sets `stop` and waits for the worker,
+    so no generation outlives its consumer. `out`: a queue the worker already feeds (a streamer's).
+    """
+    out = out if out is not None else queue.Queue()
+    failure: list[BaseException] = []
+
+    def work():
+        try:
+            produce(out.put)
+        except BaseException as e:  # reported to the consumer, never lost in the thread
+            failure.append(e)
+        finally:
+            out.put(_END)
+
+    worker = threading.Thread(target=work, daemon=True, name=name)
+    worker.start()
+    completed = False
+    try:
+        while (item := out.get()) is not _END:
+            yield item
+        completed = True
+    finally:
+        if not completed:  # the consumer closed us early: that is a stop
+            stop.set()
+        worker.join()
+    if failure:
+        raise failure[0]

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import psutil
 
-from llm_compare.backends.base import Backend, Chunk, Messages
+from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
@@ -31,7 +31,6 @@ from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
 DEFAULT_CONTEXT = 4096  # KV cache size; prompts + replies beyond the model's trained context are refused
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
-_END = object()
 
 
 def gguf_path(source: str) -> Path:
@@ -177,42 +176,22 @@ class LlamaCppBackend(Backend):
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
         ids = self.prompt.encode(messages)
         n_threads = threads_for_stream(self.spec, self.concurrent_streams, self.weight_bytes)
-        out: queue.Queue = queue.Queue()
-        failure: list[BaseException] = []
 
-        def work():
-            llm = None
+        def generate(emit):
+            llm = self._acquire(stop)
+            if llm is None:
+                return
             try:
-                llm = self._acquire(stop)
-                if llm is not None:
-                    self._generate(llm, ids, params, stop, n_threads, out)
-            except BaseException as e:  # reported to the consumer, never lost in the thread
-                failure.append(e)
+                self._generate(llm, ids, params, stop, n_threads, emit)
             finally:
-                if llm is not None:
-                    self._idle.put(llm)
-                out.put(_END)
+                self._idle.put(llm)
 
-        worker = threading.Thread(target=work, daemon=True, name=f"llamacpp-{self.spec.name}")
-        worker.start()
-        first, completed = True, False
-        try:
-            while True:
-                item = out.get()
-                if item is _END:
-                    completed = True
-                    break
-                text, tokens, first_at = item
-                yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None)
-                first = False
-        finally:
-            if not completed:  # the consumer closed us early: that is a stop
-                stop.set()
-            worker.join()
-        if failure:
-            raise failure[0]
+        first = True
+        for text, tokens, first_at in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
+            yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None)
+            first = False
 
-    def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, out: queue.Queue) -> None:
+    def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit) -> None:
         import llama_cpp
 
         llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
@@ -238,12 +217,12 @@ class LlamaCppBackend(Backend):
             if first_at is None:
                 first_at = time.perf_counter()
             n += 1
-            out.put((pieces.feed(llm.detokenize([token], special=False)), 1, first_at))
+            emit((pieces.feed(llm.detokenize([token], special=False)), 1, first_at))
             if n >= params.max_new_tokens or stop.is_set():
                 break
         tail = pieces.flush()
         if tail:
-            out.put((tail, 0, first_at))  # bytes of a token already counted
+            emit((tail, 0, first_at))  # bytes of a token already counted
 
     def close(self) -> None:
         while True:

@@ -16,19 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import threading
 import time
 from typing import Iterator
 
 import httpx
 
-from llm_compare.backends.base import Backend, Chunk, Messages
+from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
-
-_END = object()
 
 
 def chat_url(base: str) -> str:
@@ -108,36 +105,13 @@ class OpenAIBackend(Backend):
         return None  # the server's tokenizer is not available here
 
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
-        out: queue.Queue = queue.Queue()
-        failure: list[BaseException] = []
+        def request(emit):
+            asyncio.run(self._run_until_stopped(messages, params, stop, emit))
 
-        def work():
-            try:
-                asyncio.run(self._run_until_stopped(messages, params, stop, out))
-            except BaseException as e:  # reported to the consumer, never lost in the thread
-                failure.append(e)
-            finally:
-                out.put(_END)
+        yield from run_in_worker(request, stop, f"openai-{self.spec.name}")
 
-        worker = threading.Thread(target=work, daemon=True, name=f"openai-{self.spec.name}")
-        worker.start()
-        completed = False
-        try:
-            while True:
-                item = out.get()
-                if item is _END:
-                    completed = True
-                    break
-                yield item
-        finally:
-            if not completed:
-                stop.set()
-            worker.join()
-        if failure:
-            raise failure[0]
-
-    async def _run_until_stopped(self, messages, params, stop: threading.Event, out: queue.Queue) -> None:
-        task = asyncio.create_task(self._request(messages, params, out))
+    async def _run_until_stopped(self, messages, params, stop: threading.Event, emit) -> None:
+        task = asyncio.create_task(self._request(messages, params, emit))
         while not task.done():
             if stop.is_set():
                 task.cancel()
@@ -148,7 +122,7 @@ class OpenAIBackend(Backend):
         except asyncio.CancelledError:
             pass  # stopped by the user: the client closed the stream
 
-    async def _request(self, messages, params: GenerationParams, out: queue.Queue) -> None:
+    async def _request(self, messages, params: GenerationParams, emit) -> None:
         t = self.spec.timeout_s
         async with httpx.AsyncClient(timeout=httpx.Timeout(t), headers=self.headers) as client:
             try:
@@ -162,7 +136,7 @@ class OpenAIBackend(Backend):
                                 continue  # ask again without the fields this server refuses
                             raise UserError(f"{self.url} rejected the request (HTTP {response.status_code}: {detail})")
                         await self._check_status(response, model)
-                        await self._read_events(response, out)
+                        await self._read_events(response, emit)
                         return
             except httpx.TimeoutException:
                 raise UserError(
@@ -207,7 +181,7 @@ class OpenAIBackend(Backend):
             )
         raise UserError(f"{self.url} answered HTTP {code}: {detail}")
 
-    async def _read_events(self, response: httpx.Response, out: queue.Queue) -> None:
+    async def _read_events(self, response: httpx.Response, emit) -> None:
         """Parse the SSE stream into Chunks; the final usage block corrects the token count."""
         counted, first_at, finished, usage = 0, None, False, None
         if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
@@ -235,10 +209,10 @@ class OpenAIBackend(Backend):
                 if first_at is None:
                     first_at = time.perf_counter()
                 counted += 1
-                out.put(Chunk(text=text, tokens=1, first_token_at=first_at))
+                emit(Chunk(text=text, tokens=1, first_token_at=first_at))
         if not finished:
             raise UserError(f"{self.url} closed the stream before the reply ended; see the server's log")
         if usage:
             completion = usage.get("completion_tokens")
             extra = completion - counted if isinstance(completion, int) else 0
-            out.put(Chunk(text="", tokens=extra, first_token_at=first_at, prompt_tokens=usage.get("prompt_tokens")))
+            emit(Chunk(text="", tokens=extra, first_token_at=first_at, prompt_tokens=usage.get("prompt_tokens")))

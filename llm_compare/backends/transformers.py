@@ -11,7 +11,6 @@ Three small pieces make it measurable and controllable:
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Iterator
@@ -19,12 +18,9 @@ from typing import Iterator
 import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria, TextIteratorStreamer
 
-from llm_compare.backends.base import TUNABLE, Backend, Chunk, Messages
+from llm_compare.backends.base import TUNABLE, Backend, Chunk, Messages, run_in_worker
 from llm_compare.params import GenerationParams
 from llm_compare.threads import threads_for_stream, use_torch_threads
-
-_END = object()
-
 
 class CountingStreamer(TextIteratorStreamer):
     def __init__(self, tokenizer, **decode_kwargs):
@@ -61,10 +57,8 @@ class CountingStreamer(TextIteratorStreamer):
 
     def on_finalized_text(self, text: str, stream_end: bool = False):
         n, self.pending_tokens = self.pending_tokens, 0
-        if text or n:
+        if text or n:  # the end of the stream is signalled by the worker runner (base.run_in_worker)
             self.text_queue.put((text, n))
-        if stream_end:
-            self.text_queue.put(_END)
 
 
 class StopOnEvent(StoppingCriteria):
@@ -171,52 +165,24 @@ class TransformersBackend(Backend):
         input_ids = torch.tensor([ids], dtype=torch.long)
         streamer = CountingStreamer(self.tokenizer, skip_special_tokens=True)
         kwargs = generation_kwargs(self.model, self.chat_format, self.tokenizer, params)
-        failure: list[BaseException] = []
         n_threads = threads_for_stream(self.spec, self.concurrent_streams, self.weight_bytes)
 
-        def work():
-            try:
-                use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads
-                with torch.inference_mode():
-                    self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        streamer=streamer,
-                        stopping_criteria=[StopOnEvent(stop)],
-                        **kwargs,
-                    )
-            except BaseException as e:  # reported to the consumer, never lost in the thread
-                failure.append(e)
-                streamer.on_finalized_text("", stream_end=True)
-
-        worker = threading.Thread(target=work, daemon=True, name=f"generate-{self.spec.name}")
-        worker.start()
-        first, completed = True, False
-        try:
-            while True:
-                try:
-                    item = streamer.text_queue.get(timeout=0.5)
-                except queue.Empty:
-                    if not worker.is_alive() and streamer.text_queue.empty():
-                        break
-                    continue
-                if item is _END:
-                    completed = True
-                    break
-                text, n = item
-                yield Chunk(
-                    text=text,
-                    tokens=n,
-                    first_token_at=streamer.first_token_at,
-                    prompt_tokens=len(ids) if first else None,
+        def generate(_emit):  # the streamer is the channel back: it feeds its own queue
+            use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads
+            with torch.inference_mode():
+                self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    streamer=streamer,
+                    stopping_criteria=[StopOnEvent(stop)],
+                    **kwargs,
                 )
-                first = False
-        finally:
-            if not completed:  # the consumer closed us early: that is a stop
-                stop.set()
-            worker.join()
-        if failure:
-            raise failure[0]
+
+        first = True
+        for text, n in run_in_worker(generate, stop, f"generate-{self.spec.name}", out=streamer.text_queue):
+            yield Chunk(text=text, tokens=n, first_token_at=streamer.first_token_at,
+                        prompt_tokens=len(ids) if first else None)
+            first = False
 
     def finish_text(self, text: str) -> str:
         return self.chat_format.clean_reply(text)
