@@ -203,7 +203,10 @@ def finish_turn(page, prompt: str) -> None:
 
     page.locator("#prompt textarea").fill(prompt)
     page.locator("#send").click()
-    wait_both(page, "done")
+    wait_both(page, "done|error")
+    for side in "ab":  # an error is a failure; show the pane's own message
+        if "error" in page.locator(f"#time-{side}").inner_text():
+            pytest.fail(f"side {side} errored: {page.locator(f'#chat-{side}').inner_text()[-500:]}")
     expect(page.locator("#vote-note")).to_contain_text("Which answer is better?")
 
 
