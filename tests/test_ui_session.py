@@ -35,16 +35,25 @@ class RaisesMidStream:
             yield chunk
 
 
+class EndsAtOnce(RaisesMidStream):
+    """A real backend whose model ends its reply before any text (EOS first), as sampling sometimes does."""
+
+    def stream(self, messages, params, stop):
+        return iter(())
+
+
 class FaultyPool(ModelPool):
-    """The real pool; the spec named "crashy" is served by the fp32 model wrapped in RaisesMidStream."""
+    """The real pool; "crashy" / "mute" are the fp32 model wrapped in RaisesMidStream / EndsAtOnce."""
+
+    WRAPPERS = {"crashy": RaisesMidStream, "mute": EndsAtOnce}
 
     def get(self, spec):
-        if spec.name != "crashy":
+        if spec.name not in self.WRAPPERS:
             return super().get(spec)
-        return RaisesMidStream(super().get(load_registry().models["smollm2-fp32"]))
+        return self.WRAPPERS[spec.name](super().get(load_registry().models["smollm2-fp32"]))
 
     def is_loaded(self, spec):
-        return spec.name == "crashy" or super().is_loaded(spec)
+        return spec.name in self.WRAPPERS or super().is_loaded(spec)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +63,7 @@ def ctx(tmp_path_factory):
     missing = tmp_path_factory.mktemp("models") / "missing.gguf"
     reg.models["broken"] = ModelSpec(name="broken", source=str(missing), label="Broken")
     reg.models["crashy"] = dataclasses.replace(fp32, name="crashy", label="Crashy")
+    reg.models["mute"] = dataclasses.replace(fp32, name="mute", label="Mute")
     return AppContext(registry=reg, pool=FaultyPool())
 
 
@@ -202,3 +212,13 @@ def test_one_model_at_a_time_swaps_models_per_side():
     assert final.b.load_s is not None and "swap" in frames[-1].times["b"]
     assert [b.spec.name for b in ctx.pool.loaded()] == ["smollm2-fp32"]  # A was swapped out for B
     assert ctx.pool.last_swap is not None and ctx.pool.last_swap.unloaded == ["SmolLM2-135M-Instruct · bf16"]
+
+
+def test_an_empty_reply_is_an_answer_that_can_lose_a_vote(voting):
+    conv = Conversation()
+    frames = list(run_turn(voting, conv, "Name a colour.", {"a": "smollm2-fp32", "b": "mute"}, SHORT))
+    assert frames[-1].state.b.status == "done" and frames[-1].state.b.text == ""
+    assert "empty reply" in last_reply(frames[-1], "b")
+    assert conv.battle_id is not None and conv.can_vote
+    vote(voting, conv, "a")
+    assert voting.store.get_battle(conv.battle_id).vote == "a"

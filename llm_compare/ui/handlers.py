@@ -177,16 +177,19 @@ def leaderboard_outputs(ctx: AppContext, blind_only) -> tuple:
 def make_blind_toggle(ctx: AppContext):
     def toggle(blind, model_a, model_b, conv):
         """Blind mode hides the pickers; switching either way starts a new conversation on the next Send."""
+        specs = [ctx.spec(n, s) for s, n in (("a", model_a), ("b", model_b))]
         if blind:
             heads = (heading("a", "Model A"), heading("b", "Model B"))
+            notes = ("", "")  # a model's notes would name it
             status = "🎲 Blind mode: the next Send starts a new conversation with two hidden models."
         else:
-            heads = tuple(heading(s, ctx.spec(n, s).label) for s, n in (("a", model_a), ("b", model_b)))
+            heads = tuple(heading(s, spec.label) for s, spec in zip("ab", specs))
+            notes = tuple(spec.notes for spec in specs)
             status = "Blind mode off: the picked models answer from the next Send."
         if conv.running:
-            heads = (gr.skip(), gr.skip())
+            heads = notes = (gr.skip(), gr.skip())
         return (gr.update(interactive=not blind), gr.update(interactive=not blind), gr.update(visible=bool(blind)),
-                *heads, status)
+                *heads, *notes, status)
 
     return toggle
 
@@ -202,8 +205,9 @@ def make_load(ctx: AppContext, side: str):
         if not conv.hidden and not conv.running:
             conv.labels[side] = spec.label
         shown = heading(side, conv.labels[side] or spec.label)
+        notes = "" if conv.hidden else f" · {spec.notes}" if spec.notes else ""  # e.g. "English only"
         if ctx.pool.is_loaded(spec):
-            yield shown, f"{spec.label}: loaded"
+            yield shown, f"{spec.label}: loaded{notes}"
             return
         yield shown, f"⏳ loading {spec.label} …"
         try:
@@ -214,7 +218,7 @@ def make_load(ctx: AppContext, side: str):
         except Exception as e:  # shown, not raised: the other side stays usable
             yield shown, f"⚠️ {spec.label} failed to load: {type(e).__name__}: {e}"
             return
-        yield shown, f"{spec.label}: loaded in {backend.load_seconds:.1f} s"
+        yield shown, f"{spec.label}: loaded in {backend.load_seconds:.1f} s{notes}"
 
     return load
 

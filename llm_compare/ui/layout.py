@@ -64,7 +64,8 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
                             stop_side = gr.Button(f"Stop {side.upper()}", elem_id=f"stop-{side}",
                                                   size="sm", variant="secondary", scale=0, min_width=90)
                         stats = gr.Markdown(format_stats(None), elem_id=f"stats-{side}", elem_classes="stats")
-                        load_status = gr.Markdown("", elem_id=f"load-{side}", elem_classes="stats")
+                        load_status = gr.Markdown(ctx.spec(picked, side).notes, elem_id=f"load-{side}",
+                                                  elem_classes="stats")
                     panes[side] = dict(head=head, chat=chat, timer=timer, stop=stop_side, stats=stats,
                                        load=load_status)
             votes = vote_row()
@@ -168,7 +169,8 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
                           outputs=[panes[side]["head"], panes[side]["load"]], api_visibility="private",
                           concurrency_id="load")
         blind.change(handlers.make_blind_toggle(ctx), inputs=[blind, model_a, model_b, conv],
-                     outputs=[model_a, model_b, blind_pool, a["head"], b["head"], status], **quiet)
+                     outputs=[model_a, model_b, blind_pool, a["head"], b["head"], a["load"], b["load"], status],
+                     **quiet)
         for outcome, button in votes.items():
             button.click(handlers.make_vote(ctx, outcome), inputs=[conv, scope],
                          outputs=[a["head"], b["head"], *votes.values(), note, *board_outputs], **quiet)

@@ -187,7 +187,7 @@ def pane_text(st: SideState) -> str:
         return f"⏳ loading {st.label} …"
     if st.status == "waiting" and not st.text:
         return "…"
-    text = st.text or ("…" if st.status == "running" else "")
+    text = st.text or ("…" if st.status == "running" else "*[empty reply]*")
     if st.status == "stopped":
         text += "\n\n*[stopped]*"
     elif st.finish_reason == "length":
@@ -282,8 +282,9 @@ def _record(ctx: AppContext, conv: Conversation, state: PairState | None, specs:
     if ctx.store is None:
         conv.note = "votes are off (no vote database)"
         return
-    if state is None or len(jobs) < 2 or any(st.status == "error" or not st.text.strip() for st in (state.a, state.b)):
-        conv.note = "not stored for voting: a side has no answer"
+    # an empty reply is an answer (a bad one) and can be voted on; an error is not an answer
+    if state is None or len(jobs) < 2 or any(st.status == "error" for st in (state.a, state.b)):
+        conv.note = "not stored for voting: a side failed"
         return
     try:
         if state.a.params == state.b.params:  # what each side really ran with (recommended settings apply)
