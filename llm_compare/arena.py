@@ -52,7 +52,10 @@ def draw_blind_pair(names: list[str], rng: random.Random | None = None) -> tuple
     if len(distinct) < 2:
         from llm_compare.errors import UserError
 
-        raise UserError("blind mode needs at least two different models in the registry; add one to assets/models.toml")
+        raise UserError(
+            "blind mode needs at least two different models that are available on this machine; "
+            "add one to assets/models.toml or fix the paths of the listed ones (python -m llm_compare doctor)"
+        )
     rng = rng or random.Random()
     a, b = rng.sample(distinct, 2)  # sample() order is itself random: that is the side assignment
     return a, b

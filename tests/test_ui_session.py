@@ -222,3 +222,13 @@ def test_an_empty_reply_is_an_answer_that_can_lose_a_vote(voting):
     assert conv.battle_id is not None and conv.can_vote
     vote(voting, conv, "a")
     assert voting.store.get_battle(conv.battle_id).vote == "a"
+
+
+def test_blind_draws_only_models_available_on_this_machine(voting):
+    names = voting.available_names()
+    assert {"smollm2-fp32", "smollm2-bf16"} <= set(names)
+    assert "broken" not in names and "qwen-7b-chat" not in names  # registry entries whose files are absent
+    for _ in range(8):
+        conv = Conversation()
+        conv.start(voting, {}, True, None)
+        assert set(conv.names.values()) <= set(names)

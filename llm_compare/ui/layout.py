@@ -49,7 +49,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
                 model_b = gr.Dropdown(choices, value=first_b, label="Model B", elem_id="model-b", scale=2)
                 with gr.Column(scale=1, min_width=200):
                     blind = gr.Checkbox(False, label="Blind mode (random hidden models)", elem_id="blind")
-                    blind_pool = gr.Dropdown(ctx.registry.names(), value=ctx.registry.names(), multiselect=True,
+                    blind_pool = gr.Dropdown(ctx.registry.names(), value=ctx.available_names(), multiselect=True,
                                              label="Blind pool", visible=False, elem_id="blind-pool")
             with gr.Row(equal_height=False):
                 panes = {}

@@ -44,6 +44,22 @@ class AppContext:
         return spec.with_overrides(threads=self.threads.get(side), dtype=self.dtypes.get(side),
                                    trust_remote_code=True if self.trust_remote_code else None)
 
+    def available_names(self) -> list[str]:
+        """Registry models that can load here: a local source that exists, or a server (blind draws use these)."""
+        from llm_compare.loading import resolve_source
+
+        names = []
+        for name, spec in self.registry.models.items():
+            if spec.backend == "openai":
+                names.append(name)
+                continue
+            try:
+                if resolve_source(spec.source).kind != "hub":  # a hub id would need a download
+                    names.append(name)
+            except UserError:
+                pass
+        return names
+
     def choices(self) -> list[tuple[str, str]]:
         """(label, name) pairs for the pickers; flag-given paths are added to the registry's."""
         items = [(s.label, n) for n, s in self.registry.models.items()]
@@ -134,7 +150,8 @@ class Conversation:
         if blind:
             if not self.blind or self.voted is not None or not self.names:
                 self.clear()
-                pool = [n for n in (blind_pool or ctx.registry.names()) if n in ctx.registry.models]
+                available = ctx.available_names()  # never draw a model whose files are not on this machine
+                pool = [n for n in (blind_pool or available) if n in available]
                 self.names = dict(zip(SIDES, draw_blind_pair(pool)))
                 self.blind = True
         else:
