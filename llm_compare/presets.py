@@ -6,12 +6,11 @@ format, assets/presets.toml: one `[[prompts]]` table per prompt with `group`, `l
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.specs import ASSETS
+from llm_compare.specs import ASSETS, read_toml
 
 DEFAULT_PRESETS = ASSETS / "presets.toml"
 FIELDS = ("group", "label", "text")
@@ -27,14 +26,7 @@ class Preset:
 def load_presets(path: str | Path | None = None) -> list[Preset]:
     """Every preset in file order; any problem is a UserError naming the file and the entry."""
     path = Path(path) if path else DEFAULT_PRESETS
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"preset file {path} does not exist; pass an existing TOML file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read preset file {path}: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"preset file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "preset file", "pass an existing TOML file")
     entries = data.get("prompts")
     if not isinstance(entries, list) or not entries:
         raise UserError(

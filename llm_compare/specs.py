@@ -99,17 +99,22 @@ def spec_from_source(source: str) -> ModelSpec:
     )
 
 
+def read_toml(path: Path, what: str, fix: str) -> dict:
+    """A user-edited TOML file (`what`: "registry file", "preset file"); `fix` says what to pass instead."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {what} {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{what} {path} is not valid TOML: {e}") from None
+
+
 def load_registry(path: str | Path | None = None) -> Registry:
     """Read a registry TOML file; every problem is a UserError naming the file and entry."""
     path = Path(path) if path else DEFAULT_REGISTRY
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"registry file {path} does not exist; pass --registry with an existing TOML file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read registry file {path}: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"registry file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "registry file", "pass --registry with an existing TOML file")
     entries = data.get("models")
     if not isinstance(entries, dict) or not entries:
         raise UserError(f"registry file {path} has no [models.NAME] tables; see assets/models.toml for the layout")
