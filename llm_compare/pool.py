@@ -102,10 +102,6 @@ class ModelPool:
         if backend is not None:
             backend.close()
 
-    def unload_all_except(self, keep: list[ModelSpec]) -> None:
-        keys = {spec_key(s) for s in keep}
-        for key in [k for k in self._backends if k not in keys]:
-            self._backends.pop(key).close()
 
 
 def _preflight():

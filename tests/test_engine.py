@@ -17,6 +17,16 @@ GREEDY = GenerationParams(max_new_tokens=24, greedy=True)
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]
 
 
+class Wrapping(Backend):
+    """A test double around a real backend: same spec, context and prompt counting; `stream` varies."""
+
+    def __init__(self, inner):
+        self.inner, self.spec, self.context_length = inner, inner.spec, inner.context_length
+
+    def count_prompt_tokens(self, messages):
+        return self.inner.count_prompt_tokens(messages)
+
+
 def generate_threads():
     return [t for t in threading.enumerate() if t.name.startswith("generate-")]
 
@@ -134,14 +144,8 @@ def test_pair_concurrent_overlaps_and_sequential_does_not(tiny_backend):
 
 
 def test_live_counter_ticks_while_a_side_waits_for_tokens(tiny_backend):
-    class Slow(Backend):
+    class Slow(Wrapping):
         """A real backend whose first token comes late, as a big model's prefill would."""
-
-        def __init__(self, inner):
-            self.inner, self.spec, self.context_length = inner, inner.spec, inner.context_length
-
-        def count_prompt_tokens(self, messages):
-            return self.inner.count_prompt_tokens(messages)
 
         def stream(self, messages, params, stop):
             stop.wait(0.5)
@@ -152,15 +156,12 @@ def test_live_counter_ticks_while_a_side_waits_for_tokens(tiny_backend):
     assert len(waiting_a) >= 3 and waiting_a == sorted(waiting_a) and waiting_a[-1] > waiting_a[0]
 
 
-class Exploding(Backend):
+class Exploding(Wrapping):
     """Delegates to a real backend, then fails mid-stream like a crashing model."""
 
     def __init__(self, inner, after=1):
-        self.inner, self.after = inner, after
-        self.spec, self.context_length = inner.spec, inner.context_length
-
-    def count_prompt_tokens(self, messages):
-        return self.inner.count_prompt_tokens(messages)
+        super().__init__(inner)
+        self.after = after
 
     def stream(self, messages, params, stop):
         for i, chunk in enumerate(self.inner.stream(messages, params, stop)):
@@ -197,14 +198,8 @@ def test_closing_a_pair_stops_both_workers(tiny_backend):
     assert not generate_threads()
 
 
-class CutCharacter(Backend):
+class CutCharacter(Wrapping):
     """Streams what a byte-level tokenizer decodes when max_new_tokens ends inside a Chinese character."""
-
-    def __init__(self, inner):
-        self.inner, self.spec, self.context_length = inner, inner.spec, inner.context_length
-
-    def count_prompt_tokens(self, messages):
-        return self.inner.count_prompt_tokens(messages)
 
     def stream(self, messages, params, stop):
         from llm_compare.backends.base import Chunk

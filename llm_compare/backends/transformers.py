@@ -93,9 +93,9 @@ class SeededSampler(LogitsProcessor):
         return out.scatter_(-1, choice, 0.0)
 
 
-def generation_kwargs(model, chat_format, tokenizer, params: GenerationParams) -> dict:
-    """Everything `generate` needs besides inputs; the model's own generation_config is not consulted,
-    so both sides of a comparison run with exactly the shared settings."""
+def generation_kwargs(chat_format, tokenizer, params: GenerationParams) -> dict:
+    """Everything `generate` needs besides inputs, from `params` alone: the model's generation_config is
+    not consulted here (its recommendations reach `params` through engine.side_params, visibly)."""
     eos = list(chat_format.stop_token_ids) or None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
     config = GenerationConfig(
@@ -164,7 +164,7 @@ class TransformersBackend(Backend):
         ids = self.chat_format.encode(messages)
         input_ids = torch.tensor([ids], dtype=torch.long)
         streamer = CountingStreamer(self.tokenizer, skip_special_tokens=True)
-        kwargs = generation_kwargs(self.model, self.chat_format, self.tokenizer, params)
+        kwargs = generation_kwargs(self.chat_format, self.tokenizer, params)
         n_threads = threads_for_stream(self.spec, self.concurrent_streams, self.weight_bytes)
 
         def generate(_emit):  # the streamer is the channel back: it feeds its own queue
