@@ -193,7 +193,7 @@ def test_amx_state_forced_by_env_and_skipped_without_amx(monkeypatch, tmp_path):
     monkeypatch.delenv(llamacpp_amx.MODE_ENV)
     monkeypatch.setattr(llamacpp_amx, "cpu_flags", lambda: {"avx2", "avx512f"})
     assert llamacpp_amx.amx_state(tmp_path / "m.gguf") == "none"
-    assert not (tmp_path / "llama_amx.json").exists()  # no probe without AMX
+    assert not (tmp_path / "probes" / "llama_amx.json").exists()  # no probe without AMX
 
 
 @pytest.mark.skipif(not {"amx_int8", "amx_tile"} & __import__("llm_compare.backends.llamacpp_amx", fromlist=["x"]).cpu_flags(),
@@ -205,6 +205,6 @@ def test_amx_probe_runs_once_and_is_cached(monkeypatch, tmp_path):
     monkeypatch.delenv(llamacpp_amx.MODE_ENV, raising=False)
     state = llamacpp_amx.amx_state(tmp_path / "m.gguf")
     assert state in ("works", "broken")
-    assert state in (tmp_path / "llama_amx.json").read_text()
+    assert state in (tmp_path / "probes" / "llama_amx.json").read_text()
     monkeypatch.setattr(llamacpp_amx.subprocess, "run", lambda *a, **k: pytest.fail("probed twice"))
     assert llamacpp_amx.amx_state(tmp_path / "m.gguf") == state

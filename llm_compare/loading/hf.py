@@ -15,7 +15,6 @@ import shutil
 import time
 from pathlib import Path
 
-import psutil
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -23,17 +22,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from llm_compare.chat_formats import choose_format
 from llm_compare.errors import UserError
 from llm_compare.loading import LoadedModel, Source
+from llm_compare.machine import cache_root, rss
 
 log = logging.getLogger(__name__)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LLM_COMPARE_CACHE", Path.home() / ".cache" / "llm_compare"))
-
-
-def rss() -> int:
-    return psutil.Process().memory_info().rss
 
 
 def torch_dtype(name: str) -> torch.dtype:
