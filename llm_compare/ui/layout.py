@@ -10,7 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from llm_compare.params import GenerationParams
-from llm_compare.ui import batch, board, handlers
+from llm_compare.ui import board, handlers, report_tab
 from llm_compare.ui.session import AppContext, Conversation, format_stats
 
 CSS = """
@@ -124,7 +124,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
             gr.Markdown("Run a prompt group through two models, one at a time (fair timing), and get "
                         "`report.md` + `report.html`. Every pair is stored as a blind battle to vote on.")
             with gr.Row():
-                suites = batch.suite_choices(ctx)
+                suites = report_tab.suite_choices(ctx)
                 rp_group = gr.Dropdown(suites, value=suites[0] if suites else None, label="Prompt group",
                                        elem_id="rp-group")
                 rp_a = gr.Dropdown(choices, value=first_a, label="Model A", elem_id="rp-model-a")
@@ -182,12 +182,12 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
             trigger(refresh_board, inputs=[scope], outputs=board_outputs, **quiet)
         sv_outputs = [sv_chats["a"], sv_chats["b"], sv_heads["a"], sv_heads["b"], sv_note, *sv_votes.values(),
                       stored_id]
-        next_battle, stored_voters = batch.make_stored(ctx)
+        next_battle, stored_voters = report_tab.make_stored(ctx)
         sv_next.click(next_battle, inputs=[stored_id], outputs=sv_outputs, **quiet)
         for outcome, button in sv_votes.items():
             button.click(stored_voters[outcome], inputs=[stored_id, scope], outputs=sv_outputs + board_outputs,
                          **quiet)
-        rp_run.click(batch.make_report(ctx), inputs=[rp_group, rp_a, rp_b, rp_max, rp_greedy],
+        rp_run.click(report_tab.make_report(ctx), inputs=[rp_group, rp_a, rp_b, rp_max, rp_greedy],
                      outputs=[rp_files, rp_preview, rp_status], api_name="report", concurrency_limit=concurrency,
                      concurrency_id="turn")
     return demo
