@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from llm_compare.errors import UserError
-from llm_compare.ui_flags import build_parser, check_flags, check_share_reachable
+from llm_compare.app_flags import build_parser, check_flags, check_share_reachable
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llm_compare.errors import UserError
-from llm_compare.ui_flags import build_parser, check_flags, parse_auth
+from llm_compare.app_flags import build_parser, check_flags, parse_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 
