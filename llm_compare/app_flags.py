@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.commands.common import add_model_args
+from llm_compare.commands.flags import add_model_args
 
 SHARE_API = "https://api.gradio.app/v3/tunnel-request"
 

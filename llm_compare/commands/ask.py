@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from llm_compare.commands.common import (
+from llm_compare.commands.flags import (
     add_generation_args,
     add_model_args,
     explicit_fields,
