@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         auth = check_flags(args)
         if args.share:
             check_share_reachable()
-        from llm_compare.ui.app import create_app  # Gradio import: after the cheap checks
+        from llm_compare.ui.from_flags import create_app  # Gradio import: after the cheap checks
 
         demo, launch_kwargs = create_app(args)
     except UserError as e:
