@@ -289,7 +289,7 @@ def decode_seconds(model, ids, tokens: int) -> float:
 
 def compare(label: str, variants: dict, ids, tokenizer=None, tokens: int = 48, runs: int = 3) -> None:
     """Drift and text per variant, then decode speed timed round-robin (fair under changing load)."""
-    from llm_compare.loading.memory import Int8Linear
+    from llm_compare.loading.quantize import Int8Linear
 
     print(f"\n### {label}\n")
     print("| variant | decode tok/s | vs float32 | max abs logit drift vs float32 | greedy text |")
@@ -318,7 +318,7 @@ def compare(label: str, variants: dict, ids, tokenizer=None, tokens: int = 48, r
 
 def seed_width_matmul(runs: int = 20) -> None:
     """One decode step through one Qwen-7B MLP projection (4096 → 11008): memory-bound, like 7B decode."""
-    from llm_compare.loading.memory import Int8Linear
+    from llm_compare.loading.quantize import Int8Linear
 
     linear = torch.nn.Linear(4096, 11008, bias=False)
     variants = {"float32": (linear, torch.float32), "bfloat16": (torch.nn.Linear(4096, 11008, bias=False), torch.bfloat16),
@@ -346,7 +346,7 @@ def part_int8() -> None:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from llm_compare.loading import load_model
-    from llm_compare.loading.memory import quantize_int8
+    from llm_compare.loading.quantize import quantize_int8
 
     torch.set_num_threads(1)
     print("\n## int8 weight-only: speed, drift, text (1 thread, medians of 3 round-robin runs)")

@@ -154,8 +154,7 @@ def test_bfloat16_load_stays_close():
 
 @pytest.mark.parametrize("directory", [GLM, QWEN], ids=["chatglm3", "qwen"])
 def test_int8_quantizes_the_linear_layers(directory):
-    """dtype int8: bf16 weights, then llm_compare.loading.memory.quantize_int8 (another module)."""
-    pytest.importorskip("llm_compare.loading.memory")
+    """dtype int8: bf16 weights, then llm_compare.loading.quantize.quantize_int8."""
     loaded = load_model(spec_for(directory, dtype="int8"))
     linears = [n for n, m in loaded.model.named_modules() if isinstance(m, torch.nn.Linear)]
     assert linears == ["lm_head"]  # every projection was replaced; the output layer stays bf16
@@ -340,12 +339,6 @@ def test_failed_load_leaves_no_model_alive(tmp_path):
     assert "output_layer" in str(err.value) and shard.name in str(err.value)
     gc.collect()
     assert sum(isinstance(o, GlmForCausalLM) for o in gc.get_objects()) == before
-
-
-def test_int8_without_the_memory_module_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "llm_compare.loading.memory", None)  # import raises ImportError
-    with pytest.raises(UserError, match="int8 needs"):
-        load_model(spec_for(GLM, dtype="int8"))
 
 
 # ---- memory -------------------------------------------------------------------------------------

@@ -23,13 +23,12 @@ from transformers import (
 from llm_compare.errors import UserError
 from llm_compare.loading.memory import (
     GiB,
-    Int8Linear,
     check_fits,
     count_parameters,
     estimate,
     estimate_bytes,
-    quantize_int8,
 )
+from llm_compare.loading.quantize import Int8Linear, quantize_int8
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.specs import ModelSpec

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from llm_compare.errors import UserError
+from llm_compare.loading.quantize import quantize_int8
 
 # (source name, tensor) -> [(native name, tensor), ...]; [] drops the tensor, None: unknown name
 Converter = Callable[[str, torch.Tensor], "list[tuple[str, torch.Tensor]] | None"]
@@ -244,20 +245,6 @@ def load_checkpoint(directory: Path, config, convert: Converter, dtype: torch.dt
     return model
 
 
-def int8_quantizer(spec):
-    """`quantize_int8` when the spec asks for int8 (checked before any weights are read), else None."""
-    if spec.dtype != "int8":
-        return None
-    try:
-        from llm_compare.loading.memory import quantize_int8
-    except ImportError:
-        raise UserError(
-            f"model {spec.name!r}: dtype int8 needs llm_compare.loading.memory, which this install lacks; "
-            "use dtype bfloat16 or float32"
-        ) from None
-    return quantize_int8
-
-
 def load_legacy_weights(directory: Path, spec, config, convert: Converter, generation: dict, what: str):
     """The legacy loaders' shared path: weights at spec.dtype (int8: bf16 then quantized), and a
     generation_config holding the checkpoint's own defaults (`generation`)."""
@@ -265,9 +252,8 @@ def load_legacy_weights(directory: Path, spec, config, convert: Converter, gener
 
     from llm_compare.loading.hf import torch_dtype
 
-    quantize = int8_quantizer(spec)
     model = load_checkpoint(directory, config, convert, torch_dtype(spec.dtype), what)
     model.generation_config = GenerationConfig(**generation)
-    if quantize is not None:
-        quantize(model)
+    if spec.dtype == "int8":
+        quantize_int8(model)
     return model

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from llm_compare.chat_formats import choose_format
 from llm_compare.errors import UserError
 from llm_compare.loading import LoadedModel, Source
+from llm_compare.loading.quantize import quantize_int8
 from llm_compare.machine import cache_root, rss
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ def load_hf(source: Source, spec) -> LoadedModel:
         raise UserError(f"cannot load {directory}: {msg}") from None
     model.eval()
     if spec.dtype == "int8":
-        from llm_compare.loading.memory import quantize_int8
-
         quantize_int8(model)
     fmt = choose_format(spec.chat_format, tokenizer, getattr(model, "generation_config", None))
     return LoadedModel(
