@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from llm_compare.backends import open_backend
 from llm_compare.backends.base import Backend
+from llm_compare.loading.memory import check_fits
 from llm_compare.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,7 @@ class ModelPool:
             t0 = time.perf_counter()
             unloaded = self._make_room()
             t1 = time.perf_counter()
-            check = _preflight()
-            if check:
-                check(spec, loaded=list(self._backends.values()))
+            check_fits(spec, loaded=list(self._backends.values()))  # before any weights are read
             log.info("loading %s from %s", spec.name, spec.source)
             self._backends[key] = open_backend(spec)
             if unloaded:
@@ -101,13 +100,3 @@ class ModelPool:
         backend = self._backends.pop(spec_key(spec), None)
         if backend is not None:
             backend.close()
-
-
-
-def _preflight():
-    """The memory check before a load (loading.memory.check_fits), when that module is present."""
-    try:
-        from llm_compare.loading.memory import check_fits
-    except ImportError:
-        return None
-    return check_fits
