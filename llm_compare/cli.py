@@ -7,33 +7,27 @@ A `UserError` anywhere becomes one line on stderr and exit code 2, never a trace
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
+from llm_compare.commands import ask, doctor, export, leaderboard, models, report
 from llm_compare.errors import UserError
 
-COMMANDS = ("ask", "models", "doctor", "report", "export", "leaderboard")
+COMMANDS = {"ask": ask, "models": models, "doctor": doctor, "report": report, "export": export,
+            "leaderboard": leaderboard}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llm_compare", description="Compare two chat models on CPU.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"llm_compare.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"llm_compare.commands.{name}":
-                continue
-            raise
+    for name, module in COMMANDS.items():
         doc = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
         p = sub.add_parser(name, help=doc, description=doc)
         module.configure(p)
         p.set_defaults(_run=module.run)
     return parser
-
 
 
 def main(argv: list[str] | None = None) -> int:
