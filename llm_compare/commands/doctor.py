@@ -27,11 +27,10 @@ LOADERS = {
     "qwen": "Qwen-1 checkpoint (legacy_qwen → Qwen2ForCausalLM, no remote code)",
     "hub": "hub id (downloaded on first use: needs network)",
 }
-LEGACY_MODULES = {"chatglm3": "llm_compare.loading.legacy_chatglm3", "qwen": "llm_compare.loading.legacy_qwen"}
 
 
 @dataclass
-class Report:
+class DoctorReport:
     """Printed as it goes (a slow check still shows the ones before it); counts the problems."""
 
     problems: int = 0
@@ -56,7 +55,7 @@ def configure(p):
 
 
 def run(args) -> int:
-    report = Report()
+    report = DoctorReport()
     free = int(args.available_gib * GiB) if args.available_gib else None
     check_system(report)
     registry = _registry_or_none(args.registry, report)
@@ -74,7 +73,7 @@ def run(args) -> int:
     return 1 if report.problems else 0
 
 
-def _guarded(check, spec, report: Report, **kwargs) -> None:
+def _guarded(check, spec, report: DoctorReport, **kwargs) -> None:
     """Run one check; whatever goes wrong becomes a reported problem, never a crash of the doctor."""
     try:
         check(spec, report, **kwargs)
@@ -109,7 +108,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def check_system(report: Report) -> None:
+def check_system(report: DoctorReport) -> None:
     import torch
 
     cuda = "CUDA build" if torch.version.cuda else "CPU build"
@@ -132,7 +131,7 @@ def check_system(report: Report) -> None:
     report.say()
 
 
-def check_model(spec, report: Report, all_dtypes: bool, free: int | None = None) -> dict | None:
+def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None = None) -> dict | None:
     """Report one model; returns {dtype: Estimate} (None when it cannot be sized)."""
     from llm_compare.loading import resolve_source
     from llm_compare.loading.memory import available_bytes, estimate
@@ -156,9 +155,6 @@ def check_model(spec, report: Report, all_dtypes: bool, free: int | None = None)
     if spec.backend == "llamacpp" and source.kind != "gguf":
         report.problem("the llamacpp backend reads .gguf files only", "use backend = \"transformers\" for this model")
         return None
-    module = LEGACY_MODULES.get(source.kind)
-    if module and importlib.util.find_spec(module) is None:
-        report.problem(f"this version has no {source.kind} loader ({module})", "update llm_compare")
     if source.kind == "hub":
         report.say("  size: unknown until downloaded (no config.json here)")
         return None
@@ -183,7 +179,7 @@ def check_model(spec, report: Report, all_dtypes: bool, free: int | None = None)
     return estimates
 
 
-def check_pair(specs, report: Report, free: int | None = None) -> None:
+def check_pair(specs, report: DoctorReport, free: int | None = None) -> None:
     """Both default models at once, as the app loads them (unless load-on-demand is on)."""
     from llm_compare.loading.memory import APP_BYTES, estimate
 
