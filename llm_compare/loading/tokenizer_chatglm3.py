@@ -13,6 +13,7 @@ from pathlib import Path
 
 from llm_compare.chat_formats import Messages, flatten_content
 from llm_compare.errors import UserError
+from llm_compare.loading.tokenizer_base import LegacyTokenizer, id_list
 
 SPECIAL_TOKENS = (
     "[MASK]", "[gMASK]", "[sMASK]", "sop", "eop",
@@ -22,18 +23,7 @@ ROLES = ("system", "user", "assistant", "observation")
 ROLE_ALIASES = {"tool": "observation", "function": "observation"}
 
 
-def _id_list(ids) -> list[int]:
-    """Token ids as a flat list of ints (accepts lists, tuples, tensors, numpy arrays, one int)."""
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    if isinstance(ids, int):
-        return [ids]
-    if ids and isinstance(ids[0], (list, tuple)):  # a batch of one
-        ids = ids[0]
-    return [int(i) for i in ids]
-
-
-class ChatGLM3Tokenizer:
+class ChatGLM3Tokenizer(LegacyTokenizer):
     """sentencepiece + `[MASK] [gMASK] [sMASK] sop eop <|system|> <|user|> <|assistant|> <|observation|>`.
 
     Two encodings exist in the original and both are kept:
@@ -41,9 +31,6 @@ class ChatGLM3Tokenizer:
       (so the ordinary piece "eop" becomes the special id), prefixed with `[gMASK] sop`;
     - `encode_plain`: sentencepiece ids as they are, which is what the chat prompt uses.
     """
-
-    chat_template = None  # the chat prompt is ChatGLM3Format's job
-    padding_side = "left"
 
     def __init__(self, sp_model, name_or_path: str = ""):
         self.sp = sp_model
@@ -62,12 +49,6 @@ class ChatGLM3Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.sp_vocab_size + len(SPECIAL_TOKENS)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"ChatGLM3Tokenizer({self.name_or_path!r}, vocab_size={self.vocab_size})"
 
     # -- encoding -----------------------------------------------------------------------------
 
@@ -92,26 +73,13 @@ class ChatGLM3Tokenizer:
         """sentencepiece ids of the text, no prefix: how the chat prompt encodes every part."""
         return self.sp.encode(text)
 
-    def __call__(self, text, add_special_tokens: bool = True, return_tensors: str | None = None, **_) -> dict:
-        if not isinstance(text, str):
-            raise TypeError("ChatGLM3Tokenizer takes one string at a time")
-        ids = self.encode(text, add_special_tokens=add_special_tokens)
-        out = {"input_ids": ids, "attention_mask": [1] * len(ids)}
-        if return_tensors == "pt":
-            import torch
-
-            out = {k: torch.tensor([v], dtype=torch.long) for k, v in out.items()}
-        elif return_tensors is not None:
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' or None")
-        return out
-
     # -- decoding -----------------------------------------------------------------------------
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
         """Pieces as the original names them: specials by name; bos, eos, pad and rows past the
         vocabulary (the model's padding rows) as empty strings."""
         out = []
-        for i in _id_list(ids):
+        for i in id_list(ids):
             if i in self.special_names:
                 out.append(self.special_names[i])
             elif i in self._empty_ids or i < 0 or i >= self.sp_vocab_size:
@@ -127,14 +95,11 @@ class ChatGLM3Tokenizer:
         the leading space only at the very start, so "▁" after a special token keeps its space.
         `skip_special_tokens` drops only unk/pad and eos, which are empty anyway (as the original).
         """
-        ids = _id_list(ids)
+        ids = id_list(ids)
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.all_special_ids]
         pieces = self.convert_ids_to_tokens(ids)
         return self.sp.decode_pieces(pieces) if pieces else ""
-
-    def batch_decode(self, sequences, **kwargs) -> list[str]:
-        return [self.decode(s, **kwargs) for s in sequences]
 
 
 def load_chatglm3_tokenizer(path) -> ChatGLM3Tokenizer:

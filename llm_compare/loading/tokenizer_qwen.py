@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llm_compare.chat_formats import Messages, flatten_content
 from llm_compare.errors import UserError
+from llm_compare.loading.tokenizer_base import LegacyTokenizer, id_list
 
 SPLIT_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -24,16 +25,6 @@ ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END) + tuple(f"<|extra_{i}|>" for i in range(205))
 DEFAULT_SYSTEM = "You are a helpful assistant."
 MAX_WINDOW_SIZE = 6144  # Qwen-7B-Chat's generation_config.json: history beyond it is dropped
-
-
-def _id_list(ids) -> list[int]:
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    if isinstance(ids, int):
-        return [ids]
-    if ids and isinstance(ids[0], (list, tuple)):
-        ids = ids[0]
-    return [int(i) for i in ids]
 
 
 def read_ranks(path: Path) -> dict[bytes, int]:
@@ -58,16 +49,13 @@ def read_ranks(path: Path) -> dict[bytes, int]:
     return ranks
 
 
-class QwenTokenizer:
+class QwenTokenizer(LegacyTokenizer):
     """Byte-level BPE with Qwen-1's special ids: 151643 <|endoftext|>, 151644 <|im_start|>,
     151645 <|im_end|>, 151646.. <|extra_0..204|>. Text is NFC-normalised first, as the original.
 
     `tokenizer(text)` and `encode` recognise special-token strings in the text; `encode_plain`
     treats them as ordinary text (how the chat prompt encodes roles and contents).
     """
-
-    chat_template = None  # the chat prompt is QwenFormat's job
-    padding_side = "left"
 
     def __init__(self, encoding, name_or_path: str = ""):
         self.encoding = encoding
@@ -84,12 +72,6 @@ class QwenTokenizer:
     def vocab_size(self) -> int:
         return N_RANKS + len(SPECIAL_TOKENS)
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"QwenTokenizer({self.name_or_path!r}, vocab_size={self.vocab_size})"
-
     def encode(self, text: str, add_special_tokens: bool = True, allowed_special="all", **_) -> list[int]:
         """Ids of the NFC text; `allowed_special=set()` makes special strings plain text (no BOS is
         ever added, so `add_special_tokens` changes nothing, as in the original)."""
@@ -98,19 +80,6 @@ class QwenTokenizer:
 
     def encode_plain(self, text: str) -> list[int]:
         return self.encode(text, allowed_special=set())
-
-    def __call__(self, text, add_special_tokens: bool = True, return_tensors: str | None = None, **_) -> dict:
-        if not isinstance(text, str):
-            raise TypeError("QwenTokenizer takes one string at a time")
-        ids = self.encode(text)
-        out = {"input_ids": ids, "attention_mask": [1] * len(ids)}
-        if return_tensors == "pt":
-            import torch
-
-            out = {k: torch.tensor([v], dtype=torch.long) for k, v in out.items()}
-        elif return_tensors is not None:
-            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' or None")
-        return out
 
     def convert_tokens_to_ids(self, tokens):
         if isinstance(tokens, str):
@@ -121,16 +90,13 @@ class QwenTokenizer:
 
     def convert_ids_to_tokens(self, ids) -> list:
         """Special ids as their names, other ids as their bytes (as the original)."""
-        return [self.special_names.get(i) or self.encoding.decode_single_token_bytes(i) for i in _id_list(ids)]
+        return [self.special_names.get(i) or self.encoding.decode_single_token_bytes(i) for i in id_list(ids)]
 
     def decode(self, ids, skip_special_tokens: bool = False, errors: str = "replace", **_) -> str:
         """The ids' bytes joined and read as UTF-8, invalid bytes as U+FFFD. Ids past the
         vocabulary (the model's padding rows, which a random model can emit) are dropped."""
         limit = N_RANKS if skip_special_tokens else self.vocab_size
-        return self.encoding.decode([i for i in _id_list(ids) if 0 <= i < limit], errors=errors)
-
-    def batch_decode(self, sequences, **kwargs) -> list[str]:
-        return [self.decode(s, **kwargs) for s in sequences]
+        return self.encoding.decode([i for i in id_list(ids) if 0 <= i < limit], errors=errors)
 
 
 def load_qwen_tokenizer(path) -> QwenTokenizer:
