@@ -1,26 +1,58 @@
-"""Gradio callbacks for the Compare tab: closures over one `AppContext`.
+"""Gradio callbacks for the Compare tab: closures over one `AppContext` and the tab's components.
 
 Model plumbing lives in `session` (run_turn, vote); these functions only turn its frames into
-component updates, and `UserError`s about the whole request into a Gradio notice.
+{component: value} updates, and `UserError`s about the whole request into a Gradio notice.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import gradio as gr
 
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
-from llm_compare.ui import board
+from llm_compare.ui.leaderboard_tab import BoardView, leaderboard_outputs
 from llm_compare.ui.session import SIDES, AppContext, Conversation, Frame, final_frame, run_turn, vote
+from llm_compare.ui.widgets import OUTCOME_WORDS, heading, notice, vote_buttons
 
 STOP_GRACE_S = 0.5  # let the stream yield its own "stopped" frame before the cancel closes it
 SETTLE_TIMEOUT_S = 15.0
-OUTCOME_WORDS = {"a": "A is better", "b": "B is better", "tie": "Tie", "bothbad": "Both bad"}
-N_TURN_OUTPUTS = 17  # see frame_outputs
 
 
-def heading(side: str, label: str) -> str:
-    return f"**{side.upper()}** · {label}" if label else f"**{side.upper()}**"
+@dataclass
+class Pane:
+    """One side's components."""
+
+    head: gr.Markdown
+    chat: gr.Chatbot
+    timer: gr.Markdown
+    stop: gr.Button
+    stats: gr.Markdown
+    load: gr.Markdown
+
+
+@dataclass
+class CompareView:
+    """The Compare tab's components that callbacks update, by name."""
+
+    pickers: dict  # side -> Dropdown
+    blind: gr.Checkbox
+    blind_pool: gr.Dropdown
+    panes: dict  # side -> Pane
+    votes: dict  # outcome -> Button
+    note: gr.Markdown
+    prompt: gr.Textbox
+    send: gr.Button
+    regen: gr.Button
+    status: gr.Markdown
+    conv: gr.State  # this session's Conversation
+
+    @property
+    def turn_outputs(self) -> list:
+        """What a turn updates, in the `/compare` API's order (gradio_client users read results by position)."""
+        per_side = [getattr(self.panes[s], part) for part in ("chat", "head", "timer", "stats") for s in SIDES]
+        return [*per_side, self.status, self.prompt, self.send, self.regen, *self.votes.values(), self.note]
 
 
 def vote_note(conv: Conversation) -> str:
@@ -38,24 +70,21 @@ def vote_note(conv: Conversation) -> str:
     return conv.note if not conv.running else ""
 
 
-def vote_buttons(conv: Conversation) -> tuple:
-    return tuple(gr.update(interactive=conv.can_vote) for _ in range(4))
+def vote_outputs(view: CompareView, conv: Conversation) -> dict:
+    """Both headings (names revealed after a blind vote), the vote buttons and the note."""
+    return {**{view.panes[s].head: heading(s, conv.labels[s]) for s in SIDES},
+            **vote_buttons(view.votes, conv.can_vote), view.note: vote_note(conv)}
 
 
-def frame_outputs(frame: Frame, conv: Conversation, *, busy: bool, prompt_box=None) -> tuple:
-    """The turn events' outputs, in the order layout wires them (N_TURN_OUTPUTS of them)."""
-    return (
-        frame.chats["a"], frame.chats["b"],
-        heading("a", conv.labels["a"]), heading("b", conv.labels["b"]),
-        frame.times["a"], frame.times["b"],
-        frame.stats["a"], frame.stats["b"],
-        frame.status,
-        gr.skip() if prompt_box is None else prompt_box,
-        gr.update(interactive=not busy),  # Send
-        gr.update(interactive=not busy),  # Regenerate
-        *vote_buttons(conv),
-        vote_note(conv),
-    )
+def frame_outputs(view: CompareView, frame: Frame, conv: Conversation, *, busy: bool, prompt_box=None) -> dict:
+    """A turn's update of every component in `view.turn_outputs`; the prompt box only when given."""
+    out = {}
+    for s in SIDES:
+        pane = view.panes[s]
+        out |= {pane.chat: frame.chats[s], pane.timer: frame.times[s], pane.stats: frame.stats[s]}
+    out |= {view.status: frame.status, view.prompt: gr.skip() if prompt_box is None else prompt_box,
+            view.send: gr.update(interactive=not busy), view.regen: gr.update(interactive=not busy)}
+    return out | vote_outputs(view, conv)
 
 
 def params_from_inputs(max_new_tokens, temperature, top_p, repetition_penalty, seed, greedy) -> GenerationParams:
@@ -70,11 +99,7 @@ def params_from_inputs(max_new_tokens, temperature, top_p, repetition_penalty, s
     )
 
 
-def notice(e: UserError) -> gr.Error:
-    return gr.Error(str(e), print_exception=False)
-
-
-def make_compare(ctx: AppContext):
+def make_compare(ctx: AppContext, view: CompareView):
     def stream_turn(conv, prompt, picked, settings, system, options):
         try:
             params = params_from_inputs(*settings)
@@ -84,13 +109,13 @@ def make_compare(ctx: AppContext):
             first = next(frames)
         except UserError as e:
             raise notice(e) from None
-        yield frame_outputs(first, conv, busy=True, prompt_box="")
+        yield frame_outputs(view, first, conv, busy=True, prompt_box="")
         try:
             for frame in frames:
-                yield frame_outputs(frame, conv, busy=not frame.finished)
+                yield frame_outputs(view, frame, conv, busy=not frame.finished)
         finally:
             frames.close()
-        yield frame_outputs(final_frame(conv, "done"), conv, busy=False)
+        yield frame_outputs(view, final_frame(conv, "done"), conv, busy=False)
 
     def compare(prompt, system, model_a, model_b, max_new_tokens, temperature, top_p, repetition_penalty,
                 seed, greedy, fair, recommended, blind, blind_pool, conv):
@@ -113,7 +138,7 @@ def make_compare(ctx: AppContext):
     return compare, regenerate
 
 
-def make_stop(ctx: AppContext):
+def make_stop(ctx: AppContext, view: CompareView):
     def stop_both(conv):
         """Stop both sides; a no-op when idle."""
         run = conv.run
@@ -126,9 +151,9 @@ def make_stop(ctx: AppContext):
         """After Stop's cancel: show the final state and re-enable Send (idle: change nothing)."""
         run = conv.run
         if run is None or not run.stopped_by_user:  # Stop when idle changes nothing
-            return tuple(gr.skip() for _ in range(N_TURN_OUTPUTS))
+            return {component: gr.skip() for component in view.turn_outputs}
         run.finished.wait(SETTLE_TIMEOUT_S)
-        return frame_outputs(final_frame(conv, "stopped"), conv, busy=False)
+        return frame_outputs(view, final_frame(conv, "stopped"), conv, busy=False)
 
     def side_stopper(side):
         def stop_side(conv):
@@ -139,7 +164,7 @@ def make_stop(ctx: AppContext):
     return stop_both, settle, side_stopper("a"), side_stopper("b")
 
 
-def make_clear(ctx: AppContext):
+def make_clear(ctx: AppContext, view: CompareView):
     def clear(conv):
         if conv.running:
             conv.run.stop_all()
@@ -147,49 +172,40 @@ def make_clear(ctx: AppContext):
         conv.clear()
         for s in SIDES:
             conv.labels[s] = ""
-        return frame_outputs(final_frame(conv, ""), conv, busy=False, prompt_box="")
+        return frame_outputs(view, final_frame(conv, ""), conv, busy=False, prompt_box="")
 
     return clear
 
 
-def make_vote(ctx: AppContext, outcome: str):
+def make_vote(ctx: AppContext, view: CompareView, board: BoardView, outcome: str):
     def cast(conv, blind_only):
         try:
             vote(ctx, conv, outcome)
         except UserError as e:
             raise notice(e) from None
-        return (heading("a", conv.labels["a"]), heading("b", conv.labels["b"]), *vote_buttons(conv),
-                vote_note(conv), *leaderboard_outputs(ctx, blind_only))
+        return vote_outputs(view, conv) | leaderboard_outputs(ctx, board, blind_only)
 
     return cast
 
 
-def leaderboard_outputs(ctx: AppContext, blind_only) -> tuple:
-    """Table, plot and summary line of the Leaderboard tab."""
-    if ctx.store is None:
-        return [], "", "Votes are off: no vote database."
-    blind_only = blind_only != "All votes"
-    lb = board.compute(ctx.store, blind_only)
-    labels = {n: s.label for n, s in ctx.registry.models.items()}
-    return board.table_rows(lb, labels), board.plot_svg(lb, labels), board.summary(lb, blind_only, ctx.store.counts())
-
-
-def make_blind_toggle(ctx: AppContext):
+def make_blind_toggle(ctx: AppContext, view: CompareView):
     def toggle(blind, model_a, model_b, conv):
         """Blind mode hides the pickers; switching either way starts a new conversation on the next Send."""
-        specs = [ctx.spec(n, s) for s, n in (("a", model_a), ("b", model_b))]
+        specs = {"a": ctx.spec(model_a, "a"), "b": ctx.spec(model_b, "b")}
+        out = {view.pickers[s]: gr.update(interactive=not blind) for s in SIDES}
+        out[view.blind_pool] = gr.update(visible=bool(blind))
         if blind:
-            heads = (heading("a", "Model A"), heading("b", "Model B"))
-            notes = ("", "")  # a model's notes would name it
-            status = "🎲 Blind mode: the next Send starts a new conversation with two hidden models."
+            out[view.status] = "🎲 Blind mode: the next Send starts a new conversation with two hidden models."
         else:
-            heads = tuple(heading(s, spec.label) for s, spec in zip("ab", specs))
-            notes = tuple(spec.notes for spec in specs)
-            status = "Blind mode off: the picked models answer from the next Send."
-        if conv.running:
-            heads = notes = (gr.skip(), gr.skip())
-        return (gr.update(interactive=not blind), gr.update(interactive=not blind), gr.update(visible=bool(blind)),
-                *heads, *notes, status)
+            out[view.status] = "Blind mode off: the picked models answer from the next Send."
+        for s in SIDES:  # hidden models: "Model A/B" and no notes (a model's notes would name it)
+            pane = view.panes[s]
+            if conv.running:
+                out |= {pane.head: gr.skip(), pane.load: gr.skip()}
+            else:
+                out |= {pane.head: heading(s, f"Model {s.upper()}" if blind else specs[s].label),
+                        pane.load: "" if blind else specs[s].notes}
+        return out
 
     return toggle
 

@@ -1,8 +1,7 @@
-"""Callbacks for the Report tab and for voting on stored (batch-generated) battles.
+"""The Report tab: a preset group through two models, `report.md` + `report.html` to download.
 
-Generate now, vote later: `report` runs a prompt suite through both models and stores every pair
-as a blind battle; the "Vote on stored battles" panel shows them one at a time, hidden names,
-revealed after the vote.
+Generate now, vote later: every pair is stored as a blind battle, which the Leaderboard tab's
+"Vote on stored battles" panel offers for a vote.
 """
 
 from __future__ import annotations
@@ -14,10 +13,38 @@ from pathlib import Path
 import gradio as gr
 
 from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
 from llm_compare.presets import groups
 from llm_compare.report import run_suite, write_report
-from llm_compare.ui.handlers import OUTCOME_WORDS, leaderboard_outputs, notice, params_from_inputs
+from llm_compare.ui.handlers import params_from_inputs
 from llm_compare.ui.session import AppContext
+from llm_compare.ui.widgets import initial_picks, notice
+
+INTRO = ("Run a prompt group through two models, one at a time (fair timing), and get "
+         "`report.md` + `report.html`. Every pair is stored as a blind battle to vote on.")
+
+
+def add_report_tab(ctx: AppContext, concurrency: int = 1) -> None:
+    """Build and wire the tab; its run shares the turn queue (`concurrency_id="turn"`) with Compare."""
+    picks = initial_picks(ctx)
+    with gr.Tab("Report", id="report"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            suites = suite_choices(ctx)
+            group = gr.Dropdown(suites, value=suites[0] if suites else None, label="Prompt group",
+                                elem_id="rp-group")
+            model_a = gr.Dropdown(ctx.choices(), value=picks["a"], label="Model A", elem_id="rp-model-a")
+            model_b = gr.Dropdown(ctx.choices(), value=picks["b"], label="Model B", elem_id="rp-model-b")
+        with gr.Row():
+            max_new = gr.Slider(1, 2048, value=GenerationParams().max_new_tokens, step=1, label="Max new tokens",
+                                elem_id="rp-max-new-tokens")
+            greedy = gr.Checkbox(True, label="Greedy (reproducible)", elem_id="rp-greedy")
+        run = gr.Button("Run report", variant="primary", elem_id="rp-run")
+        status = gr.Markdown("", elem_id="rp-status")
+        files = gr.File(label="Report files", file_count="multiple", interactive=False, elem_id="rp-files")
+        preview = gr.Markdown("", elem_id="rp-preview")
+    run.click(make_report(ctx), inputs=[group, model_a, model_b, max_new, greedy], outputs=[files, preview, status],
+              api_name="report", concurrency_limit=concurrency, concurrency_id="turn")
 
 
 def suite_choices(ctx: AppContext) -> list[str]:
@@ -53,53 +80,3 @@ def make_report(ctx: AppContext):
         return [str(md), str(page)], md.read_text(encoding="utf-8"), line
 
     return run_report
-
-
-def _stored_view(ctx: AppContext, battle, revealed: bool, note: str = "") -> tuple:
-    """Both chats, both headings, the note, four vote buttons and the battle id (state)."""
-    if battle is None:
-        waiting = len(ctx.store.unvoted_battles(source="batch", limit=None)) if ctx.store else 0
-        msg = note or ("No batch battles are waiting for a vote: run a report first." if not waiting else "")
-        return ([], [], "**A**", "**B**", msg, *(gr.update(interactive=False) for _ in range(4)), None)
-    hidden = battle.anony and not revealed
-
-    def head(side, name):
-        label = ctx.registry.models[name].label if name in ctx.registry.models else name
-        return f"**{side.upper()}** · " + (f"Model {side.upper()}" if hidden else label)
-
-    def chat(conversation):
-        return [{"role": m["role"], "content": m.get("content") or ""} for m in conversation
-                if m.get("role") in ("user", "assistant")]
-
-    waiting = len(ctx.store.unvoted_battles(source="batch", limit=None))
-    info = note or f"Battle {battle.id} ({battle.source}) · {waiting} waiting for a vote. Which answer is better?"
-    return (chat(battle.conversation_a), chat(battle.conversation_b), head("a", battle.model_a), head("b", battle.model_b),
-            info, *(gr.update(interactive=not revealed) for _ in range(4)), battle.id)
-
-
-def make_stored(ctx: AppContext):
-    def next_battle(current):
-        """Show the oldest battle still waiting for a vote (skipping the one on screen)."""
-        if ctx.store is None:
-            return _stored_view(ctx, None, False, "Votes are off: no vote database.")
-        waiting = [b for b in ctx.store.unvoted_battles(source="batch", limit=2) if b.id != current]
-        return _stored_view(ctx, waiting[0] if waiting else None, False)
-
-    def voter(outcome):
-        def cast(current, blind_only):
-            if ctx.store is None or current is None:
-                raise notice(UserError("no battle on screen; press Next battle first"))
-            try:
-                ctx.store.record_vote(int(current), outcome)
-            except UserError as e:
-                raise notice(e) from None
-            battle = ctx.store.get_battle(int(current))
-            names = " · ".join(
-                f"**{s.upper()}** was **{ctx.registry.models[n].label if n in ctx.registry.models else n}**"
-                for s, n in (("a", battle.model_a), ("b", battle.model_b)))
-            view = _stored_view(ctx, battle, True, f"✅ Vote saved: *{OUTCOME_WORDS[outcome]}*. {names}")
-            return (*view, *leaderboard_outputs(ctx, blind_only))
-
-        return cast
-
-    return next_battle, {o: voter(o) for o in OUTCOME_WORDS}

@@ -1,0 +1,34 @@
+"""What more than one tab shows: a pane's heading and the row of four vote buttons."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
+VOTE_IDS = {"a": "vote-a", "b": "vote-b", "tie": "vote-tie", "bothbad": "vote-bad"}
+OUTCOME_WORDS = {"a": "A is better", "b": "B is better", "tie": "Tie", "bothbad": "Both bad"}
+
+
+def initial_picks(ctx) -> dict:
+    """side -> the model the pickers start on: the flag's, else the registry's default pair."""
+    return {"a": ctx.model_a or ctx.registry.default_pair[0], "b": ctx.model_b or ctx.registry.default_pair[1]}
+
+
+def heading(side: str, label: str) -> str:
+    return f"**{side.upper()}** · {label}" if label else f"**{side.upper()}**"
+
+
+def vote_row(prefix: str = "") -> dict:
+    """{outcome: Button}, disabled until there is something to vote on; elem_ids `{prefix}vote-a` etc."""
+    with gr.Row():
+        return {o: gr.Button(text, interactive=False, elem_id=f"{prefix}{VOTE_IDS[o]}") for o, text in VOTES}
+
+
+def vote_buttons(buttons: dict, enabled: bool) -> dict:
+    """{button: update} enabling or disabling every button of a `vote_row`."""
+    return {button: gr.update(interactive=enabled) for button in buttons.values()}
+
+
+def notice(e: Exception | str) -> gr.Error:
+    """A UserError about the whole request, as a Gradio notice (no traceback in the log)."""
+    return gr.Error(str(e), print_exception=False)
