@@ -103,10 +103,22 @@ def test_seeded_sampling_is_reproducible(backend):
 
 
 def test_repetition_penalty_is_applied(backend):
+    """With and without the penalty, our stream equals llama.cpp's own completion call with that penalty."""
     messages = [{"role": "user", "content": "Repeat the word cat twenty times."}]
-    plain = reply(backend, GenerationParams(max_new_tokens=30, greedy=True), messages)
-    penalised = reply(backend, GenerationParams(max_new_tokens=30, greedy=True, repetition_penalty=1.5), messages)
-    assert plain.text != penalised.text
+    ids = backend.prompt.encode(messages)
+    texts = {}
+    for penalty in (1.0, 1.5):
+        ours = reply(backend, GenerationParams(max_new_tokens=30, greedy=True, repetition_penalty=penalty), messages)
+        llm = backend._open()  # a fresh instance with the backend's settings (a used one reuses its cache)
+        try:
+            theirs = llm.create_completion(ids, max_tokens=30, temperature=0.0, top_k=1, top_p=1.0, min_p=0.0,
+                                           typical_p=1.0, repeat_penalty=penalty)
+        finally:
+            llm.close()
+        assert ours.text == theirs["choices"][0]["text"].strip()
+        assert ours.metrics.new_tokens == theirs["usage"]["completion_tokens"]
+        texts[penalty] = ours.text
+    assert texts[1.0] != texts[1.5]  # the penalty reached the sampler
 
 
 def test_two_streams_at_once_on_one_model(backend):
@@ -169,7 +181,9 @@ def test_real_server_pane_against_transformers_pane(llama_server, backend):
     assert 0 < a.metrics.ttft_s <= a.metrics.elapsed_s
     # same weights, same engine, same template: the server's greedy reply is the in-process one
     assert a.text == reply(backend).text
-    assert b.text  # transformers dequantizes Q4_1 to fp32: its text may differ, but it answers
+    # transformers dequantizes Q4_1 to fp32, so its text may differ from llama.cpp's; beside a server
+    # stream it is the reply it gives alone
+    assert b.text == reply(local).text
 
 
 def test_real_server_wrong_model_name_fails_only_its_pane(llama_server, backend):

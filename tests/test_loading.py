@@ -49,7 +49,9 @@ def test_model_without_template_needs_raw(tmp_path):
     build_tiny_chat_model(tmp_path, with_template=False)
     with pytest.raises(UserError, match='chat_format = "raw"'):
         load_model(ModelSpec(name="nt", source=str(tmp_path), dtype="float32"))
-    assert load_model(ModelSpec(name="nt", source=str(tmp_path), dtype="float32", chat_format="raw"))
+    loaded = load_model(ModelSpec(name="nt", source=str(tmp_path), dtype="float32", chat_format="raw"))
+    assert isinstance(loaded.chat_format, RawFormat)
+    assert loaded.chat_format.encode(ASK) == loaded.tokenizer("Be brief.\nWhy is the sky blue?")["input_ids"]
 
 
 def test_gradio_content_blocks_are_flattened():

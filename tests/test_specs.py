@@ -44,7 +44,9 @@ def test_registry_mistakes(tmp_path, text, message):
 
 
 def test_generation_params_are_validated():
-    for bad in (dict(max_new_tokens=0), dict(temperature=0), dict(top_p=1.5), dict(repetition_penalty=0)):
-        with pytest.raises(UserError):
+    for bad, named in ((dict(max_new_tokens=0), "max new tokens"), (dict(temperature=0), "temperature"),
+                       (dict(top_p=1.5), "top-p"), (dict(repetition_penalty=0), "repetition penalty")):
+        with pytest.raises(UserError, match=f"^{named} .*got {list(bad.values())[0]}"):
             GenerationParams(**bad)
-    assert GenerationParams(temperature=0, greedy=True).greedy
+    greedy = GenerationParams(temperature=0, greedy=True)  # temperature does not matter when greedy
+    assert (greedy.greedy, greedy.temperature) == (True, 0)

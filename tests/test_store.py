@@ -5,6 +5,7 @@ import json
 import os
 import random
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -191,7 +192,7 @@ def test_file_without_write_permission_opens_readonly(tmp_path, monkeypatch):
 
 def test_db_path_flag_env_and_default(tmp_path, monkeypatch):
     monkeypatch.delenv(DB_ENV, raising=False)
-    assert db_path(None) == (db_path(None)[0], True) and str(db_path(None)[0]) == "data/llm_compare.db"
+    assert db_path(None) == (Path("data/llm_compare.db"), True)
     monkeypatch.setenv(DB_ENV, str(tmp_path / "env.db"))
     assert db_path(None) == (tmp_path / "env.db", False)
     assert db_path(str(tmp_path / "flag.db")) == (tmp_path / "flag.db", False)
