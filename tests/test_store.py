@@ -88,10 +88,33 @@ def test_unvoted_queue_and_clean_battles(store):
     assert [r["battle_id"] for r in blind] == [ids[0], ids[2]]  # anonymous and no self-mention
 
 
+# The database the first release wrote, by hand (as it shipped), not through today's migration code.
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL);
+INSERT INTO _migrations VALUES ('m001_battles_and_votes', 1700000000.0);
+CREATE TABLE battles (
+    id INTEGER PRIMARY KEY, created REAL NOT NULL, prompt TEXT NOT NULL,
+    conversation_a TEXT NOT NULL, conversation_b TEXT NOT NULL, model_a TEXT NOT NULL, model_b TEXT NOT NULL,
+    spec_a TEXT NOT NULL, spec_b TEXT NOT NULL, params TEXT NOT NULL, versions TEXT NOT NULL,
+    answer_a TEXT NOT NULL, answer_b TEXT NOT NULL, metrics_a TEXT NOT NULL, metrics_b TEXT NOT NULL,
+    anony INTEGER NOT NULL DEFAULT 0, self_identified INTEGER NOT NULL DEFAULT 0,
+    self_words TEXT NOT NULL DEFAULT '[]', source TEXT NOT NULL CHECK (source IN ('live', 'batch'))
+);
+CREATE TABLE votes (
+    id INTEGER PRIMARY KEY, battle_id INTEGER NOT NULL REFERENCES battles(id),
+    outcome TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'bothbad')), created REAL NOT NULL, voter TEXT
+);
+"""
+
+
+def _columns(db, table) -> list[tuple]:
+    return [tuple(row[1:]) for row in db.execute(f"PRAGMA table_info({table})")]
+
+
 def test_migrations_build_empty_db_and_upgrade_an_older_one(tmp_path):
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
-    assert migrations.migrate(db, upto="m001_battles_and_votes") == ["m001_battles_and_votes"]
+    db.executescript(FIRST_RELEASE_SCHEMA)
     db.execute(
         "INSERT INTO battles (created, prompt, conversation_a, conversation_b, model_a, model_b, spec_a, spec_b,"
         " params, versions, answer_a, answer_b, metrics_a, metrics_b, source)"
@@ -108,6 +131,11 @@ def test_migrations_build_empty_db_and_upgrade_an_older_one(tmp_path):
             s.record_vote(1, "b")  # the index added by a later migration holds for old rows too
     with VoteStore(path) as s:  # reopening applies nothing twice
         assert s._db.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(migrations.MIGRATIONS)
+        with VoteStore(tmp_path / "new.db") as fresh:  # an empty database ends with the same schema
+            for table in ("battles", "votes"):
+                assert _columns(fresh._db, table) == _columns(s._db, table)
+            indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name"
+            assert fresh._db.execute(indexes).fetchall() == s._db.execute(indexes).fetchall()
 
 
 def test_not_a_database_is_refused_and_left_untouched(tmp_path):
