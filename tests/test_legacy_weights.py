@@ -33,6 +33,21 @@ def reference(directory: Path) -> dict:
     return json.loads((directory / "reference.json").read_text(encoding="utf-8"))
 
 
+def config_of(directory: Path) -> dict:
+    return json.loads((directory / "config.json").read_text())
+
+
+def shard_names(directory: Path) -> list[str]:
+    """The checkpoint's weight files in reading order, from its index (not from this fixture set's names)."""
+    index = next(directory.glob("*.index.json"))
+    return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+
+
+def shard_holding(directory: Path, tensor: str) -> str:
+    index = next(directory.glob("*.index.json"))
+    return json.loads(index.read_text())["weight_map"][tensor]
+
+
 def spec_for(directory: Path, **kw) -> ModelSpec:
     return ModelSpec(name=directory.name, source=str(directory), dtype=kw.pop("dtype", "float32"), **kw)
 
@@ -134,10 +149,12 @@ def test_raw_format_is_the_seeds_tokenizer_path(directory):
 
 def test_loaded_model_describes_itself(glm, qwen):
     assert (glm.loader, qwen.loader) == ("chatglm3", "qwen")
-    assert glm.context_length == qwen.context_length == 8192
+    assert (glm.context_length, qwen.context_length) == (config_of(GLM)["seq_length"], config_of(QWEN)["seq_length"])
     assert (glm.chat_format.name, qwen.chat_format.name) == ("chatglm3", "qwen")
     assert not any(p.is_meta for p in glm.model.parameters()) and not any(b.is_meta for b in qwen.model.buffers())
-    assert qwen.model.config.intermediate_size == 88 and glm.model.config.num_key_value_heads == 2
+    # Qwen-1's intermediate_size counts both MLP halves; GLM's key/value groups become KV heads
+    assert qwen.model.config.intermediate_size == config_of(QWEN)["intermediate_size"] // 2
+    assert glm.model.config.num_key_value_heads == config_of(GLM)["multi_query_group_num"]
 
 
 def test_bfloat16_load_stays_close():
@@ -197,21 +214,19 @@ def test_copied_checkpoint_loads(tmp_path):
     assert loaded.loader == "chatglm3"
 
 
-@pytest.mark.parametrize(
-    "source,shard", [(GLM, "pytorch_model-00002-of-00003.bin"), (QWEN, "model-00003-of-00003.safetensors")]
-)
-def test_missing_shard_is_named(tmp_path, source, shard):
+@pytest.mark.parametrize("source,which", [(GLM, 1), (QWEN, -1)])
+def test_missing_shard_is_named(tmp_path, source, which):
     d = copy_checkpoint(source, tmp_path / "m")
+    shard = shard_names(d)[which]
     (d / shard).unlink()
     message = load_error(d)
     assert shard in message and "missing" in message
 
 
-@pytest.mark.parametrize(
-    "source,shard", [(GLM, "pytorch_model-00001-of-00003.bin"), (QWEN, "model-00002-of-00003.safetensors")]
-)
-def test_truncated_shard_is_named(tmp_path, source, shard):
+@pytest.mark.parametrize("source,which", [(GLM, 0), (QWEN, 1)])
+def test_truncated_shard_is_named(tmp_path, source, which):
     d = copy_checkpoint(source, tmp_path / "m")
+    shard = shard_names(d)[which]
     data = (d / shard).read_bytes()
     (d / shard).write_bytes(data[: len(data) * 2 // 3])
     message = load_error(d)
@@ -220,7 +235,7 @@ def test_truncated_shard_is_named(tmp_path, source, shard):
 
 def test_corrupt_safetensors_header_is_named(tmp_path):
     d = copy_checkpoint(QWEN, tmp_path / "m")
-    shard = d / "model-00002-of-00003.safetensors"
+    shard = d / shard_names(d)[-1]
     data = bytearray(shard.read_bytes())
     data[8:40] = b"#" * 32
     shard.write_bytes(bytes(data))
@@ -250,7 +265,7 @@ def test_index_naming_an_absent_shard(tmp_path):
 
 def test_shard_lacking_a_tensor_its_index_lists(tmp_path):
     d = copy_checkpoint(GLM, tmp_path / "m")
-    shard = d / "pytorch_model-00002-of-00003.bin"
+    shard = d / shard_holding(d, "transformer.encoder.final_layernorm.weight")
     state = torch.load(shard, weights_only=True)
     del state["transformer.encoder.final_layernorm.weight"]
     torch.save(state, shard)
@@ -278,7 +293,8 @@ def test_unsupported_variant_is_refused(tmp_path, source, changes, word):
 
 def test_shape_mismatch_names_config(tmp_path):
     d = copy_checkpoint(QWEN, tmp_path / "m")
-    edit_json(d / "config.json", hidden_size=64, kv_channels=16)
+    config = config_of(d)
+    edit_json(d / "config.json", hidden_size=2 * config["hidden_size"], kv_channels=2 * config["kv_channels"])
     message = load_error(d)
     assert "config.json" in message and "shape" in message
 
@@ -298,7 +314,7 @@ def test_pickled_code_in_a_bin_shard_is_refused_not_run(tmp_path):
         def __reduce__(self):
             return (Path.touch, (marker,))
 
-    shard = d / "pytorch_model-00002-of-00003.bin"
+    shard = d / shard_names(d)[0]
     state = torch.load(shard, weights_only=True)
     state["extra"] = Payload()
     torch.save(state, shard)
@@ -328,15 +344,16 @@ def test_failed_load_leaves_no_model_alive(tmp_path):
     from transformers import GlmForCausalLM
 
     d = copy_checkpoint(GLM, tmp_path / "m")
-    shard = d / "pytorch_model-00003-of-00003.bin"  # read last: the other shards are already assigned
+    shard = d / shard_names(d)[-1]  # read last: the other shards are already assigned
     state = torch.load(shard, weights_only=True)
-    state["transformer.output_layer.weight"] = state["transformer.output_layer.weight"][:10]
+    tensor = next(name for name, t in state.items() if t.dim() == 2)
+    state[tensor] = state[tensor][:1]
     torch.save(state, shard)
     gc.collect()
     before = sum(isinstance(o, GlmForCausalLM) for o in gc.get_objects())
     with pytest.raises(UserError) as err:
         load_model(spec_for(d))
-    assert "output_layer" in str(err.value) and shard.name in str(err.value)
+    assert tensor in str(err.value) and shard.name in str(err.value)
     gc.collect()
     assert sum(isinstance(o, GlmForCausalLM) for o in gc.get_objects()) == before
 
