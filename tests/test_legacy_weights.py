@@ -380,7 +380,7 @@ def write_random_qwen(directory: Path, hidden=512, layers=24, vocab=151936, shar
     return write_shards(directory, shapes, shard_bytes)
 
 
-def write_random_glm(directory: Path, hidden=512, layers=24, ffn=1376, shard_bytes=16 << 20) -> int:
+def write_random_glm(directory: Path, hidden=512, layers=32, ffn=1376, shard_bytes=16 << 20) -> int:
     """A ChatGLM3-format checkpoint with random bf16 weights in safetensors shards and the fixture's small
     vocabulary, so no single tensor is large; returns its bytes."""
     directory.mkdir()
@@ -441,7 +441,7 @@ after = psutil.Process().memory_info().rss
 model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.dtype != torch.float32)
 print(json.dumps({"before": before, "peak": peak, "after": after, "model_bytes": model_bytes}))
 """.replace("import psutil", "import psutil\nimport torch")
-LOAD_SLACK = 32 << 20  # allocator and page-cache noise in RSS figures
+LOAD_SLACK = 64 << 20  # allocator arenas and page-cache noise in RSS figures (11-61 MiB seen)
 
 
 def measure_load(directory: Path, warm_up: Path, dtype: str = "bfloat16") -> dict:
@@ -492,7 +492,7 @@ def check_load_memory(directory: Path, warm_up: Path, total: int) -> dict:
 
 
 def test_loading_holds_no_second_copy_and_the_estimate_matches_the_measured_memory(tmp_path):
-    """A random ChatGLM3 checkpoint of ≈ 140 MiB in 16 MiB shards, loaded in a fresh process."""
+    """A random ChatGLM3 checkpoint of ≈ 185 MiB in 16 MiB shards, loaded in a fresh process."""
     check_load_memory(tmp_path / "m", GLM, write_random_glm(tmp_path / "m"))
 
 
