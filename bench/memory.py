@@ -9,8 +9,7 @@ Part "int8": SmolLM2-135M (embedded GGUF) and a tiny random Llama at float32, bf
 run, max abs logit drift vs float32, and the greedy text.
 
 Part "seeds": random-weight models of > 1B parameters with ChatGLM3-6B's widths (GLM, 3 layers)
-and Qwen-7B-Chat's widths (Qwen2, 2 layers), saved in the original legacy layout when the legacy
-loaders are installed (else the native layout), each loaded in its own subprocess through
+and Qwen-7B-Chat's widths (Qwen2, 2 layers), saved in the original legacy layout, each loaded in its own subprocess through
 `llm_compare.loading.load_model` so peaks don't mix. Prints resident bytes per parameter, load
 peak / resident, measured vs estimated, and the projection for both real seed models on 24 GiB.
 """
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import resource
@@ -29,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
@@ -37,7 +35,9 @@ import torch  # noqa: E402
 from llm_compare.loading.memory import APP_BYTES, GiB, count_parameters, estimate  # noqa: E402
 from llm_compare.specs import ModelSpec  # noqa: E402
 
-FIXTURES = Path(os.environ.get("LLM_COMPARE_LEGACY_FIXTURES", "/work/shared/fixtures/legacy"))
+REPO = Path(__file__).resolve().parent.parent
+# the seed-format fixtures in shared/ beside the repository, as tests/conftest.py finds them
+FIXTURES = Path(os.environ.get("LLM_COMPARE_LEGACY_FIXTURES", REPO.parent / "shared" / "fixtures" / "legacy"))
 CHATGLM3_6B = {
     "model_type": "chatglm", "architectures": ["ChatGLMModel"], "padded_vocab_size": 65024, "hidden_size": 4096,
     "ffn_hidden_size": 13696, "num_layers": 28, "num_attention_heads": 32, "multi_query_attention": True,
@@ -54,10 +54,6 @@ QWEN_7B_CHAT = {
     "use_logn_attn": True, "torch_dtype": "bfloat16",
 }
 SEEDS = {"ChatGLM3-6B": CHATGLM3_6B, "Qwen-7B-Chat": QWEN_7B_CHAT}
-
-
-def legacy_loaders() -> bool:
-    return all(importlib.util.find_spec(f"llm_compare.loading.{m}") for m in ("legacy_chatglm3", "legacy_qwen"))
 
 
 # ---- part "seeds": build, save, load in subprocesses ------------------------------------------
@@ -89,30 +85,14 @@ def legacy_tensors(config: dict) -> dict[str, tuple[int, ...]]:
     return t
 
 
-def native_config(config: dict):
-    """The native transformers config with the same widths (used when the legacy loaders are absent)."""
-    from transformers import GlmConfig, Qwen2Config
-
-    if config["model_type"] == "chatglm":
-        return GlmConfig(vocab_size=config["padded_vocab_size"], hidden_size=config["hidden_size"],
-                         intermediate_size=config["ffn_hidden_size"], num_hidden_layers=config["num_layers"],
-                         num_attention_heads=config["num_attention_heads"],
-                         num_key_value_heads=config["multi_query_group_num"], head_dim=config["kv_channels"],
-                         attention_bias=True, tie_word_embeddings=False, pad_token_id=0, eos_token_id=2)
-    return Qwen2Config(vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
-                       intermediate_size=config["intermediate_size"] // 2,
-                       num_hidden_layers=config["num_hidden_layers"], num_attention_heads=config["num_attention_heads"],
-                       num_key_value_heads=config["num_attention_heads"], tie_word_embeddings=False)
-
-
 def random_tensor(shape, generator) -> torch.Tensor:
     if len(shape) == 1:  # norms around 1, biases small: either is harmless for a memory benchmark
         return (1 + 0.02 * torch.randn(shape, generator=generator)).to(torch.bfloat16)
     return (0.02 * torch.randn(shape, generator=generator)).to(torch.bfloat16)
 
 
-def build_checkpoint(name: str, config: dict, target: Path, legacy: bool) -> None:
-    """A random bf16 checkpoint of `config` in `target` (legacy or native layout), with a tokenizer."""
+def build_checkpoint(name: str, config: dict, target: Path) -> None:
+    """A random bf16 checkpoint of `config` in `target` in the original layout, with the fixture's tokenizer."""
     from safetensors.torch import save_file
 
     if (target / "complete").exists():
@@ -120,22 +100,12 @@ def build_checkpoint(name: str, config: dict, target: Path, legacy: bool) -> Non
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
-    if legacy:
-        shapes = legacy_tensors(config)
-        (target / "config.json").write_text(json.dumps(config, indent=2))
-        fixture = FIXTURES / ("chatglm3-6b-tiny" if config["model_type"] == "chatglm" else "qwen-7b-chat-tiny")
-        for f in ("tokenizer.model", "qwen.tiktoken", "tokenizer_config.json", "generation_config.json"):
-            if (fixture / f).exists():
-                shutil.copy(fixture / f, target / f)
-    else:
-        from transformers import AutoModelForCausalLM
-
-        cfg = native_config(config)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(cfg)
-        shapes = {k: tuple(p.shape) for k, p in model.state_dict().items() if "rotary" not in k}
-        cfg.save_pretrained(target)
-        word_level_tokenizer().save_pretrained(target)
+    shapes = legacy_tensors(config)
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    fixture = FIXTURES / ("chatglm3-6b-tiny" if config["model_type"] == "chatglm" else "qwen-7b-chat-tiny")
+    for f in ("tokenizer.model", "qwen.tiktoken", "tokenizer_config.json", "generation_config.json"):
+        if (fixture / f).exists():
+            shutil.copy(fixture / f, target / f)
     for i, part in enumerate(_halves(list(shapes))):  # two shards keep the builder's own peak lower
         tensors = {k: random_tensor(shapes[k], g) for k in part}
         save_file(tensors, target / f"model-{i + 1:05d}-of-00002.safetensors", metadata={"format": "pt"})
@@ -158,15 +128,6 @@ def _prod(shape) -> int:
         n *= d
     return n
 
-
-def word_level_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<unk>", "<eos>"] + [f"w{i}" for i in range(62)]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<eos>")
 
 
 def child_load(directory: str, dtype: str) -> None:
@@ -218,9 +179,7 @@ def measure(directory: Path, dtype: str) -> dict:
 
 
 def part_seeds(workdir: Path, glm_layers: int, qwen_layers: int) -> None:
-    legacy = legacy_loaders()
-    layout = "original legacy layout (legacy loaders installed)" if legacy else "native layout (no legacy loaders here)"
-    print(f"\n## Seed-shaped models: random bf16 weights, {layout}\n", flush=True)
+    print("\n## Seed-shaped models: random bf16 weights, original legacy layout\n", flush=True)
     shrunk = {"ChatGLM3-6B": CHATGLM3_6B | {"num_layers": glm_layers},
               "Qwen-7B-Chat": QWEN_7B_CHAT | {"num_hidden_layers": qwen_layers}}
     ratios = {}
@@ -229,8 +188,8 @@ def part_seeds(workdir: Path, glm_layers: int, qwen_layers: int) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, config in shrunk.items():
         layers = config.get("num_layers", config.get("num_hidden_layers"))
-        directory = workdir / f"{name}-{'legacy' if legacy else 'native'}-{layers}"
-        build_checkpoint(name, config, directory, legacy)
+        directory = workdir / f"{name}-legacy-{layers}"
+        build_checkpoint(name, config, directory)
         params = count_parameters(config).total
         bf16_weights = estimate(config, "bfloat16").weights_bytes
         for dtype in ("bfloat16", "int8"):
@@ -374,12 +333,11 @@ def part_int8() -> None:
         variants[name] = m
     ids = torch.randint(0, 4096, (1, 32), generator=torch.Generator().manual_seed(1))
     compare("tiny random Llama (hidden 512, 4 layers)", variants, ids)
-    if legacy_loaders():
-        for fixture in ("chatglm3-6b-tiny", "qwen-7b-chat-tiny"):
-            source = str(FIXTURES / fixture)
-            models = {d: load_model(ModelSpec(name=fixture, source=source, dtype=d)) for d in ("float32", "bfloat16", "int8")}
-            ids = torch.tensor([models["float32"].chat_format.encode([{"role": "user", "content": "你好, hello"}])])
-            compare(f"fixture {fixture} (legacy loader)", {k: v.model for k, v in models.items()}, ids, runs=1)
+    for fixture in ("chatglm3-6b-tiny", "qwen-7b-chat-tiny"):
+        source = str(FIXTURES / fixture)
+        models = {d: load_model(ModelSpec(name=fixture, source=source, dtype=d)) for d in ("float32", "bfloat16", "int8")}
+        ids = torch.tensor([models["float32"].chat_format.encode([{"role": "user", "content": "你好, hello"}])])
+        compare(f"fixture {fixture} (legacy loader)", {k: v.model for k, v in models.items()}, ids, runs=1)
 
 
 def main() -> None:

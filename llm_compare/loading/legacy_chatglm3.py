@@ -4,7 +4,8 @@ The original modeling code only runs on transformers <= 4.41, so instead of exec
 translate: config.json becomes a `GlmConfig`, and each stored tensor is renamed (the fused
 query_key_value is split into q/k/v rows, `[heads, groups, groups] x head_dim`). GLM's
 interleaved half-rotary equals ChatGLM3's rope, so logits are bit-identical in float32
-(checked against the original implementation on /work/shared/fixtures/legacy/chatglm3-6b-tiny).
+(checked against the original implementation on shared/fixtures/legacy/chatglm3-6b-tiny, beside
+the repository).
 Variants whose maths differ (p-tuning prefixes, LayerNorm instead of RMSNorm, ...) are refused.
 """
 
