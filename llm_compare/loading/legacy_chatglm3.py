@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llm_compare.errors import UserError
 from llm_compare.loading import LoadedModel, assemble_legacy, read_config
-from llm_compare.loading.checkpoint import load_legacy_weights
+from llm_compare.loading.checkpoint import load_legacy_weights, renaming_converter
 
 REQUIRED = (
     "num_layers", "hidden_size", "ffn_hidden_size", "kv_channels", "num_attention_heads", "padded_vocab_size",
@@ -111,27 +111,12 @@ def converter(config):
     q_rows = config.num_attention_heads * config.head_dim
     kv_rows = config.num_key_value_heads * config.head_dim
 
-    def convert(name, tensor):
-        if name in RENAMES:
-            return [(RENAMES[name], tensor)]
-        if name == "transformer.rotary_pos_emb.inv_freq":
-            return []  # recomputed by the native rotary embedding
-        match = LAYER.fullmatch(name)
-        if not match:
-            return None
-        i, rest = match.groups()
-        prefix = f"model.layers.{i}."
-        if rest in LAYER_RENAMES:
-            return [(prefix + LAYER_RENAMES[rest], tensor)]
-        if rest in ("self_attention.query_key_value.weight", "self_attention.query_key_value.bias"):
-            kind = rest.rsplit(".", 1)[1]
-            if tensor.shape[0] != q_rows + 2 * kv_rows:
-                return [(prefix + f"self_attn.qkv_proj.{kind}", tensor)]  # assign() reports the mismatch
-            q, k, v = tensor.split([q_rows, kv_rows, kv_rows], dim=0)
-            return [(prefix + f"self_attn.{p}_proj.{kind}", t) for p, t in zip("qkv", (q, k, v))]
-        return None
+    def split(tensor):
+        return tensor.split([q_rows, kv_rows, kv_rows], dim=0) if tensor.shape[0] == q_rows + 2 * kv_rows else None
 
-    return convert
+    # the rotary inv_freq is recomputed by the native rotary embedding
+    return renaming_converter(RENAMES, LAYER, LAYER_RENAMES, "self_attention.query_key_value", split,
+                              drop={"transformer.rotary_pos_emb.inv_freq"})
 
 
 def load_chatglm3_model(path: Path, spec):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llm_compare.errors import UserError
 from llm_compare.loading import LoadedModel, assemble_legacy, read_config
-from llm_compare.loading.checkpoint import load_legacy_weights
+from llm_compare.loading.checkpoint import load_legacy_weights, renaming_converter
 
 log = logging.getLogger(__name__)
 
@@ -126,24 +126,10 @@ def generation_defaults(path: Path) -> dict:
 def converter(config):
     """Source tensor -> native tensors (c_attn split into three equal row chunks)."""
 
-    def convert(name, tensor):
-        if name in RENAMES:
-            return [(RENAMES[name], tensor)]
-        match = LAYER.fullmatch(name)
-        if not match:
-            return None
-        i, rest = match.groups()
-        prefix = f"model.layers.{i}."
-        if rest in LAYER_RENAMES:
-            return [(prefix + LAYER_RENAMES[rest], tensor)]
-        if rest in ("attn.c_attn.weight", "attn.c_attn.bias"):
-            kind = rest.rsplit(".", 1)[1]
-            if tensor.shape[0] != 3 * config.hidden_size:
-                return [(prefix + f"self_attn.qkv_proj.{kind}", tensor)]  # assign() reports the mismatch
-            return [(prefix + f"self_attn.{p}_proj.{kind}", t) for p, t in zip("qkv", tensor.chunk(3, dim=0))]
-        return None
+    def split(tensor):
+        return tensor.chunk(3, dim=0) if tensor.shape[0] == 3 * config.hidden_size else None
 
-    return convert
+    return renaming_converter(RENAMES, LAYER, LAYER_RENAMES, "attn.c_attn", split)
 
 
 def load_qwen_model(path: Path, spec):
