@@ -369,6 +369,7 @@ def write_random_qwen(directory: Path, hidden=512, layers=24, vocab=151936, shar
     config.update(hidden_size=hidden, num_attention_heads=heads, kv_channels=128, num_hidden_layers=layers,
                   intermediate_size=2 * 2816, vocab_size=vocab)  # fmt: skip
     (directory / "config.json").write_text(json.dumps(config))
+    shutil.copyfile(QWEN / "qwen.tiktoken", directory / "qwen.tiktoken")
     shapes = {"transformer.wte.weight": (vocab, hidden), "transformer.ln_f.weight": (hidden,)}
     for i in range(layers):
         p = f"transformer.h.{i}."
@@ -426,21 +427,34 @@ def write_shards(directory: Path, shapes: dict, shard_bytes: int) -> int:
 
 
 MEASURE = """
-import gc, json, resource, sys
+import gc, json, sys
 import psutil
+import torch
 from llm_compare.loading import load_model
 from llm_compare.specs import ModelSpec
+
+
+def own_peak() -> int:
+    # VmHWM: this process's own peak RSS. ru_maxrss would not do: after fork/exec it starts at the
+    # parent's RSS (a pytest process holding models), which made the peak look like a second copy.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+
 directory, warm_up, dtype = sys.argv[1:4]
 load_model(ModelSpec(name="warm-up", source=warm_up, dtype=dtype))  # imports, lazy init
 gc.collect()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak to the RSS now (Linux >= 4.0)
 before = psutil.Process().memory_info().rss
 model = load_model(ModelSpec(name="big", source=directory, dtype=dtype)).model
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = own_peak()
 gc.collect()
 after = psutil.Process().memory_info().rss
 model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.dtype != torch.float32)
 print(json.dumps({"before": before, "peak": peak, "after": after, "model_bytes": model_bytes}))
-""".replace("import psutil", "import psutil\nimport torch")
+"""
 LOAD_SLACK = 64 << 20  # allocator arenas and page-cache noise in RSS figures (11-61 MiB seen)
 
 
