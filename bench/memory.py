@@ -20,7 +20,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -130,6 +129,12 @@ def _prod(shape) -> int:
 
 
 
+def own_peak_rss() -> int:
+    """This process's own peak RSS since the last reset (VmHWM), in bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def child_load(directory: str, dtype: str) -> None:
     """Runs in a fresh process: load once, report RSS growth, anonymous memory and the load peaks."""
     import threading
@@ -138,6 +143,8 @@ def child_load(directory: str, dtype: str) -> None:
 
     torch.set_num_threads(1)
     gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # peak RSS (VmHWM) := RSS now; ru_maxrss would start at the parent's RSS
     base, base_anon = psutil.Process().memory_info().rss, rss_anon()
     peak_anon, done = [base_anon], threading.Event()
 
@@ -157,7 +164,7 @@ def child_load(directory: str, dtype: str) -> None:
         loaded.model(torch.tensor([[3, 4, 5, 6]]))
     gc.collect()
     rss = psutil.Process().memory_info().rss
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # includes file pages read
+    peak = own_peak_rss()  # includes file pages read
     print(json.dumps({"resident": rss - base, "anon": rss_anon() - base_anon, "peak": peak - base,
                       "peak_anon": max(peak_anon[0], rss_anon()) - base_anon, "seconds": seconds,
                       "loader": loaded.loader}))
