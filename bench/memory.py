@@ -32,6 +32,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from llm_compare.loading.memory import APP_BYTES, GiB, count_parameters, estimate  # noqa: E402
+from llm_compare.machine import rss  # noqa: E402
 from llm_compare.specs import ModelSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,8 +132,7 @@ def _prod(shape) -> int:
 
 def own_peak_rss() -> int:
     """This process's own peak RSS since the last reset (VmHWM), in bytes."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    return proc_status_bytes("VmHWM")
 
 
 def child_load(directory: str, dtype: str) -> None:
@@ -145,7 +145,7 @@ def child_load(directory: str, dtype: str) -> None:
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # peak RSS (VmHWM) := RSS now; ru_maxrss would start at the parent's RSS
-    base, base_anon = psutil.Process().memory_info().rss, rss_anon()
+    base, base_anon = rss(), rss_anon()
     peak_anon, done = [base_anon], threading.Event()
 
     def sample():  # anonymous memory every 10 ms: the part of the peak the kernel cannot drop
@@ -163,19 +163,22 @@ def child_load(directory: str, dtype: str) -> None:
     with torch.no_grad():  # one forward pass: resident while answering, not just after loading
         loaded.model(torch.tensor([[3, 4, 5, 6]]))
     gc.collect()
-    rss = psutil.Process().memory_info().rss
+    resident = rss()
     peak = own_peak_rss()  # includes file pages read
-    print(json.dumps({"resident": rss - base, "anon": rss_anon() - base_anon, "peak": peak - base,
+    print(json.dumps({"resident": resident - base, "anon": rss_anon() - base_anon, "peak": peak - base,
                       "peak_anon": max(peak_anon[0], rss_anon()) - base_anon, "seconds": seconds,
                       "loader": loaded.loader}))
 
 
 def rss_anon() -> int:
     """Anonymous resident memory (Linux): RSS minus file-backed pages, which the kernel may drop."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    return psutil.Process().memory_info().rss
+    return proc_status_bytes("RssAnon") or rss()
+
+
+def proc_status_bytes(field: str) -> int | None:
+    """A kB field of /proc/self/status, in bytes (None where there is no such field)."""
+    with open("/proc/self/status") as f:
+        return next((int(line.split()[1]) * 1024 for line in f if line.startswith(f"{field}:")), None)
 
 
 def measure(directory: Path, dtype: str) -> dict:
