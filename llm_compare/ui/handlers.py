@@ -77,7 +77,7 @@ def vote_outputs(view: CompareView, conv: Conversation) -> dict:
 
 
 def frame_outputs(view: CompareView, frame: Frame, conv: Conversation, *, busy: bool, prompt_box=None) -> dict:
-    """A turn's update of every component in `view.turn_outputs`; the prompt box only when given."""
+    """A turn's update of every component in `view.turn_outputs` (the prompt box is skipped unless given)."""
     out = {}
     for s in SIDES:
         pane = view.panes[s]
