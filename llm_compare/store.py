@@ -13,6 +13,7 @@ corrupt file (left untouched, never recreated), a second vote, an unknown battle
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from llm_compare.arena import detect_language, self_mentions
 from llm_compare.errors import UserError
 from llm_compare.migrations import MIGRATIONS, migrate, transaction
 
+log = logging.getLogger(__name__)
 DEFAULT_DB = Path("data") / "llm_compare.db"
 DB_ENV = "LLM_COMPARE_DB"
 OUTCOMES = ("a", "b", "tie", "bothbad")
@@ -44,7 +46,17 @@ def open_store(flag: str | None = None, must_exist: bool = False) -> "VoteStore"
     must_exist: for commands that only read votes (leaderboard, export): never create a database.
     """
     path, is_default = db_path(flag)
-    return VoteStore(path, create_dir=is_default and not must_exist, must_exist=must_exist)
+    store = VoteStore(path, create_dir=is_default and not must_exist, must_exist=must_exist)
+    if store.readonly:
+        log.warning("note: %s", store.readonly_note())
+    return store
+
+
+def _readonly_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def software_versions() -> dict:
@@ -150,7 +162,7 @@ class VoteStore:
         """
         self.path = Path(path) if path else DEFAULT_DB
         self.readonly = readonly
-        self._readonly_why = "opened read-only"
+        self._readonly_why = "opened for reading only"
         self._lock = threading.Lock()
         self._db = self._open(create_dir, must_exist or readonly)
 
@@ -177,14 +189,14 @@ class VoteStore:
             if not exists:
                 raise UserError(f"cannot create the vote database in {where}: the directory is not writable; {fix}")
             self.readonly = True  # SQLite needs the directory for its -wal file
-            self._readonly_why = f"read-only: its directory {where} is not writable"
+            self._readonly_why = ("it is on a read-only filesystem" if _readonly_mount(where)
+                                  else f"its directory {where} is not writable")
         elif exists and not os.access(path, os.W_OK):
             self.readonly = True
-            self._readonly_why = "read-only (file permissions)"
+            self._readonly_why = "file permissions"
         try:
             if self.readonly:
-                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                     check_same_thread=False, isolation_level=None)
+                db = self._connect_readonly()
             else:
                 db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as e:
@@ -196,6 +208,31 @@ class VoteStore:
             db.close()
             raise
         return db
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """mode=ro; where SQLite cannot create the WAL's -shm file beside it (a read-only directory or
+        mount), immutable=1, which is exact only when no un-checkpointed -wal file is left over."""
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:  # "unable to open database file": the -shm file cannot be made
+            db.close()
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise UserError(
+                f"vote database {self.path} is read-only ({self._readonly_why}) and its last writes "
+                f"are still in {wal.name}, which SQLite cannot read there; open it once where it is writable "
+                "(copy the .db and its -wal file together), or pass --db with that copy"
+            )
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+
+    def readonly_note(self) -> str | None:
+        """One line for commands that only read: why votes cannot be saved here, or None."""
+        if not self.readonly:
+            return None
+        return f"vote database {self.path} is read-only ({self._readonly_why}): it can be read, but votes cannot be saved there"
 
     def _check_and_prepare(self, db: sqlite3.Connection) -> None:
         path = self.path
@@ -251,8 +288,9 @@ class VoteStore:
         """One transaction; SQLite failures become UserErrors and roll back (nothing half-written)."""
         if self.readonly:
             raise UserError(
-                f"cannot save the {what}: the vote database {self.path} is {self._readonly_why}; "
-                "make it writable (chmod u+w) or pass --db with a writable path"
+                f"cannot save the {what}: the vote database {self.path} is read-only ({self._readonly_why}); "
+                f"{'remount it read-write' if 'filesystem' in self._readonly_why else 'make it writable (chmod u+w)'} "
+                "or pass --db with a writable path"
             )
         with self._lock:
             try:
