@@ -1,0 +1,227 @@
+"""Issue 12: bad input and hostile text never reach a spreadsheet, a traceback or a lost result."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm_compare.cli import main
+from llm_compare.errors import UserError
+from llm_compare.store import VoteStore
+
+REPO = Path(__file__).resolve().parent.parent
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+2", "-2+3", "@SUM(1+1)", "\t=1+1", "\r=1+1"]
+
+
+def test_csv_export_neutralises_formulas_and_jsonl_stays_exact(tmp_path):
+    db = tmp_path / "v.db"
+    with VoteStore(db) as s:
+        for text in FORMULAS:
+            bid = s.record_battle(prompt=text, model_a="m1", model_b="m2", answer_a=text, answer_b="plain -1 answer")
+            s.record_vote(bid, "a", voter=text)
+    out_csv, out_jsonl = tmp_path / "b.csv", tmp_path / "b.jsonl"
+    assert main(["export", "--db", str(db), "--format", "csv", "--out", str(out_csv)]) == 0
+    assert main(["export", "--db", str(db), "--out", str(out_jsonl)]) == 0
+    with open(out_csv, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["prompt"] for r in rows] == ["'" + t for t in FORMULAS]
+    assert [r["answer_a"] for r in rows] == ["'" + t for t in FORMULAS]
+    assert [r["judge"] for r in rows] == ["'" + t for t in FORMULAS]
+    assert all(r["answer_b"] == "plain -1 answer" and r["model_a"] == "m1" for r in rows)
+    records = [json.loads(line) for line in out_jsonl.read_text(encoding="utf-8").splitlines()]
+    assert [r["conversation_a"][0]["content"] for r in records] == FORMULAS
+    assert [r["conversation_a"][1]["content"] for r in records] == FORMULAS
+
+
+# -- 3. a database on a read-only filesystem -----------------------------------------------------
+
+def _readonly_mounts_work() -> bool:
+    """Root can write through file permissions; a read-only bind mount in a private mount namespace
+    stops even root (and vanishes with the process)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = 'd=$(mktemp -d) && mount --bind "$d" "$d" && mount -o remount,bind,ro "$d" && ! touch "$d/x" 2>/dev/null'
+    return subprocess.run(["unshare", "-m", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+needs_ro_mount = pytest.mark.skipif(not _readonly_mounts_work(), reason="needs root and unshare to make a read-only mount")
+
+
+def run_on_readonly_mount(directory, *argv, **kw) -> subprocess.CompletedProcess:
+    """`argv` with `directory` bind-mounted read-only over itself (only this process sees that)."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, str(directory), *argv],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, **kw)
+
+
+def cli(*argv) -> list[str]:
+    return [sys.executable, "-m", "llm_compare", *argv]
+
+
+def small_voted_store(path):
+    with VoteStore(path) as s:
+        for n in range(3):
+            bid = s.record_battle(prompt=f"q{n}", model_a="alpha", model_b="beta", answer_a="x", answer_b="y")
+            s.record_vote(bid, "a")
+
+
+@needs_ro_mount
+def test_database_on_a_readonly_filesystem_serves_leaderboard_and_export(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    small_voted_store(data / "v.db")
+    before = sorted(p.name for p in data.iterdir())
+    board = run_on_readonly_mount(data, *cli("leaderboard", "--all", "--db", str(data / "v.db")))
+    assert board.returncode == 0, board.stderr
+    assert "alpha" in board.stdout and "Traceback" not in board.stderr
+    assert "read-only filesystem" in board.stderr and "votes cannot be saved" in board.stderr
+    out = tmp_path / "b.jsonl"
+    export = run_on_readonly_mount(data, *cli("export", "--db", str(data / "v.db"), "--out", str(out)))
+    assert export.returncode == 0, export.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+    vote = run_on_readonly_mount(data, sys.executable, "-c", (
+        "import sys; from llm_compare.store import VoteStore; from llm_compare.errors import UserError\n"
+        "s = VoteStore(sys.argv[1])\n"
+        "try:\n    s.record_vote(1, 'b')\nexcept UserError as e:\n    print(e)\n"), str(data / "v.db"))
+    assert "cannot save the vote" in vote.stdout and "read-only filesystem" in vote.stdout, vote.stderr
+    assert sorted(p.name for p in data.iterdir()) == before
+
+
+@needs_ro_mount
+def test_readonly_filesystem_with_unmerged_wal_says_so(tmp_path):
+    """Writes a killed writer left in the -wal file cannot be read without -shm: say so, never show less."""
+    data = tmp_path / "data"
+    data.mkdir()
+    small_voted_store(data / "v.db")
+    writer = ("import sqlite3, os, sys\n"
+              "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "db.execute('PRAGMA wal_autocheckpoint = 0')\n"
+              "db.execute('DELETE FROM votes WHERE battle_id = 3')\n"
+              "os._exit(0)\n")  # killed: no checkpoint, the -wal file stays
+    subprocess.run([sys.executable, "-c", writer, str(data / "v.db")], check=True)
+    assert (data / "v.db-wal").stat().st_size > 0 and (data / "v.db-shm").exists()
+    board = run_on_readonly_mount(data, *cli("leaderboard", "--all", "--json", "--db", str(data / "v.db")))
+    assert board.returncode == 0 and json.loads(board.stdout)["battles"] == 2, board.stderr  # the -wal was read
+    (data / "v.db-shm").unlink()
+    board = run_on_readonly_mount(data, *cli("leaderboard", "--all", "--db", str(data / "v.db")))
+    assert board.returncode == 2 and "v.db-wal" in board.stderr and "Traceback" not in board.stderr
+    assert len(board.stderr.strip().splitlines()) == 1
+
+
+# -- 2. a GGUF file cut short --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gguf_file():
+    from llm_compare.loading import embedded_path
+
+    return embedded_path("smollm2")
+
+
+def cut_copy(src, dst, size):
+    with open(src, "rb") as f:
+        dst.write_bytes(f.read(size))
+    return dst
+
+
+def test_whole_gguf_header_accounts_for_the_file(gguf_file):
+    from llm_compare.loading.gguf import check_gguf
+
+    header = check_gguf(gguf_file)
+    size = gguf_file.stat().st_size
+    assert all(t.nbytes() is not None for t in header.tensors)  # every type in it is known
+    assert size - 64 <= header.data_end() <= size  # the tensors end at the end (up to padding)
+
+
+def test_gguf_cut_inside_its_header_is_one_error_line_and_exit_2(gguf_file, tmp_path, capsys):
+    cut = cut_copy(gguf_file, tmp_path / "t.gguf", 1_000_000)
+    assert main(["ask", "hi", "--model-a", str(cut), "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: t.gguf ends inside its GGUF header"), err
+
+
+def test_doctor_flags_a_gguf_cut_in_its_tensor_data_as_loading_does(gguf_file, tmp_path, capsys):
+    from llm_compare.loading import resolve_source
+
+    cut = cut_copy(gguf_file, tmp_path / "half.gguf", 50 * 2**20)
+    assert main(["doctor", str(cut)]) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM: half.gguf is cut short" in out and "all good" not in out
+    with pytest.raises(UserError, match="half.gguf is cut short"):  # what loading runs first
+        resolve_source(str(cut))
+    assert main(["doctor", str(gguf_file)]) == 0
+
+
+# -- 5 and 8. settings checked once for the CLI and the app --------------------------------------
+
+@pytest.mark.parametrize("value", [2**70, "x", 1.5, 2**32])
+def test_seed_out_of_range_is_one_message_for_cli_and_ui(value):
+    from llm_compare.params import GenerationParams, parse_seed
+    from llm_compare.ui.handlers import params_from_inputs
+
+    with pytest.raises(UserError, match="seed must be a whole number from 0 to 4294967295"):
+        params_from_inputs(32, 0.7, 0.9, 1.0, value, False)
+    with pytest.raises(UserError, match="seed must be a whole number from 0 to 4294967295"):
+        parse_seed(value)
+    if isinstance(value, int):
+        with pytest.raises(UserError, match="seed must be"):
+            GenerationParams(seed=value)
+
+
+def test_seed_forms_that_mean_something():
+    from llm_compare.params import parse_seed
+
+    assert [parse_seed(v) for v in (None, "", -1, -1.0, 0, 7.0, "42", 2**32 - 1)] == [None, None, None, None, 0, 7, 42,
+                                                                                       2**32 - 1]
+
+
+def test_cli_seed_out_of_range_is_refused_before_loading(capsys):
+    assert main(["ask", "hi", "--seed", str(2**70)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed must be a whole number" in err[0]
+
+
+def test_seed_through_the_app_api_is_a_clear_message_without_traceback(tmp_path):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from conftest import start_app
+
+    with start_app(["--no-votes"], tmp_path) as url:
+        client = Client(url, verbose=False)
+        for seed in (2**70, "x"):
+            with pytest.raises(AppError, match="seed must be a whole number"):
+                client.predict("hi", system="", seed=seed, max_new_tokens=2, api_name="/compare")
+    log = (tmp_path / "app.log").read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in log and "Overflow" not in log
+
+
+@pytest.mark.parametrize("argv", [["ask", "hi", "--threads-a", "0"], ["ask", "hi", "--threads-b", "-2"],
+                                  ["report", "--threads-a", "0", "--no-store"]])
+def test_cli_threads_below_one_refused_like_the_app(argv, capsys, tmp_path, monkeypatch):
+    from llm_compare.ui_flags import build_parser, check_flags
+
+    monkeypatch.chdir(tmp_path)  # report would write ./report
+
+    assert main(argv + ["--max-new-tokens", "2"]) == 2
+    cli_err = capsys.readouterr().err.strip()
+    flag = next(a for a in argv if a.startswith("--threads"))
+    value = argv[argv.index(flag) + 1]
+    with pytest.raises(UserError) as app_err:
+        check_flags(build_parser().parse_args([flag, value]))
+    assert cli_err == f"error: {app_err.value}" and f"{flag} must be a whole number of at least 1" in cli_err
+
+
+def test_registry_threads_below_one_refused(tmp_path):
+    from llm_compare.specs import load_registry
+
+    reg = tmp_path / "models.toml"
+    reg.write_text('[models.m]\nsource = "embedded:smollm2"\nthreads = 0\n', encoding="utf-8")
+    with pytest.raises(UserError, match="models.m|'m': threads must be a whole number of at least 1"):
+        load_registry(reg)
