@@ -225,3 +225,51 @@ def test_registry_threads_below_one_refused(tmp_path):
     reg.write_text('[models.m]\nsource = "embedded:smollm2"\nthreads = 0\n', encoding="utf-8")
     with pytest.raises(UserError, match="models.m|'m': threads must be a whole number of at least 1"):
         load_registry(reg)
+
+
+# -- 6. long prompts: standard input and --prompt-file -------------------------------------------
+
+LLAMA_PAIR = ["--model-a", "smollm2-llamacpp", "--model-b", "smollm2-llamacpp", "--max-new-tokens", "2", "--greedy"]
+
+
+def stdin_of(monkeypatch, data: bytes):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_prompt_longer_than_a_command_line_from_stdin_and_file(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("llama_cpp")
+    long_prompt = ("Describe the sea in one word. " * 5000).encode()  # 150 KB: more than Linux takes in argv
+    assert len(long_prompt) > 128 * 1024
+    stdin_of(monkeypatch, long_prompt)
+    assert main(["ask", "-", *LLAMA_PAIR]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("the prompt is" in line and "takes at most" in line for line in err), err
+    path = tmp_path / "prompt.txt"
+    path.write_bytes(long_prompt)
+    assert main(["ask", "--prompt-file", str(path), *LLAMA_PAIR]) == 2
+    assert all("takes at most" in line for line in capsys.readouterr().err.strip().splitlines())
+
+
+def test_short_prompt_from_stdin_and_file_is_the_same_question(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("llama_cpp")
+    assert main(["ask", "Name a colour.", "--json", *LLAMA_PAIR]) == 0
+    by_arg = [json.loads(line)["prompt_tokens"] for line in capsys.readouterr().out.splitlines()]
+    stdin_of(monkeypatch, "Name a colour.\n".encode())
+    assert main(["ask", "-", "--json", *LLAMA_PAIR]) == 0
+    assert [json.loads(line)["prompt_tokens"] for line in capsys.readouterr().out.splitlines()] == by_arg
+    (tmp_path / "q.txt").write_text("Name a colour.\n", encoding="utf-8")
+    assert main(["ask", "--prompt-file", str(tmp_path / "q.txt"), "--json", *LLAMA_PAIR]) == 0
+    assert [json.loads(line)["prompt_tokens"] for line in capsys.readouterr().out.splitlines()] == by_arg
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["ask"], "no prompt; pass the question"),
+    (["ask", "hi", "--prompt-file", "x.txt"], "the prompt was given twice"),
+    (["ask", "--prompt-file", "/nonexistent/q.txt"], "cannot read --prompt-file /nonexistent/q.txt"),
+])
+def test_prompt_arguments_refused_with_one_line(argv, problem, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: " + problem), err
