@@ -40,14 +40,15 @@ def db_path(flag: str | None = None) -> tuple[Path, bool]:
     return (Path(chosen).expanduser(), False) if chosen else (DEFAULT_DB, True)
 
 
-def open_store(flag: str | None = None, must_exist: bool = False) -> "VoteStore":
+def open_store(flag: str | None = None, must_exist: bool = False, note_readonly: bool = True) -> "VoteStore":
     """The store the CLI and app use; only the default location's directory is created on demand.
 
     must_exist: for commands that only read votes (leaderboard, export): never create a database.
+    note_readonly: log one line when the database can only be read (votes cannot be saved there).
     """
     path, is_default = db_path(flag)
     store = VoteStore(path, create_dir=is_default and not must_exist, must_exist=must_exist)
-    if store.readonly:
+    if store.readonly and note_readonly:
         log.warning("note: %s", store.readonly_note())
     return store
 
@@ -130,6 +131,10 @@ class Battle:
             "self_identified": self.self_identified,
             "self_words": self.self_words,
             "source": self.source,
+            # how each answer ended: "stop" (the model ended it), "length" (max new tokens) or
+            # "stopped" (a user stopped it: the answer is partial); None for battles stored without it
+            "finish_reason_a": self.metrics_a.get("finish_reason"),
+            "finish_reason_b": self.metrics_b.get("finish_reason"),
         }
 
 

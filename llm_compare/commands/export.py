@@ -19,7 +19,7 @@ from llm_compare.store import open_store
 
 CSV_FIELDS = ("battle_id", "question_id", "time_utc", "tstamp", "model_a", "model_b", "winner", "outcome",
               "anony", "self_identified", "self_words", "language", "turn", "source", "judge",
-              "prompt", "answer_a", "answer_b")
+              "prompt", "answer_a", "answer_b", "finish_reason_a", "finish_reason_b")  # "stopped": a partial answer
 
 
 def configure(p):
