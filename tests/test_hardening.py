@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +274,154 @@ def test_prompt_arguments_refused_with_one_line(argv, problem, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: " + problem), err
+
+
+# -- 4. report never throws finished work away ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from conftest import build_tiny_chat_model
+
+    return str(build_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "tiny"))
+
+
+def suite_file(path, n):
+    path.write_text("".join(f'[[prompts]]\ngroup = "t"\nlabel = "p{i}"\ntext = "Tell me about the sea, {i}."\n\n'
+                            for i in range(n)), encoding="utf-8")
+    return path
+
+
+def report_argv(suite, out, tiny_model, *extra):
+    return ["report", "--prompts", str(suite), "--model-a", tiny_model, "--model-b", tiny_model, "--dtype-a", "float32",
+            "--dtype-b", "float32", "--out", str(out), "--greedy", *extra]
+
+
+def test_report_refuses_an_unwritable_out_dir_before_loading(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    argv = report_argv(suite_file(tmp_path / "s.toml", 2), tmp_path / "file" / "out", "/nonexistent/model.gguf")
+    assert main(argv + ["--no-store"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write the report to") and "--out" in err[0], err
+
+
+@needs_ro_mount
+def test_report_refuses_a_readonly_database_before_the_first_prompt(tmp_path, tiny_model):
+    data = tmp_path / "data"
+    data.mkdir()
+    small_voted_store(data / "v.db")
+    argv = report_argv(suite_file(tmp_path / "s.toml", 2), tmp_path / "out", tiny_model, "--db", str(data / "v.db"))
+    run = run_on_readonly_mount(data, *cli(*argv))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    err = run.stderr.strip().splitlines()
+    assert len(err) == 1 and "read-only" in err[0] and "--no-store" in err[0], err
+    assert "1/2" not in run.stderr and not (tmp_path / "out" / "report.md").exists()  # nothing ran
+
+
+def test_report_files_are_written_when_storing_fails(tmp_path, tiny_model, capsys):
+    import sqlite3
+
+    db = tmp_path / "v.db"
+    VoteStore(db).close()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the database past the 5 s busy timeout
+    try:
+        code = main(report_argv(suite_file(tmp_path / "s.toml", 2), tmp_path / "out", tiny_model, "--db", str(db),
+                                "--max-new-tokens", "4"))
+    finally:
+        other.rollback()
+        other.close()
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot save the battle" in err and "database is locked" in err, err
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "## 1. p0" in md and "## 2. p1" in md  # both prompts ran and are in the report
+    with VoteStore(db) as s:
+        assert s.counts()["battles"] == 0
+
+
+def test_ctrl_c_writes_the_prompts_that_finished(tmp_path, tiny_model):
+    n = 40
+    db, out = tmp_path / "v.db", tmp_path / "out"
+    argv = report_argv(suite_file(tmp_path / "s.toml", n), out, tiny_model, "--db", str(db), "--max-new-tokens", "200")
+    proc = subprocess.Popen(cli(*argv), cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stderr:  # one line per finished prompt when stderr is not a terminal
+        lines.append(line)
+        if f" 1/{n} " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, "".join(lines) + rest
+    assert "Traceback" not in rest and "interrupted: the report has the" in rest
+    md = (out / "report.md").read_text(encoding="utf-8")
+    finished = md.count("\n## ") - 1  # the prompt sections, not "## Summary"
+    assert 1 <= finished < n and f"{finished} of {n} (interrupted)" in md
+    assert (out / "report.html").exists()
+    with VoteStore(db) as s:  # every finished pair was stored, the one in flight was not
+        assert s.counts()["battles"] == finished
+
+
+# -- 7. a side stopped before its first token is no battle ----------------------------------------
+
+@pytest.fixture
+def voting_ctx(tmp_path):
+    from llm_compare.pool import ModelPool
+    from llm_compare.specs import load_registry
+    from llm_compare.ui.session import AppContext
+
+    with VoteStore(tmp_path / "votes.db") as store:
+        yield AppContext(registry=load_registry(), pool=ModelPool(), store=store)
+
+
+FP32_PAIR = {"a": "smollm2-fp32", "b": "smollm2-fp32"}
+
+
+def test_turn_with_a_side_stopped_before_its_first_token_is_not_votable(voting_ctx):
+    from llm_compare.params import GenerationParams
+    from llm_compare.ui.session import Conversation, run_turn, vote
+
+    conv = Conversation()
+    params = GenerationParams(max_new_tokens=24, greedy=True)
+    for frame in run_turn(voting_ctx, conv, "Count from one to fifty.", FP32_PAIR, params, sequential=True):
+        if frame.state and frame.state.a.status == "running":
+            conv.run.stop_side("b")  # B has not started: sequential runs it after A
+    assert frame.state.b.status == "stopped" and frame.state.b.text == "" and frame.state.a.status == "done"
+    assert conv.battle_id is None and conv.note == "not stored for voting: side B was stopped before its first token"
+    with pytest.raises(UserError, match="nothing to vote on"):
+        vote(voting_ctx, conv, "a")
+    assert voting_ctx.store.counts()["battles"] == 0
+
+
+def test_partly_stopped_answer_is_votable_and_marked_in_the_export(voting_ctx, tmp_path):
+    from llm_compare.params import GenerationParams
+    from llm_compare.ui.session import Conversation, run_turn, vote
+
+    conv = Conversation()
+    params = GenerationParams(max_new_tokens=24, greedy=True)
+    for frame in run_turn(voting_ctx, conv, "Count from one to fifty.", FP32_PAIR, params, sequential=True):
+        if frame.state and frame.state.a.metrics.new_tokens > 0:
+            conv.run.stop_side("a")
+    assert frame.state.a.status == "stopped" and frame.state.a.text and conv.can_vote
+    vote(voting_ctx, conv, "b")
+    out_jsonl, out_csv = tmp_path / "b.jsonl", tmp_path / "b.csv"
+    db = str(voting_ctx.store.path)
+    assert main(["export", "--db", db, "--out", str(out_jsonl)]) == 0
+    assert main(["export", "--db", db, "--format", "csv", "--out", str(out_csv)]) == 0
+    record = json.loads(out_jsonl.read_text(encoding="utf-8"))
+    assert record["finish_reason_a"] == "stopped" and record["finish_reason_b"] in ("stop", "length")
+    with open(out_csv, encoding="utf-8-sig", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert (row["finish_reason_a"], row["finish_reason_b"]) == ("stopped", record["finish_reason_b"])
+
+
+def test_the_store_refuses_a_pair_with_a_side_stopped_before_its_first_token(tmp_path):
+    from llm_compare.arena import record_pair
+    from llm_compare.engine import Metrics, SideState
+    from llm_compare.specs import ModelSpec
+
+    done = SideState("a", "A", text="Paris.", status="done", finish_reason="stop", metrics=Metrics(new_tokens=2))
+    empty = SideState("b", "B", text="", status="stopped", finish_reason="stopped", metrics=Metrics())
+    spec = ModelSpec(name="m", source="/x")
+    with VoteStore(tmp_path / "v.db") as store:
+        with pytest.raises(UserError, match="side B was stopped before its first token"):
+            record_pair(store, spec, done, spec, empty, [{"role": "user", "content": "Capital of France?"}])
+        assert store.counts()["battles"] == 0
