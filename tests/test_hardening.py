@@ -425,3 +425,14 @@ def test_the_store_refuses_a_pair_with_a_side_stopped_before_its_first_token(tmp
         with pytest.raises(UserError, match="side B was stopped before its first token"):
             record_pair(store, spec, done, spec, empty, [{"role": "user", "content": "Capital of France?"}])
         assert store.counts()["battles"] == 0
+
+
+def test_random_bytes_after_the_gguf_magic_are_refused_without_reading_huge_lengths(tmp_path):
+    from llm_compare.loading.gguf import check_gguf
+
+    rng = __import__("random").Random(0)
+    for n in range(20):
+        bad = tmp_path / f"r{n}.gguf"
+        bad.write_bytes(b"GGUF" + rng.randbytes(256))
+        with pytest.raises(UserError, match=f"r{n}.gguf"):
+            check_gguf(bad)

@@ -19,6 +19,7 @@ SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12
 STRING, ARRAY = 8, 9
 UINT32 = 4
 DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # ggml tensors have at most four
 # ggml tensor type → (elements per block, bytes per block), from the GGUF/ggml block layouts
 _K = 256
 BLOCKS = {
@@ -66,10 +67,9 @@ class _Reader:
         self.f, self.size = f, size
 
     def take(self, n: int) -> bytes:
-        data = self.f.read(n)
-        if len(data) < n:
+        if self.f.tell() + n > self.size:  # never allocate a length read from a broken file
             raise EOFError
-        return data
+        return self.f.read(n)
 
     def num(self, fmt: str) -> int:
         return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0]
@@ -117,8 +117,10 @@ def read_header(path: Path) -> GgufHeader:
                 r.skip_value(kind)
         tensors = []
         for _ in range(n_tensors):
-            name = r.string().decode("utf-8")
-            dims = tuple(r.num("Q") for _ in range(r.num("I")))
+            name, n_dims = r.string().decode("utf-8"), r.num("I")
+            if n_dims > MAX_DIMS:
+                raise ValueError(f"tensor {name[:40]!r} has {n_dims} dimensions")
+            dims = tuple(r.num("Q") for _ in range(n_dims))
             tensors.append(GgufTensor(name, dims, r.num("I"), r.num("Q")))
         start = -(-f.tell() // alignment) * alignment
         return GgufHeader(version, tuple(tensors), start)
