@@ -12,9 +12,12 @@ import html
 import os
 import platform
 import random
+import signal
 import statistics
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,19 +111,36 @@ def run_suite(
             first = "a" if n % 2 == 0 else "b"
             jobs = (job_a, job_b) if first == "a" else (job_b, job_a)
             final, ctrl_c = _run_pair(jobs, params, lambda state: progress and progress(n, len(presets), preset, state))
-            result = PairResult(preset, final.side("a"), final.side("b"), first)
-            if store is not None and not_votable(result.a, result.b) is None:
-                try:
-                    result.battle_id = store_pair(store, result, spec_a, spec_b, stored_params, msgs, suite, rng,
-                                                  report.versions)
-                except UserError as e:  # disk full, database locked: the report itself still gets written
-                    report.store_error, store = str(e), None
-            report.results.append(result)
+            with _ctrl_c_deferred():  # a finished pair is stored and listed whole, or not at all
+                result = PairResult(preset, final.side("a"), final.side("b"), first)
+                if store is not None and not_votable(result.a, result.b) is None:
+                    try:
+                        result.battle_id = store_pair(store, result, spec_a, spec_b, stored_params, msgs, suite, rng,
+                                                      report.versions)
+                    except UserError as e:  # disk full, database locked: the report itself still gets written
+                        report.store_error, store = str(e), None
+                report.results.append(result)
             if ctrl_c:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:  # Ctrl-C: stream_pair stopped the pair in flight; keep the finished ones
         report.interrupted = True
     return report
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it; only the main thread gets signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _run_pair(jobs, params, on_update) -> tuple[PairState, bool]:
