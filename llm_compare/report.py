@@ -345,7 +345,9 @@ def check_out_dir(out_dir: str | Path) -> Path:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as e:
-        raise UserError(f"cannot write the report to {out}: {e.strerror}; pass --out with a writable directory") from None
+        raise UserError(
+            f"cannot write the report to {out}: {e.strerror}; pass --out with a writable directory"
+        ) from None
     return out
 
 

@@ -26,7 +26,9 @@ CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
 def check_threads(value, what: str) -> None:
     """CPU threads for a model: None (the thread policy decides) or a whole number of at least 1."""
     if value is not None and not (type(value) is int and value >= 1):
-        raise UserError(f"{what} must be a whole number of at least 1 (got {value!r}); leave it out for the thread policy")
+        raise UserError(
+            f"{what} must be a whole number of at least 1 (got {value!r}); leave it out for the thread policy"
+        )
 
 
 @dataclass(frozen=True)

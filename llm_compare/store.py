@@ -19,10 +19,10 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from llm_compare.arena import detect_language, self_mentions
+from llm_compare.battle import JSON_COLUMNS, Battle, battle_from_row
 from llm_compare.errors import UserError
 from llm_compare.migrations import MIGRATIONS, migrate, transaction
 
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = Path("data") / "llm_compare.db"
 DB_ENV = "LLM_COMPARE_DB"
 OUTCOMES = ("a", "b", "tie", "bothbad")
-WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}  # FastChat labels
 SOURCES = ("live", "batch")
 
 
@@ -83,76 +82,10 @@ def as_dict(value) -> dict:
     return dict(value)
 
 
-@dataclass
-class Battle:
-    id: int
-    created: float
-    prompt: str
-    model_a: str
-    model_b: str
-    answer_a: str
-    answer_b: str
-    conversation_a: list
-    conversation_b: list
-    spec_a: dict
-    spec_b: dict
-    params: dict
-    versions: dict
-    metrics_a: dict
-    metrics_b: dict
-    anony: bool
-    self_identified: bool
-    self_words: list
-    source: str
-    language: str
-    question_id: str | None
-    vote: str | None = None  # the outcome, once voted
-    voted_at: float | None = None
-    voter: str | None = None
-
-    def record(self) -> dict:
-        """A FastChat "clean battle" record (arena tooling reads these), plus llm_compare fields."""
-        if self.vote is None:
-            raise ValueError(f"battle {self.id} has no vote")
-        return {
-            "question_id": self.question_id or f"llm_compare-{self.id}",
-            "model_a": self.model_a,
-            "model_b": self.model_b,
-            "winner": WINNER[self.vote],
-            "judge": self.voter or "anonymous",
-            "conversation_a": self.conversation_a,
-            "conversation_b": self.conversation_b,
-            "turn": sum(1 for m in self.conversation_a if m.get("role") == "user"),
-            "anony": self.anony,
-            "language": self.language,
-            "tstamp": self.voted_at,
-            "battle_id": self.id,
-            "outcome": self.vote,
-            "self_identified": self.self_identified,
-            "self_words": self.self_words,
-            "source": self.source,
-            # how each answer ended: "stop" (the model ended it), "length" (max new tokens) or
-            # "stopped" (a user stopped it: the answer is partial); None for battles stored without it
-            "finish_reason_a": self.metrics_a.get("finish_reason"),
-            "finish_reason_b": self.metrics_b.get("finish_reason"),
-        }
-
-
-JSON_COLUMNS = ("conversation_a", "conversation_b", "spec_a", "spec_b", "params", "versions",
-                "metrics_a", "metrics_b", "self_words")
 SELECT_BATTLES = """
     SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
     FROM battles LEFT JOIN votes ON votes.battle_id = battles.id
 """
-
-
-def _battle(row: sqlite3.Row) -> Battle:
-    data = dict(row)
-    for name in JSON_COLUMNS:
-        data[name] = json.loads(data[name])
-    data["anony"] = bool(data["anony"])
-    data["self_identified"] = bool(data["self_identified"])
-    return Battle(**data)
 
 
 class VoteStore:
@@ -237,7 +170,8 @@ class VoteStore:
         """One line for commands that only read: why votes cannot be saved here, or None."""
         if not self.readonly:
             return None
-        return f"vote database {self.path} is read-only ({self._readonly_why}): it can be read, but votes cannot be saved there"
+        return (f"vote database {self.path} is read-only ({self._readonly_why}): "
+                "it can be read, but votes cannot be saved there")
 
     def _check_and_prepare(self, db: sqlite3.Connection) -> None:
         path = self.path
@@ -400,7 +334,7 @@ class VoteStore:
         rows = self._query(SELECT_BATTLES + " WHERE battles.id = ?", (battle_id,))
         if not rows:
             raise UserError(f"there is no battle {battle_id} in {self.path}")
-        return _battle(rows[0])
+        return battle_from_row(rows[0])
 
     def battles(self, *, voted: bool | None = None, anony: bool | None = None, source: str | None = None,
                 limit: int | None = None, newest_first: bool = False) -> list[Battle]:
@@ -419,7 +353,7 @@ class VoteStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [_battle(r) for r in self._query(sql, args)]
+        return [battle_from_row(r) for r in self._query(sql, args)]
 
     def unvoted_battles(self, anony: bool | None = None, limit: int | None = 50, source: str | None = None) -> list[Battle]:
         """Battles waiting for a vote, oldest first ("generate now, vote later")."""

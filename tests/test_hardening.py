@@ -52,7 +52,8 @@ def _readonly_mounts_work() -> bool:
     return subprocess.run(["unshare", "-m", "sh", "-c", probe], capture_output=True).returncode == 0
 
 
-needs_ro_mount = pytest.mark.skipif(not _readonly_mounts_work(), reason="needs root and unshare to make a read-only mount")
+needs_ro_mount = pytest.mark.skipif(not _readonly_mounts_work(),
+                                    reason="needs root and unshare to make a read-only mount")
 
 
 def run_on_readonly_mount(directory, *argv, **kw) -> subprocess.CompletedProcess:

@@ -139,7 +139,9 @@ def _checked(path: Path, size: int, mtime_ns: int) -> GgufHeader:  # size/mtime:
     try:
         header = read_header(path)
     except EOFError:
-        raise UserError(f"{path.name} ends inside its GGUF header ({size} bytes): the file was cut short; {redo}") from None
+        raise UserError(
+            f"{path.name} ends inside its GGUF header ({size} bytes): the file was cut short; {redo}"
+        ) from None
     except (ValueError, OverflowError, UnicodeDecodeError) as e:
         raise UserError(f"{path.name} is not a readable GGUF file ({e}); {redo}") from None
     except OSError as e:
