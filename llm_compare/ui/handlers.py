@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from llm_compare.errors import UserError
-from llm_compare.params import GenerationParams
+from llm_compare.params import GenerationParams, parse_seed
 from llm_compare.ui.leaderboard_tab import BoardView, leaderboard_outputs
 from llm_compare.ui.session import SIDES, AppContext, Conversation, Frame, final_frame, run_turn, vote
 from llm_compare.ui.widgets import OUTCOME_WORDS, heading, notice, vote_buttons
@@ -88,7 +88,7 @@ def frame_outputs(view: CompareView, frame: Frame, conv: Conversation, *, busy: 
 
 
 def params_from_inputs(max_new_tokens, temperature, top_p, repetition_penalty, seed, greedy) -> GenerationParams:
-    seed = None if seed is None or seed == "" or int(seed) < 0 else int(seed)
+    seed = parse_seed(seed)  # the CLI's check: a clear message for "x" or 2**70, -1 means random
     return GenerationParams(
         max_new_tokens=int(max_new_tokens),
         greedy=bool(greedy),

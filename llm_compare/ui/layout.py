@@ -128,7 +128,7 @@ def settings_controls() -> dict:
         sliders["repetition_penalty"] = gr.Slider(0.8, 2.0, value=defaults.repetition_penalty, step=0.05,
                                                   label="Repetition penalty")
         checks = {
-            "seed": gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed"),
+            "seed": gr.Number(value=-1, precision=None, label="Seed (-1: random)", elem_id="seed"),  # parse_seed checks it
             "greedy": gr.Checkbox(value=False, label="Greedy (deterministic)", elem_id="greedy"),
             "fair": gr.Checkbox(value=False, label="Fair timing (B after A)", elem_id="fair"),
             "recommended": gr.Checkbox(value=True, label="Each model's recommended sampling", elem_id="recommended",
