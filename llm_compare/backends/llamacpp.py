@@ -47,6 +47,13 @@ def gguf_path(source: str) -> Path:
     return path
 
 
+def llama_cpp_threads(llm, n_threads: int) -> None:
+    """Threads for this stream (the policy may change them between replies)."""
+    import llama_cpp
+
+    llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
+
+
 class Utf8Pieces:
     """Token bytes -> text, holding back an incomplete multi-byte character until its rest arrives."""
 
@@ -111,9 +118,14 @@ class GgufPrompt:
 
 
 class LlamaCppBackend(Backend):
-    def __init__(self, spec):
+    """A GGUF file through llama.cpp. `text` (a `llamacpp_exported.TextSide`) marks a model exported
+    from a directory: prompts, stops and decoding then go through the project's own tokenizer."""
+
+    def __init__(self, spec, path: Path | None = None, text=None, open_kwargs: dict | None = None):
         self.spec = spec
-        self.path = gguf_path(spec.source)
+        self.path = path or gguf_path(spec.source)
+        self.text = text
+        self.open_kwargs = open_kwargs or {}
         self.weight_bytes = self.path.stat().st_size  # the thread policy's model-size input
         self.concurrent_streams = 1
         before, t0 = rss(), time.perf_counter()
@@ -121,7 +133,12 @@ class LlamaCppBackend(Backend):
         self.load_seconds = time.perf_counter() - t0
         self.resident_bytes = max(0, rss() - before)
         self.context_length = min(first.n_ctx(), first._model.n_ctx_train() or first.n_ctx())
-        self.prompt = GgufPrompt(first, spec.chat_format, self.path)
+        if text is None:
+            self.prompt = GgufPrompt(first, spec.chat_format, self.path)
+        else:
+            self.prompt = text.chat_format
+            self.drops_last_token = getattr(text.chat_format, "drops_last_token", False)
+            self.context_length = min(self.context_length, text.context_length or self.context_length)
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._idle.put(first)
         self._count = 1
@@ -140,6 +157,7 @@ class LlamaCppBackend(Backend):
                 n_threads_batch=threads,
                 verbose=False,
                 **llama_kwargs(self.path),  # AMX handling for this machine (llamacpp_amx.py)
+                **self.open_kwargs,
             )
         except (ValueError, RuntimeError, OSError) as e:
             raise UserError(
@@ -148,6 +166,13 @@ class LlamaCppBackend(Backend):
             ) from None
         llm.last_n_tokens_size = llm.n_ctx()  # repetition penalty over the whole reply, as in transformers
         return llm
+
+    def recommended_generation(self) -> dict:
+        own = self.text.generation if self.text is not None else {}
+        return {**own, **super().recommended_generation()}
+
+    def finish_text(self, text: str) -> str:
+        return self.text.chat_format.clean_reply(text) if self.text is not None else super().finish_text(text)
 
     def _acquire(self, stop: threading.Event):
         """An idle instance, a new one (up to MAX_INSTANCES), or wait; None if stopped while waiting."""
@@ -182,7 +207,13 @@ class LlamaCppBackend(Backend):
             if llm is None:
                 return
             try:
-                self._generate(llm, ids, params, stop, n_threads, emit)
+                if self.text is not None:
+                    from llm_compare.backends.llamacpp_exported import generate_ids
+
+                    llama_cpp_threads(llm, n_threads)
+                    generate_ids(llm, ids, params, stop, self.text, emit)
+                else:
+                    self._generate(llm, ids, params, stop, n_threads, emit)
             finally:
                 self._idle.put(llm)
 
@@ -194,7 +225,7 @@ class LlamaCppBackend(Backend):
     def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit) -> None:
         import llama_cpp
 
-        llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
+        llama_cpp_threads(llm, n_threads)
         llm.set_seed(params.seed if params.seed is not None else random.SystemRandom().randrange(2**31))
         if params.greedy:
             sampling = dict(temp=0.0, top_k=1, top_p=1.0)
