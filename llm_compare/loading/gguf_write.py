@@ -92,11 +92,13 @@ LLAMA_FTYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY
 def quantize(source: Path, target: Path, kind: str, threads: int | None = None) -> None:
     """llama.cpp's quantizer: `source` (16-bit GGUF) -> `target` at `kind` ("q8_0", "q4_k_m")."""
     import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, LLAMA_FTYPES[kind])
     params.nthread = threads or os.cpu_count() or 1
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    with suppress_stdout_stderr(disable=False):  # llama.cpp prints a line per tensor; we report progress
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if status != 0:
         raise UserError(f"llama.cpp could not quantize {source.name} to {kind} (status {status}); "
                         "try dtype gguf-f16 or gguf-f32")
