@@ -155,16 +155,16 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
 
 
 def open_exported(spec, progress=None):
-    """The backend for a model directory at a gguf-* dtype: our tokenizer (read first, so a broken
-    directory fails before any export), the cached or freshly exported GGUF, llama.cpp on it."""
+    """The backend for a model directory at a gguf-* dtype: the config and our tokenizer (read first,
+    so a broken directory fails before any export), the cached or freshly exported GGUF, llama.cpp."""
     from llm_compare.backends.llamacpp import LlamaCppBackend
     from llm_compare.errors import UserError
     from llm_compare.loading import resolve_source
+    from llm_compare.loading.gguf_arch import plan_export
     from llm_compare.loading.gguf_export import discard, exported_gguf, terminal_progress
 
     source = resolve_source(spec.source)
-    if source.kind in ("gguf", "hub"):
-        exported_gguf(source, spec.dtype)  # refuses with the reason
+    plan_export(source)  # refuses what the exporter does not cover, before anything is read
     text = text_side(source, spec)
     progress = progress or terminal_progress()
     # float32 end to end: an f16 KV cache alone moves logits by ~1e-3
