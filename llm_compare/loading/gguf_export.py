@@ -195,3 +195,12 @@ def build(plan: ExportPlan, dtype: str, target: Path, progress: Progress | None)
     finally:
         partial.unlink(missing_ok=True)
         written.unlink(missing_ok=True)
+
+
+def disk_needs(source) -> tuple[Path, int, dict[str, int]]:
+    """(cache folder, its free bytes, {gguf dtype: disk bytes an export still needs, 0 when cached})."""
+    plan = plan_export(source)
+    folder = cache_dir(plan)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    needed = {d: 0 if (folder / f"{d}.gguf").is_file() else needs(plan, d)[0] for d in GGUF_TYPES}
+    return folder, shutil.disk_usage(existing).free, needed
