@@ -13,6 +13,7 @@ memory-mapped, so the second costs little memory and ≈0.3 s).
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import random
 import threading
@@ -123,6 +124,9 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, spec, path: Path | None = None, text=None, open_kwargs: dict | None = None):
         self.spec = spec
+        # the thread policy sees llama.cpp, also for a model exported from a directory (its spec
+        # names the transformers backend; threads.py would give it one thread beside llama.cpp)
+        self.thread_spec = dataclasses.replace(spec, backend="llamacpp")
         self.path = path or gguf_path(spec.source)
         self.text = text
         self.open_kwargs = open_kwargs or {}
@@ -147,7 +151,7 @@ class LlamaCppBackend(Backend):
     def _open(self):
         import llama_cpp
 
-        threads = threads_for_stream(self.spec, 1, self.weight_bytes)
+        threads = threads_for_stream(self.thread_spec, 1, self.weight_bytes)
         LLAMACPP_RAN.set()  # a llama.cpp context runs OpenMP work from creation on (threads.py)
         try:
             llm = llama_cpp.Llama(
@@ -200,7 +204,7 @@ class LlamaCppBackend(Backend):
 
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
         ids = self.prompt.encode(messages)
-        n_threads = threads_for_stream(self.spec, self.concurrent_streams, self.weight_bytes)
+        n_threads = threads_for_stream(self.thread_spec, self.concurrent_streams, self.weight_bytes)
 
         def generate(emit):
             llm = self._acquire(stop)
