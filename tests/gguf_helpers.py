@@ -13,10 +13,6 @@ from conftest import LEGACY_FIXTURES, build_tiny_chat_model
 GLM, QWEN = LEGACY_FIXTURES / "chatglm3-6b-tiny", LEGACY_FIXTURES / "qwen-7b-chat-tiny"
 
 
-def reference(directory: Path) -> dict:
-    return json.loads((directory / "reference.json").read_text(encoding="utf-8"))
-
-
 def gguf_logits(path: Path, ids: list[int], positions: list[int]) -> torch.Tensor:
     """llama.cpp's float32 logits (float32 KV cache) of `ids` at `positions`."""
     import llama_cpp

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gguf_helpers import GLM, QWEN, build_wide_model, gguf_logits, reference
+from gguf_helpers import GLM, QWEN, build_wide_model, gguf_logits
+from test_legacy_weights import chat_cases, chat_messages, forward_cases  # the same cases as the transformers path
 from llm_compare.backends import open_backend
 from llm_compare.backends.transformers import TransformersBackend
 from llm_compare.engine import stream_reply
@@ -43,36 +44,12 @@ def exported():
         b.close()
 
 
-def forward_cases():
-    for directory in (GLM, QWEN):
-        ref = reference(directory)
-        chats = {c["name"]: c for c in ref["chat"]}
-        for entry in ref["forward"]:
-            ids = entry.get("input_ids") or chats[entry["input_ids_from"].split("[")[1].split("]")[0]]["input_ids"]
-            yield pytest.param(directory, entry, ids, id=f"{directory.name}-{entry['name']}")
-
-
-@pytest.mark.parametrize("directory,entry,ids", list(forward_cases()))
+@pytest.mark.parametrize("directory,entry,ids", [*forward_cases(GLM), *forward_cases(QWEN)])
 def test_f32_logits_match_original(directory, entry, ids, exported):
     logits = gguf_logits(exported[directory].path, ids, entry["positions"])
     expected = load_file(directory / "reference.safetensors")[entry["logits_key"]]
     assert (logits - expected).abs().max().item() <= 1e-3
     assert logits.argmax(-1).tolist() == entry["argmax_at_positions"]
-
-
-def chat_cases():
-    for directory in (GLM, QWEN):
-        for conv in reference(directory)["chat"]:
-            yield pytest.param(directory, conv, id=f"{directory.name}-{conv['name']}")
-
-
-def chat_messages(directory, conv) -> list[dict]:
-    if directory == GLM:
-        return [*conv["history"], {"role": conv["role"], "content": conv["query"]}]
-    messages = [{"role": "system", "content": conv["system"]}]
-    for question, answer in conv["history"]:
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    return messages + [{"role": "user", "content": conv["query"]}]
 
 
 @pytest.mark.parametrize("directory,conv", list(chat_cases()))

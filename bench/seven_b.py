@@ -1,0 +1,199 @@
+"""Seed-size speed: every path for ChatGLM3-6B- and Qwen-7B-Chat-shaped models, projected to full depth.
+
+Random-weight checkpoints in the original on-disk layouts at the real widths (ChatGLM3-6B: hidden
+4096, 32 heads, 2 KV groups, FFN 13696, vocab 65024; Qwen-7B-Chat: hidden 4096, 32 heads, MLP
+11008, vocab 151936 with the 151,643-rank vocabulary file of the shared fixture) at two small layer
+counts. Each path runs in its own process (fresh memory, no llama.cpp/torch thread interplay):
+
+- transformers bf16, fp32, int8 (through the engine);
+- the exported gguf-q8_0 and gguf-q4_k_m (through the engine: our prompt ids, sampler, decoding);
+- raw llama.cpp on the same two files (`Llama.eval` + its own greedy sampler, 2 threads).
+
+Per-token decode time and the 300-token-prompt first-token time are fitted as a + b·layers and
+projected to 28 / 32 layers; each is printed as a ratio to raw llama.cpp Q4_K_M and as a share of
+the memory-bandwidth ceiling (weights read per token / measured torch read bandwidth).
+
+    python bench/seven_b.py --prepare          # build checkpoints and exports (no timing)
+    flock /tmp/llm_compare_cpu.lock python bench/seven_b.py   # the timed run (≈ 20 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import header  # noqa: E402
+from memory import CHATGLM3_6B, QWEN_7B_CHAT, build_checkpoint  # noqa: E402
+
+from llm_compare.machine import cpu_model  # noqa: E402
+
+SEEDS = {"ChatGLM3-6B": (CHATGLM3_6B, "num_layers"), "Qwen-7B-Chat": (QWEN_7B_CHAT, "num_hidden_layers")}
+PATHS = ("transformers bf16", "transformers fp32", "transformers int8", "gguf-q8_0", "gguf-q4_k_m",
+         "raw llama.cpp Q8_0", "raw llama.cpp Q4_K_M")
+DTYPE = {"transformers bf16": "bfloat16", "transformers fp32": "float32", "transformers int8": "int8",
+         "gguf-q8_0": "gguf-q8_0", "gguf-q4_k_m": "gguf-q4_k_m", "raw llama.cpp Q8_0": "gguf-q8_0",
+         "raw llama.cpp Q4_K_M": "gguf-q4_k_m"}
+WORDS = "the quick brown fox jumps over a lazy dog while seven wise owls watch from old oak trees".split()
+
+
+def long_prompt(fmt, n: int) -> list[dict]:
+    """A user message whose formatted prompt is about `n` tokens."""
+    words = []
+    while len(fmt.encode([{"role": "user", "content": " ".join(words)}])) < n:
+        words += WORDS[len(words) % len(WORDS) : len(words) % len(WORDS) + 8]
+    return [{"role": "user", "content": " ".join(words)}]
+
+
+def child(directory: str, path: str, tokens: int, prompt_tokens: int) -> None:
+    """One path, one process: JSON with decode seconds/token, first-token seconds and weight bytes."""
+    from llm_compare.backends import open_backend
+    from llm_compare.engine import stream_reply
+    from llm_compare.params import GenerationParams
+    from llm_compare.specs import ModelSpec
+
+    spec = ModelSpec(name="bench", source=directory, dtype=DTYPE[path])
+    short = [{"role": "user", "content": "Hello there, please write a story."}]
+    if path.startswith("raw"):  # the same file and prompt ids, but no project code while timing
+        from llm_compare.backends.llamacpp_exported import text_side
+        from llm_compare.loading import resolve_source
+        from llm_compare.loading.gguf_export import exported_gguf
+
+        source = resolve_source(directory)
+        fmt, file = text_side(source, spec).chat_format, exported_gguf(source, spec.dtype)
+        out = raw_llamacpp(file, fmt.encode(short), fmt.encode(long_prompt(fmt, prompt_tokens)), tokens)
+        out["weight_bytes"] = file.stat().st_size
+        print(json.dumps(out))
+        return
+    backend = open_backend(spec)
+    long = long_prompt(backend.prompt if hasattr(backend, "prompt") else backend.chat_format, prompt_tokens)
+    params = GenerationParams(max_new_tokens=tokens, greedy=True)
+    list(stream_reply(backend, short, params.replace(max_new_tokens=3)))  # warm-up
+    decode = list(stream_reply(backend, short, params))[-1].metrics
+    first = list(stream_reply(backend, long, params.replace(max_new_tokens=2)))[-1].metrics
+    print(json.dumps({"decode_s": 1 / decode.tokens_per_s, "first_s": first.ttft_s, "prompt": first.prompt_tokens,
+                      "tokens": decode.new_tokens, "weight_bytes": backend.weight_bytes}))
+
+
+def raw_llamacpp(path, short_ids, long_ids, tokens: int) -> dict:
+    """llama.cpp on its own: `Llama.eval` and llama.cpp's C greedy sampler, all cores, same file."""
+    import llama_cpp
+
+    threads = os.cpu_count() or 1
+    llm = llama_cpp.Llama(str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+    greedy = llama_cpp.llama_sampler_init_greedy()
+
+    def next_token() -> int:
+        return llama_cpp.llama_sampler_sample(greedy, llm._ctx.ctx, -1)
+
+    llm.eval(short_ids[:8])  # warm-up
+    llm.reset()
+    llm.eval(short_ids)
+    token = next_token()
+    t0 = time.perf_counter()
+    for _ in range(tokens - 1):
+        llm.eval([token])
+        token = next_token()
+    decode = (time.perf_counter() - t0) / max(1, tokens - 1)
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(long_ids)
+    next_token()
+    first = time.perf_counter() - t0
+    llama_cpp.llama_sampler_free(greedy)
+    return {"decode_s": decode, "first_s": first, "prompt": len(long_ids), "tokens": tokens}
+
+
+def run_child(directory: Path, path: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(directory), path, "--tokens", str(args.tokens),
+           "--prompt-tokens", str(args.prompt_tokens)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{path} on {directory.name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def prepare(args) -> dict[tuple[str, int], Path]:
+    """Checkpoints (legacy layout, bf16 random weights) and their two exports, built once."""
+    from llm_compare.loading import resolve_source
+    from llm_compare.loading.gguf_export import exported_gguf, terminal_progress
+
+    dirs = {}
+    for name, (config, layers_key) in SEEDS.items():
+        for layers in args.layers:
+            directory = Path(args.workdir) / f"{name}-{layers}"
+            build_checkpoint(name, config | {layers_key: layers}, directory, legacy=True)
+            for dtype in ("gguf-q8_0", "gguf-q4_k_m"):
+                exported_gguf(resolve_source(str(directory)), dtype, terminal_progress())
+            dirs[name, layers] = directory
+            gc.collect()
+    return dirs
+
+
+def fit(xs, ys, x):
+    """Straight line through two (or more) points, evaluated at x."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((a - mx) * (c - my) for a, c in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+    return my + b * (x - mx)
+
+
+def report(name: str, full: int, layers, rows: dict, bandwidth: float) -> None:
+    proj = {}
+    for path in PATHS:
+        per = [rows[path, L] for L in layers]
+        decode = fit(layers, [r["decode_s"] for r in per], full)
+        first = fit(layers, [r["first_s"] for r in per], full)
+        weights = fit(layers, [r["weight_bytes"] for r in per], full)
+        proj[path] = (decode, first, weights)
+    base = proj["raw llama.cpp Q4_K_M"][0]
+    prompt = rows[PATHS[0], layers[0]]["prompt"]
+    print(f"\n### {name}: {'/'.join(map(str, layers))} layers measured, projected to {full}\n")
+    print("| path | " + " | ".join(f"tok/s L={L}" for L in layers) + f" | tok/s L={full} (proj.) | vs raw llama.cpp "
+          f"Q4_K_M | weights L={full} | of {bandwidth / 1e9:.1f} GB/s | first token, {prompt}-token prompt (proj.) |")
+    print("|---" * (len(layers) + 6) + "|")
+    for path in PATHS:
+        decode, first, weights = proj[path]
+        share = weights / decode / bandwidth
+        cells = " | ".join(f"{1 / rows[path, L]['decode_s']:.2f}" for L in layers)
+        print(f"| {path} | {cells} | {1 / decode:.2f} | {base / decode:.2f}× | {weights / 1e9:.2f} GB | {share:.0%} "
+              f"| {first:.0f} s |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layers", type=int, nargs="+", default=[1, 3], help="layer counts measured (default 1 3)")
+    p.add_argument("--tokens", type=int, default=16, help="greedy tokens timed per path (default 16)")
+    p.add_argument("--prompt-tokens", type=int, default=300)
+    p.add_argument("--workdir", default="/tmp/llm_compare_bench_seven_b")
+    p.add_argument("--prepare", action="store_true", help="only build checkpoints and exports")
+    p.add_argument("--child", nargs=2, metavar=("DIR", "PATH"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(*args.child, args.tokens, args.prompt_tokens)
+    os.environ.setdefault("LLM_COMPARE_CACHE", str(Path(args.workdir) / "cache"))  # children inherit it
+    dirs = prepare(args)
+    if args.prepare:
+        return
+    header("seed-size models: every path, projected to full depth")
+    print(f"# CPU: {cpu_model()}; {args.tokens} greedy tokens per path, one process per path")
+    from memory_bandwidth import bandwidths
+
+    bandwidth = max(bandwidths(1024, 5).values())
+    for name, (config, layers_key) in SEEDS.items():
+        rows = {}
+        for layers in args.layers:
+            for path in PATHS:
+                rows[path, layers] = run_child(dirs[name, layers], path, args)
+                print(f"#   {name} L={layers} {path}: {json.dumps(rows[path, layers])}", flush=True)
+        report(name, config[layers_key], args.layers, rows, bandwidth)
+
+
+if __name__ == "__main__":
+    main()
