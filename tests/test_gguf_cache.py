@@ -84,7 +84,7 @@ KILLED_EXPORT = textwrap.dedent("""
 
 def test_export_killed_mid_way_is_redone_cleanly(private_cache):
     env = dict(os.environ, PYTHONPATH=str(REPO), LLM_COMPARE_CACHE=str(private_cache))
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(QWEN)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(GLM)], env=env, stdout=subprocess.PIPE, text=True)
     try:
         for _ in range(3):  # a few tensors written, the file is far from complete
             assert proc.stdout.readline(), "the export ended early"
@@ -93,7 +93,7 @@ def test_export_killed_mid_way_is_redone_cleanly(private_cache):
         proc.wait(timeout=60)
     folder = next((private_cache / "gguf-export").iterdir())
     assert list(folder.glob("*.partial-*")) and not (folder / "gguf-q8_0.gguf").exists()
-    path = exported_gguf(resolve_source(str(QWEN)), "gguf-q8_0")
+    path = exported_gguf(resolve_source(str(GLM)), "gguf-q8_0")
     assert cached_problem(path) is None
     assert sorted(p.name for p in folder.iterdir()) == ["gguf-q8_0.gguf", "gguf-q8_0.gguf.json", "gguf-q8_0.lock"]
 
