@@ -23,6 +23,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -58,7 +59,8 @@ def child(directory: str, path: str, tokens: int, prompt_tokens: int) -> None:
     from llm_compare.params import GenerationParams
     from llm_compare.specs import ModelSpec
 
-    spec = ModelSpec(name="bench", source=directory, dtype=DTYPE[path])
+    # all cores, as the thread policy gives a full-depth model (the small files here would get one)
+    spec = ModelSpec(name="bench", source=directory, dtype=DTYPE[path], threads=os.cpu_count() or 1)
     short = [{"role": "user", "content": "Hello there, please write a story."}]
     if path.startswith("raw"):  # the same file and prompt ids, but no project code while timing
         from llm_compare.backends.llamacpp_exported import text_side
@@ -78,7 +80,15 @@ def child(directory: str, path: str, tokens: int, prompt_tokens: int) -> None:
     decode = list(stream_reply(backend, short, params))[-1].metrics
     first = list(stream_reply(backend, long, params.replace(max_new_tokens=2)))[-1].metrics
     print(json.dumps({"decode_s": 1 / decode.tokens_per_s, "first_s": first.ttft_s, "prompt": first.prompt_tokens,
-                      "tokens": decode.new_tokens, "weight_bytes": backend.weight_bytes}))
+                      "tokens": decode.new_tokens, "weight_bytes": weights_read(backend)}))
+
+
+def weights_read(backend) -> int:
+    """Bytes one decode step reads: the file (llama.cpp), or parameters + buffers (int8 weights are buffers)."""
+    model = getattr(backend, "model", None)
+    if model is None:
+        return backend.weight_bytes
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def raw_llamacpp(path, short_ids, long_ids, tokens: int) -> dict:
@@ -144,21 +154,25 @@ def fit(xs, ys, x):
     return my + b * (x - mx)
 
 
-def report(name: str, full: int, layers, rows: dict, bandwidth: float) -> None:
+def medians(values: list[dict]) -> dict:
+    return {k: statistics.median(v[k] for v in values) for k in values[0]}
+
+
+def report(name: str, full: int, layers, rows: dict, bandwidth: float, paths) -> None:
     proj = {}
-    for path in PATHS:
+    for path in paths:
         per = [rows[path, L] for L in layers]
         decode = fit(layers, [r["decode_s"] for r in per], full)
         first = fit(layers, [r["first_s"] for r in per], full)
         weights = fit(layers, [r["weight_bytes"] for r in per], full)
         proj[path] = (decode, first, weights)
-    base = proj["raw llama.cpp Q4_K_M"][0]
-    prompt = rows[PATHS[0], layers[0]]["prompt"]
+    base = proj["raw llama.cpp Q4_K_M"][0] if "raw llama.cpp Q4_K_M" in proj else float("nan")
+    prompt = rows[paths[0], layers[0]]["prompt"]
     print(f"\n### {name}: {'/'.join(map(str, layers))} layers measured, projected to {full}\n")
     print("| path | " + " | ".join(f"tok/s L={L}" for L in layers) + f" | tok/s L={full} (proj.) | vs raw llama.cpp "
           f"Q4_K_M | weights L={full} | of {bandwidth / 1e9:.1f} GB/s | first token, {prompt}-token prompt (proj.) |")
     print("|---" * (len(layers) + 6) + "|")
-    for path in PATHS:
+    for path in paths:
         decode, first, weights = proj[path]
         share = weights / decode / bandwidth
         cells = " | ".join(f"{1 / rows[path, L]['decode_s']:.2f}" for L in layers)
@@ -173,6 +187,8 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=300)
     p.add_argument("--workdir", default="/tmp/llm_compare_bench_seven_b")
     p.add_argument("--prepare", action="store_true", help="only build checkpoints and exports")
+    p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="a subset of the paths")
+    p.add_argument("--repeat", type=int, default=1, help="runs per path, round-robin; medians are reported")
     p.add_argument("--child", nargs=2, metavar=("DIR", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -187,12 +203,14 @@ def main() -> None:
 
     bandwidth = max(bandwidths(1024, 5).values())
     for name, (config, layers_key) in SEEDS.items():
-        rows = {}
-        for layers in args.layers:
-            for path in PATHS:
-                rows[path, layers] = run_child(dirs[name, layers], path, args)
-                print(f"#   {name} L={layers} {path}: {json.dumps(rows[path, layers])}", flush=True)
-        report(name, config[layers_key], args.layers, rows, bandwidth)
+        runs = {}
+        for _ in range(args.repeat):  # round-robin: a burst of load elsewhere hits every path alike
+            for layers in args.layers:
+                for path in args.paths:
+                    runs.setdefault((path, layers), []).append(run_child(dirs[name, layers], path, args))
+                    print(f"#   {name} L={layers} {path}: {json.dumps(runs[path, layers][-1])}", flush=True)
+        rows = {key: medians(values) for key, values in runs.items()}
+        report(name, config[layers_key], args.layers, rows, bandwidth, args.paths)
 
 
 if __name__ == "__main__":
