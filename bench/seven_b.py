@@ -135,7 +135,8 @@ def prepare(args) -> dict[tuple[str, int], Path]:
     from llm_compare.loading.gguf_export import exported_gguf, terminal_progress
 
     dirs = {}
-    for name, (config, layers_key) in SEEDS.items():
+    for name in args.models:
+        config, layers_key = SEEDS[name]
         for layers in args.layers:
             directory = Path(args.workdir) / f"{name}-{layers}"
             build_checkpoint(name, config | {layers_key: layers}, directory, legacy=True)
@@ -154,30 +155,55 @@ def fit(xs, ys, x):
     return my + b * (x - mx)
 
 
-def medians(values: list[dict]) -> dict:
-    return {k: statistics.median(v[k] for v in values) for k in values[0]}
+def best(values: list[dict]) -> dict:
+    """The least disturbed of the repeated runs (fastest decode and first token): the machine is shared."""
+    return {k: min(v[k] for v in values) for k in values[0]}
+
+
+def tables_from_log(path: str, bandwidth: float) -> None:
+    """Re-print the tables from the per-run lines of an earlier run's output."""
+    runs, layers = {}, {}
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#   ") and ": {" in line:
+            label, data = line[4:].split(": ", 1)
+            name, rest = label.split(" L=", 1)
+            count, path_name = rest.split(" ", 1)
+            runs.setdefault(name, {}).setdefault((path_name, int(count)), []).append(json.loads(data))
+            layers.setdefault(name, set()).add(int(count))
+    for name, rows in runs.items():
+        config, layers_key = SEEDS[name]
+        paths = [p for p in PATHS if any(k[0] == p for k in rows)]
+        report(name, config[layers_key], sorted(layers[name]), {k: best(v) for k, v in rows.items()}, bandwidth, paths)
 
 
 def report(name: str, full: int, layers, rows: dict, bandwidth: float, paths) -> None:
+    """Measured tok/s per layer count, the fit to full depth (n/a when noise made the per-layer cost
+    come out negative), ratios to raw llama.cpp Q4_K_M at the deepest measured and the full depth."""
     proj = {}
     for path in paths:
         per = [rows[path, L] for L in layers]
         decode = fit(layers, [r["decode_s"] for r in per], full)
-        first = fit(layers, [r["first_s"] for r in per], full)
-        weights = fit(layers, [r["weight_bytes"] for r in per], full)
-        proj[path] = (decode, first, weights)
-    base = proj["raw llama.cpp Q4_K_M"][0] if "raw llama.cpp Q4_K_M" in proj else float("nan")
+        slope_ok = per[-1]["decode_s"] > per[0]["decode_s"]
+        proj[path] = (decode if slope_ok else None, fit(layers, [r["first_s"] for r in per], full),
+                      fit(layers, [r["weight_bytes"] for r in per], full))
+    raw = "raw llama.cpp Q4_K_M"
+    deep = layers[-1]
     prompt = rows[paths[0], layers[0]]["prompt"]
     print(f"\n### {name}: {'/'.join(map(str, layers))} layers measured, projected to {full}\n")
-    print("| path | " + " | ".join(f"tok/s L={L}" for L in layers) + f" | tok/s L={full} (proj.) | vs raw llama.cpp "
-          f"Q4_K_M | weights L={full} | of {bandwidth / 1e9:.1f} GB/s | first token, {prompt}-token prompt (proj.) |")
-    print("|---" * (len(layers) + 6) + "|")
+    print("| path | " + " | ".join(f"tok/s L={L}" for L in layers) + f" | vs raw Q4_K_M at L={deep} "
+          f"| tok/s L={full} (proj.) | vs raw Q4_K_M | weights L={full} | of {bandwidth / 1e9:.1f} GB/s "
+          f"| first token, {prompt:.0f}-token prompt, L={full} (proj.) |")
+    print("|---" * (len(layers) + 7) + "|")
     for path in paths:
         decode, first, weights = proj[path]
-        share = weights / decode / bandwidth
         cells = " | ".join(f"{1 / rows[path, L]['decode_s']:.2f}" for L in layers)
-        print(f"| {path} | {cells} | {1 / decode:.2f} | {base / decode:.2f}× | {weights / 1e9:.2f} GB | {share:.0%} "
-              f"| {first:.0f} s |")
+        at_deep = rows[raw, deep]["decode_s"] / rows[path, deep]["decode_s"] if (raw, deep) in rows else float("nan")
+        if decode is None or proj.get(raw, (None,))[0] is None:
+            full_cells = "n/a | n/a | " + f"{weights / 1e9:.2f} GB | n/a"
+        else:
+            full_cells = (f"{1 / decode:.2f} | {proj[raw][0] / decode:.2f}× | {weights / 1e9:.2f} GB "
+                          f"| {weights / decode / bandwidth:.0%}")
+        print(f"| {path} | {cells} | {at_deep:.2f}× | {full_cells} | {first:.0f} s |")
 
 
 def main() -> None:
@@ -187,12 +213,17 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=300)
     p.add_argument("--workdir", default="/tmp/llm_compare_bench_seven_b")
     p.add_argument("--prepare", action="store_true", help="only build checkpoints and exports")
+    p.add_argument("--models", nargs="+", choices=list(SEEDS), default=list(SEEDS), help="a subset of the models")
     p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="a subset of the paths")
-    p.add_argument("--repeat", type=int, default=1, help="runs per path, round-robin; medians are reported")
+    p.add_argument("--repeat", type=int, default=1, help="runs per path, round-robin; the best is reported")
+    p.add_argument("--from-log", help="re-print the tables from an earlier run's output (with --bandwidth-gbs)")
+    p.add_argument("--bandwidth-gbs", type=float, help="the bandwidth that run measured, GB/s")
     p.add_argument("--child", nargs=2, metavar=("DIR", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(*args.child, args.tokens, args.prompt_tokens)
+    if args.from_log:
+        return tables_from_log(args.from_log, args.bandwidth_gbs * 1e9)
     os.environ.setdefault("LLM_COMPARE_CACHE", str(Path(args.workdir) / "cache"))  # children inherit it
     dirs = prepare(args)
     if args.prepare:
@@ -202,14 +233,15 @@ def main() -> None:
     from memory_bandwidth import bandwidths
 
     bandwidth = max(bandwidths(1024, 5).values())
-    for name, (config, layers_key) in SEEDS.items():
+    for name in args.models:
+        config, layers_key = SEEDS[name]
         runs = {}
         for _ in range(args.repeat):  # round-robin: a burst of load elsewhere hits every path alike
             for layers in args.layers:
                 for path in args.paths:
                     runs.setdefault((path, layers), []).append(run_child(dirs[name, layers], path, args))
                     print(f"#   {name} L={layers} {path}: {json.dumps(runs[path, layers][-1])}", flush=True)
-        rows = {key: medians(values) for key, values in runs.items()}
+        rows = {key: best(values) for key, values in runs.items()}
         report(name, config[layers_key], args.layers, rows, bandwidth, args.paths)
 
 
