@@ -132,6 +132,10 @@ def last_logits(llm) -> np.ndarray:
 def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit) -> None:
     """Evaluate the prompt, then pick, emit and feed back one token at a time until a stop id,
     max_new_tokens or `stop`. Emits (text, tokens, first_token_at) like the plain llama.cpp path."""
+    from llm_compare.threads import use_torch_threads
+
+    # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
+    use_torch_threads(1)
     choose = NextToken(params)
     decoder = IdDecoder(text.tokenizer)
     stop_ids = set(text.chat_format.stop_token_ids)
