@@ -203,6 +203,11 @@ def count_gguf(path: Path) -> ParamCount:
         shapes = gguf_tensor_shapes(path)
     except (ValueError, OSError, struct.error, UnicodeDecodeError) as e:
         raise UserError(f"{path.name} is not a readable GGUF file ({e}); re-download it") from None
+    return count_table(shapes)
+
+
+def count_table(shapes: dict[str, tuple[int, ...]]) -> ParamCount:
+    """Parameters of a tensor table in llama.cpp names and GGUF dimension order ([in, out])."""
     linear = rows = other = kv = 0
     for name, dims in shapes.items():
         n = _product(dims)

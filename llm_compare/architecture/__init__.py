@@ -1,0 +1,26 @@
+"""Architecture facts of any model the project can load, read from config, tokenizer and GGUF header
+(never the weights): `describe(spec)` for one model, `describe_pair` for the comparison table."""
+
+from __future__ import annotations
+
+from llm_compare.architecture.facts import KEYS, describe
+
+__all__ = ["KEYS", "describe", "describe_many"]
+
+
+def describe_many(specs, measure_bandwidth: bool = True) -> list[dict]:
+    """Facts per spec; a spec nothing can be read of becomes {"name", "error"} (never raises)."""
+    from llm_compare.errors import UserError
+
+    bandwidth = None
+    if measure_bandwidth:
+        from llm_compare.architecture.bandwidth import memory_bandwidth
+
+        bandwidth = memory_bandwidth()
+    out = []
+    for spec in specs:
+        try:
+            out.append(describe(spec, bandwidth))
+        except UserError as e:
+            out.append({"name": spec.name, "label": spec.label, "source": spec.source, "error": str(e)})
+    return out
