@@ -14,7 +14,7 @@ import sys
 
 from llm_compare.errors import UserError
 
-COMMANDS = ("ask", "models", "doctor", "report", "export", "leaderboard")
+COMMANDS = ("ask", "models", "doctor", "report", "export", "leaderboard", "arch")
 
 
 def build_parser() -> argparse.ArgumentParser:
