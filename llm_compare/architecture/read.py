@@ -100,9 +100,7 @@ def read_source(spec) -> Reading:
     if spec.backend == "openai" or spec.source.startswith(("http://", "https://")):
         return Reading("remote", "unknown", None, f"OpenAI-compatible server at {spec.source}", notes=[
             "a remote server exposes no config, tokenizer or weights: the architecture cannot be known from here"])
-    from llm_compare.loading import resolve_source
-
-    source = resolve_source(spec.source)
+    source = resolve_for_facts(spec.source)
     if source.kind == "hub":
         return Reading("hub", "unknown", None, f"hub id {source.hub_id}", notes=[
             "a hub id is not read (no download): pass the downloaded model directory"])
@@ -115,6 +113,20 @@ def read_source(spec) -> Reading:
 
         return read_legacy(source)
     return read_native_dir(source.path, source.config)
+
+
+def resolve_for_facts(source_text: str):
+    """`loading.resolve_source`, but a directory with a config.json and no weight files is still
+    described (its config is all this needs)."""
+    from llm_compare.loading import Source, read_config, resolve_source
+
+    try:
+        return resolve_source(source_text)
+    except UserError:
+        path = Path(source_text).expanduser()
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            raise
+        return Source("hf_dir", path, config=read_config(path))
 
 
 def read_native_dir(path: Path, raw: dict) -> Reading:

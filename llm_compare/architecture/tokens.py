@@ -36,7 +36,7 @@ def piece(tokenizer, token_id: int) -> str:
     text = tokenizer.decode([token_id])
     if "\ufffd" not in text:
         return text
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
     if all(c in byte_of for c in raw):  # a byte-level token holding part of a character

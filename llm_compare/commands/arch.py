@@ -7,7 +7,7 @@ import json
 from llm_compare.architecture import describe_many
 from llm_compare.architecture.table import render_text
 from llm_compare.errors import UserError
-from llm_compare.specs import load_registry
+from llm_compare.specs import ModelSpec, load_registry
 
 
 def configure(p):
@@ -22,7 +22,7 @@ def configure(p):
 def run(args) -> int:
     reg = load_registry(args.registry)
     names = args.models or list(reg.default_pair)
-    specs = [reg.resolve(name) for name in names]
+    specs = [ModelSpec(name=n, source=n) if n.startswith("embedded:") else reg.resolve(n) for n in names]
     facts = describe_many(specs, measure_bandwidth=not args.no_bandwidth)
     unreadable = [f for f in facts if "error" in f]
     if unreadable:  # nothing at all could be read of this model: say which, one line
