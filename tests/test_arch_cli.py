@@ -122,3 +122,22 @@ def test_model_text_is_escaped():
     md = render_markdown(facts)
     assert "<script>" not in md and "x&#124;y&#42;&#95;" in md
     assert "| ≠ | Model · family |" in md
+
+
+def test_report_starts_with_the_architecture_table(tmp_path, capsys):
+    from conftest import build_tiny_chat_model
+
+    a = build_tiny_chat_model(tmp_path / "a", context=256)
+    b = build_tiny_chat_model(tmp_path / "b", context=512, seed=1)
+    prompts = tmp_path / "p.toml"
+    prompts.write_text('[[prompts]]\ngroup = "g"\nlabel = "one"\ntext = "hello"\n', encoding="utf-8")
+    code = main(["report", "--model-a", str(a), "--model-b", str(b), "--prompts", str(prompts), "--no-store",
+                 "--max-new-tokens", "2", "--greedy", "--out", str(tmp_path / "out"), "--dtype-a", "float32",
+                 "--dtype-b", "float32"])
+    assert code == 0, capsys.readouterr().err
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert md.index("## Architecture") < md.index("## Summary")
+    assert "| ≠ | Positions · configured context | **256** | **512** |" in md
+    assert "|  | Shape · layers | 2 | 2 |" in md
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert page.index("Architecture") < page.index("<h2>Summary</h2>") and "class=diff" in page

@@ -247,3 +247,18 @@ def render_html(facts: list[dict]) -> str:
     if extra:
         out.append('<ul class="arch-notes">' + "".join(f"<li>{esc(n)}</li>" for n in extra) + "</ul>")
     return "".join(out)
+
+
+SECTION_TITLE = "Architecture (read from config, tokenizer and GGUF header; ≠ marks differences)"
+
+
+def section_markdown(facts: list[dict]) -> list[str]:
+    """The report's architecture section as Markdown lines (none without facts)."""
+    return [f"## {SECTION_TITLE}", "", render_markdown(facts)] if facts else []
+
+
+def section_html(facts: list[dict]) -> str:
+    """The report's architecture section as HTML (empty without facts)."""
+    if not facts:
+        return ""
+    return f"<h2>{html.escape(SECTION_TITLE)}</h2><style>{CSS}</style>{render_html(facts)}"
