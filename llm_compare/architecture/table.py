@@ -222,7 +222,7 @@ def render_markdown(facts: list[dict]) -> str:
 
 
 CSS = """
-.arch{border-collapse:collapse;font-size:.9rem}.arch td,.arch th{border:1px solid #ccc;padding:.25rem .5rem;
+.arch{border-collapse:collapse;font-size:.9rem;width:100%}.arch td.label{white-space:nowrap}.arch td,.arch th{border:1px solid #ccc;padding:.25rem .5rem;
 text-align:left;vertical-align:top}.arch th.sec{background:#eef;font-weight:600}
 .arch tr.diff td{background:#fff4d6}.arch tr.diff td.label::before{content:"≠ ";color:#b45309;font-weight:700}
 .arch .tokens{font-family:ui-monospace,monospace;font-size:.8rem;word-break:break-all}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from llm_compare.params import GenerationParams
-from llm_compare.ui import batch, board, handlers
+from llm_compare.ui import arch_tab, batch, board, handlers
 from llm_compare.ui.session import AppContext, Conversation, format_stats
 
 CSS = """
@@ -137,6 +137,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
             rp_status = gr.Markdown("", elem_id="rp-status")
             rp_files = gr.File(label="Report files", file_count="multiple", interactive=False, elem_id="rp-files")
             rp_preview = gr.Markdown("", elem_id="rp-preview")
+        arch_tab.build_arch_tab(ctx, choices, first_a, first_b)
 
         # -- events ---------------------------------------------------------------------------
         a, b = panes["a"], panes["b"]
