@@ -166,3 +166,16 @@ def test_gguf_type_sizes_follow_llama_cpp_blocks():
     assert tensor_type("blk.2.ffn_down.weight", (512, 256), "q4_k_m", 8) == "q4_k"
     assert tensor_type("blk.3.ffn_down.weight", (512, 256), "q4_k_m", 8) == "q6_k"  # every third between
     assert tensor_type("blk.3.attn_q.weight", (96, 96), "q4_k_m", 8) == "q5_0"  # 96 is no multiple of 256
+
+
+def test_other_transformers_classes_get_their_total(tmp_path):
+    """A class the tensor table does not describe (GPT-2: LayerNorm, fused qkv, learned positions)
+    still gets its total, counted on the meta device, equal to the real model's element count."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    config.save_pretrained(tmp_path)
+    facts = describe(spec(tmp_path))
+    assert facts["params_total"] == sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
+    assert (facts["layers"], facts["hidden_size"], facts["attention_heads"]) == (2, 32, 4)  # GPT-2 spellings
+    assert facts["params_attention"] is None and facts["missing"]["params_attention"] == "unknown"

@@ -66,7 +66,7 @@ def memory_facts(reading: Reading, out: dict, bandwidth: float | None) -> dict:
     if reading.file_types:
         facts["file_bytes"] = reading.file_types["bytes"]
     if reading.table is None:
-        return facts
+        return facts | other_class_totals(reading)
     counts = tensors.part_counts(reading.table)
     facts["params_total"] = counts["total"]
     facts.update({f"params_{part}": counts[part] for part in tensors.PARTS})
@@ -79,6 +79,21 @@ def memory_facts(reading: Reading, out: dict, bandwidth: float | None) -> dict:
         read_bytes["this file"] = reading.file_types["read_bytes"]
     facts["decode_ceiling_tokens_per_s"] = sizes.decode_ceilings(read_bytes, bandwidth)
     return facts
+
+
+def other_class_totals(reading: Reading) -> dict:
+    """Total and bf16 / int8 sizes of a transformers class tensors.py does not describe, counted
+    on the meta device (no memory) by `loading.memory.count_parameters`; {} when it cannot."""
+    from llm_compare.loading.memory import count_parameters, weight_bytes
+
+    if not reading.raw:
+        return {}
+    try:
+        count = count_parameters(reading.raw)
+    except UserError:
+        return {}
+    return {"params_total": count.total,
+            "weights_bytes": {name: weight_bytes(count, dtype) for name, dtype in sizes.TORCH_PRECISIONS.items()}}
 
 
 def describe(spec, bandwidth: float | None = None) -> dict:

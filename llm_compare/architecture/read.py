@@ -37,6 +37,7 @@ class Reading:
     notes: list[str] = field(default_factory=list)
     load_tokenizer: Callable | None = None  # () -> (tokenizer, chat format); reads no weights
     path: Path | None = None
+    raw: dict | None = None  # a native config.json as written (for classes tensors.py does not describe)
 
 
 def rope_facts(cfg: dict) -> dict:
@@ -129,16 +130,27 @@ def resolve_for_facts(source_text: str):
         return Source("hf_dir", path, config=read_config(path))
 
 
+def native_names(raw: dict, model_type) -> dict:
+    """The config with the class's own aliases (GPT-2's n_layer, n_head, ...) under the native names."""
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        aliases = CONFIG_MAPPING[model_type].attribute_map if model_type else {}
+    except (KeyError, ImportError):
+        aliases = {}
+    return raw | {native: raw[stored] for native, stored in aliases.items() if native not in raw and stored in raw}
+
+
 def read_native_dir(path: Path, raw: dict) -> Reading:
     model_type = raw.get("model_type")
     classes = raw.get("architectures") or []
     notes: list[str] = []
-    facts = shape_facts(raw, model_type, notes)
+    facts = shape_facts(native_names(raw, model_type), model_type, notes)
     reading = Reading("hf_dir", str(model_type or "unknown"), classes[0] if classes else None, "native transformers",
-                      config=facts, table=table_for(facts, raw, model_type), notes=notes, path=path)
+                      config=facts, table=table_for(facts, raw, model_type), notes=notes, path=path, raw=raw)
     reading.load_tokenizer = lambda: hf_tokenizer(path)
     if model_type not in LLAMA_SHAPED:
-        notes.append(f"model type {model_type!r}: widths read from config.json; per-part parameters unknown")
+        notes.append(f"model type {model_type!r}: read from config.json; parameters per part unknown")
     return reading
 
 

@@ -78,6 +78,8 @@ def part_counts(table: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """Parameters per part, and "total" (a tensor shared by two parts is listed once in a table)."""
     counts = dict.fromkeys(PARTS, 0)
     for name, dims in table.items():
+        if name.startswith("rope_freqs"):  # precomputed rotary factors: a buffer, not a parameter
+            continue
         part = part_of(name)
         counts[part] = counts.get(part, 0) + math.prod(dims)
     counts["total"] = sum(counts.values())
