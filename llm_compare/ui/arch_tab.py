@@ -22,7 +22,7 @@ INTRO = ("Everything below is read from each model's `config.json`, tokenizer fi
 def make_compare(ctx: AppContext):
     known: dict[tuple, dict] = {}
 
-    def compare(name_a, name_b):
+    def compare_architectures(name_a, name_b):
         """Yield a status line first (a GGUF tokenizer can take seconds), then the table."""
         try:
             specs = [ctx.spec(name_a, "a"), ctx.spec(name_b, "b")]
@@ -43,7 +43,7 @@ def make_compare(ctx: AppContext):
         facts = [dict(known.get(k) or fresh[k], name=s.name, label=s.label) for k, s in zip(keys, specs)]
         yield f"<style>{CSS}</style>{render_html(facts)}", "  \n".join(problems)
 
-    return compare
+    return compare_architectures
 
 
 def build_arch_tab(ctx: AppContext, choices: list, first_a: str, first_b: str) -> None:
@@ -56,7 +56,7 @@ def build_arch_tab(ctx: AppContext, choices: list, first_a: str, first_b: str) -
         run = gr.Button("Compare architectures", variant="primary", elem_id="arch-run")
         status = gr.Markdown("", elem_id="arch-status")
         table = gr.HTML("", elem_id="arch-table")
-    compare = make_compare(ctx)
+    compare = make_compare(ctx)  # its own function name: Gradio names endpoints after functions
     quiet = dict(api_visibility="private", show_progress="hidden", concurrency_id="arch")
     for trigger in (run.click, tab.select):
         trigger(compare, inputs=[pick_a, pick_b], outputs=[table, status], **quiet)
