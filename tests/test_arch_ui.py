@@ -52,4 +52,5 @@ def test_architecture_tab_compares_the_seed_formats(app_url):
         page.locator("#arch-run").click()
         expect(row(page, "family")).to_contain_text("Smollm2", timeout=180_000)
         expect(row(page, "tied embeddings")).to_contain_text("yes")
+        page.screenshot(path=str(ARTIFACTS / "architecture-gguf.png"), full_page=True)
         browser.close()
