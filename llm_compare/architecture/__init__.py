@@ -17,10 +17,13 @@ def describe_many(specs, measure_bandwidth: bool = True) -> list[dict]:
         from llm_compare.architecture.bandwidth import memory_bandwidth
 
         bandwidth = memory_bandwidth()
-    out = []
+    out, read = [], {}
     for spec in specs:
-        try:
-            out.append(describe(spec, bandwidth))
-        except UserError as e:
-            out.append({"name": spec.name, "label": spec.label, "source": spec.source, "error": str(e)})
+        key = (spec.source, spec.backend)
+        if key not in read:  # two specs of one file (bf16 / fp32) share its facts
+            try:
+                read[key] = describe(spec, bandwidth)
+            except UserError as e:
+                read[key] = {"source": spec.source, "error": str(e)}
+        out.append(dict(read[key], name=spec.name, label=spec.label))
     return out

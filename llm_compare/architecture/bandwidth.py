@@ -61,5 +61,5 @@ def memory_bandwidth() -> float:
     def measure() -> float:  # the best of one thread and all: on a busy box OpenMP threads wait for each other
         return max(torch_sum_bandwidth(threads=n) for n in sorted({1, cpu_cores()}))
 
-    key = machine_key(torch.__version__, f"cores={cpu_cores()}", f"{PROBE_MIB}MiB")
+    key = machine_key(torch.__version__, f"cores={cpu_cores()}", f"{PROBE_MIB}MiB", "best of 1 and all threads")
     return float(cached_probe("memory_bandwidth", key, measure))

@@ -105,6 +105,8 @@ def describe(spec, bandwidth: float | None = None) -> dict:
     reading = read_source(spec)
     out = {"name": spec.name, "label": spec.label, "source": spec.source, "family": reading.family,
            "transformers_class": reading.transformers_class, "runs_as": reading.via}
+    if spec.backend == "llamacpp" and reading.kind == "gguf":
+        out["runs_as"] = "llama.cpp, from the GGUF file as is"
     out.update(structure(reading))
     out.update(memory_facts(reading, out, bandwidth))
     out["tokenizer_kind"] = reading.config.get("tokenizer_kind")
