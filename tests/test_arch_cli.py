@@ -141,3 +141,10 @@ def test_report_starts_with_the_architecture_table(tmp_path, capsys):
     assert "|  | Shape · layers | 2 | 2 |" in md
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert page.index("Architecture") < page.index("<h2>Summary</h2>") and "class=diff" in page
+
+
+def test_registry_names_share_one_file_and_say_how_they_run(capsys):
+    llamacpp, bf16, fp32 = arch_json(capsys, "smollm2-llamacpp", "smollm2-bf16", "smollm2-fp32")
+    assert llamacpp["runs_as"].startswith("llama.cpp") and "transformers" in bf16["runs_as"]
+    assert bf16["params_total"] == fp32["params_total"] == llamacpp["params_total"]
+    assert (bf16["label"], fp32["label"]) == ("SmolLM2-135M-Instruct · bf16", "SmolLM2-135M-Instruct · fp32")
