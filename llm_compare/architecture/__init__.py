@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from llm_compare.architecture.facts import KEYS, describe
 
 __all__ = ["KEYS", "describe", "describe_many"]
@@ -25,5 +27,8 @@ def describe_many(specs, measure_bandwidth: bool = True) -> list[dict]:
                 read[key] = describe(spec, bandwidth)
             except UserError as e:
                 read[key] = {"source": spec.source, "error": str(e)}
+            except Exception as e:  # noqa: BLE001 - odd files must not break a report or the tab
+                logging.getLogger(__name__).warning("architecture of %s", spec.source, exc_info=True)
+                read[key] = {"source": spec.source, "error": f"could not be read ({type(e).__name__}: {e})"}
         out.append(dict(read[key], name=spec.name, label=spec.label))
     return out
