@@ -1,5 +1,5 @@
 """Architecture facts of any model the project can load, read from config, tokenizer and GGUF header
-(never the weights): `describe(spec)` for one model, `describe_pair` for the comparison table."""
+(never the weights): `describe(spec)` for one model, `describe_many` for the comparison table."""
 
 from __future__ import annotations
 
