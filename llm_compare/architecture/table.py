@@ -13,6 +13,7 @@ from typing import Callable
 
 MISSING = "unknown"
 NOT_APPLICABLE = "–"
+MAX_SPECIALS = 12  # special tokens listed by name in the table; the rest counted
 
 
 def count(n) -> str:
@@ -90,6 +91,11 @@ def vocab(f: dict) -> str:
     return f"{toks:,} tokens in {rows:,} embedding rows ({rows - toks:+,} padding)"
 
 
+def specials(names: list[str]) -> str:
+    shown = " ".join(names[:MAX_SPECIALS])
+    return f"{len(names)}: {shown}" + (f" … {len(names) - MAX_SPECIALS} more" if len(names) > MAX_SPECIALS else "")
+
+
 def first_turn(f: dict) -> str:
     pieces = f.get("first_turn_tokens")
     if not pieces:
@@ -140,7 +146,7 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict], str]]]]] = [
     ("Vocabulary", [
         ("tokenizer", lambda f: value(f, "tokenizer_kind")),
         ("vocabulary", vocab),
-        ("special tokens", lambda f: value(f, "special_tokens", lambda v: f"{f['special_token_count']}: " + " ".join(v))),
+        ("special tokens", lambda f: value(f, "special_tokens", specials)),
         ("chat format", lambda f: value(f, "chat_format")),
         ("first turn (user: 你好！Hello!)", first_turn),
     ]),

@@ -15,7 +15,6 @@ from llm_compare.presets import load_suite
 SAMPLE_TURN = [{"role": "user", "content": "你好！Hello!"}]
 ENGLISH_SAMPLE = ("The quick brown fox jumps over the lazy dog. Memory bandwidth, not arithmetic, limits how fast "
                   "a language model writes its answer on a CPU: every new token reads all of the weights once.")
-MAX_SPECIALS = 12  # listed by name; the rest counted
 
 
 def plain_ids(tokenizer, text: str) -> list[int]:
@@ -131,8 +130,7 @@ def tokenizer_facts(load_tokenizer) -> dict:
     facts = {
         "tokenizer_kind": tokenizer_kind(tokenizer),
         "tokenizer_vocab_size": len(tokenizer),
-        "special_tokens": specials[:MAX_SPECIALS] + ([f"… {len(specials) - MAX_SPECIALS} more"]
-                                                    if len(specials) > MAX_SPECIALS else []),
+        "special_tokens": specials,
         "special_token_count": len(specials),
         "seed_prompt_tokens": seed["tokens"],
         "tokens_per_char_seed_prompts": seed["tokens_per_char"],
