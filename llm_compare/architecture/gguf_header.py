@@ -46,8 +46,12 @@ def field_value(reader, key: str):
 
 
 def open_reader(path: Path):
+    """gguf.GGUFReader (memory-maps; tensor data never read) on a file `check_gguf` found complete."""
     from gguf import GGUFReader
 
+    from llm_compare.loading.gguf import check_gguf
+
+    check_gguf(path)  # a cut or foreign file: the project's one-line message
     try:
         return GGUFReader(path, "r")
     except Exception as e:  # noqa: BLE001 - any parse failure means "not a readable GGUF"

@@ -14,9 +14,8 @@ import re
 PARTS = ("embeddings", "attention", "mlp", "norms", "output_head")
 BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
-# llama.cpp block sizes: bytes per block and weights per block (ggml-common.h)
-BLOCK_BYTES = {"f32": (4, 1), "f16": (2, 1), "bf16": (2, 1), "q8_0": (34, 32), "q5_0": (22, 32),
-               "q4_k": (144, 256), "q6_k": (210, 256)}
+# the ggml types a GGUF export uses, by name: their block sizes are loading.gguf.BLOCKS
+GGML_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q5_0": 6, "q8_0": 8, "q4_k": 12, "q6_k": 14}
 # what llama.cpp's quantizer uses when a row is not a whole number of blocks
 FALLBACK = {"q4_k": "q5_0", "q6_k": "q8_0", "q8_0": "f16", "q5_0": "f16"}
 GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # the GGUF export types the project offers
@@ -103,16 +102,23 @@ def tensor_type(name: str, dims: tuple[int, ...], gguf_type: str, layers: int) -
         match = BLOCK.fullmatch(name)
         more = match and match.group(2) in ("attn_v", "ffn_down") and use_more_bits(int(match.group(1)), layers)
         wanted = "q6_k" if more else "q4_k"
-    while dims[0] % BLOCK_BYTES[wanted][1]:
+    while dims[0] % block_of(wanted)[0]:
         wanted = FALLBACK[wanted]
     return wanted
+
+
+def block_of(type_name: str) -> tuple[int, int]:
+    """(weights per block, bytes per block) of a ggml type."""
+    from llm_compare.loading.gguf import BLOCKS
+
+    return BLOCKS[GGML_TYPES[type_name]]
 
 
 def gguf_bytes(table: dict[str, tuple[int, ...]], gguf_type: str, layers: int) -> int:
     """Tensor bytes of the table written as a GGUF file of `gguf_type` (header excluded)."""
     total = 0
     for name, dims in table.items():
-        block_bytes, block_weights = BLOCK_BYTES[tensor_type(name, dims, gguf_type, layers)]
+        block_weights, block_bytes = block_of(tensor_type(name, dims, gguf_type, layers))
         total += math.prod(dims) // block_weights * block_bytes
     return total
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from llm_compare.params import GenerationParams
-from llm_compare.specs import DTYPES, load_registry
+from llm_compare.params import GenerationParams, parse_seed
+from llm_compare.specs import DTYPES, check_threads, load_registry
 
 
 def add_model_args(p) -> None:
@@ -23,8 +23,15 @@ def add_model_args(p) -> None:
     )
 
 
+def check_model_args(args) -> None:
+    """The model flags' values, refused the same way by the CLI and the app."""
+    for side in ("a", "b"):
+        check_threads(getattr(args, f"threads_{side}", None), f"--threads-{side}")
+
+
 def specs_from_args(args):
     """(spec_a, spec_b, registry) from the model flags."""
+    check_model_args(args)
     reg = load_registry(getattr(args, "registry", None))
     specs = []
     for side in ("a", "b"):
@@ -46,13 +53,13 @@ def add_generation_args(p, max_new_tokens: int = 256) -> None:
     p.add_argument(
         "--repetition-penalty", type=float, help="default: the model's recommended value (e.g. Qwen-1's 1.1), else 1.0"
     )
-    p.add_argument("--seed", type=int, help="sampling seed (each side samples from its own generator)")
+    p.add_argument("--seed", type=int, help="sampling seed, 0 to 2**32-1 (each side samples from its own generator)")
 
 
 def params_from_args(args) -> GenerationParams:
     """Shared settings; fields left unset get defaults here and each model's recommendation per side
     (see `explicit_fields` and `engine.side_params`)."""
-    return GenerationParams(max_new_tokens=args.max_new_tokens, greedy=args.greedy, seed=args.seed).replace(
+    return GenerationParams(max_new_tokens=args.max_new_tokens, greedy=args.greedy, seed=parse_seed(args.seed)).replace(
         temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty
     )
 

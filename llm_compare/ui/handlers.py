@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from llm_compare.errors import UserError
-from llm_compare.params import GenerationParams
+from llm_compare.params import GenerationParams, parse_seed
 from llm_compare.ui import board
 from llm_compare.ui.session import SIDES, AppContext, Conversation, Frame, final_frame, run_turn, vote
 
@@ -59,7 +59,7 @@ def frame_outputs(frame: Frame, conv: Conversation, *, busy: bool, prompt_box=No
 
 
 def params_from_inputs(max_new_tokens, temperature, top_p, repetition_penalty, seed, greedy) -> GenerationParams:
-    seed = None if seed is None or seed == "" or int(seed) < 0 else int(seed)
+    seed = parse_seed(seed)  # the CLI's check: a clear message for "x" or 2**70, -1 means random
     return GenerationParams(
         max_new_tokens=int(max_new_tokens),
         greedy=bool(greedy),
