@@ -56,7 +56,8 @@ class ModelPool:
     def last_swap_seconds(self) -> float | None:
         return self.last_swap.seconds if self.last_swap else None
 
-    def get(self, spec: ModelSpec) -> Backend:
+    def get(self, spec: ModelSpec, progress=None) -> Backend:
+        """The loaded backend for `spec`; `progress(step, total, what)` hears a first gguf-* export."""
         key = spec_key(spec)
         if self.max_resident is None and key in self._backends:
             return self._backends[key]
@@ -71,7 +72,7 @@ class ModelPool:
             if check:
                 check(spec, loaded=list(self._backends.values()))
             log.info("loading %s from %s", spec.name, spec.source)
-            self._backends[key] = open_backend(spec)
+            self._backends[key] = open_backend(spec, progress)
             if unloaded:
                 self.last_swap = Swap(unloaded, spec.label, t1 - t0, time.perf_counter() - t1)
                 log.info("swapped out %s for %s in %.1f s", ", ".join(unloaded), spec.label, self.last_swap.seconds)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 
+from llm_compare.specs import GGUF_DTYPES
+
 PARTS = ("embeddings", "attention", "mlp", "norms", "output_head")
 BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
@@ -18,7 +20,7 @@ BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 GGML_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q5_0": 6, "q8_0": 8, "q4_k": 12, "q6_k": 14}
 # what llama.cpp's quantizer uses when a row is not a whole number of blocks
 FALLBACK = {"q4_k": "q5_0", "q6_k": "q8_0", "q8_0": "f16", "q5_0": "f16"}
-GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # the GGUF export types the project offers
+GGUF_TYPES = tuple(d.removeprefix("gguf-") for d in GGUF_DTYPES)  # the GGUF export types the project offers
 Q4_K_M_NOTE = (
     "q4_k_m is an estimate of llama.cpp's recipe: matrices Q4_K (144 B per 256 weights); output.weight, "
     "and attn_v / ffn_down in the first and last eighth of the layers and every third layer between, Q6_K "
