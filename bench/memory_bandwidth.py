@@ -11,32 +11,20 @@ measured here too, in the same run, as engine tok/s over --tokens greedy tokens 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-import torch
-from _common import header, in_worker, median
+from _common import header, median
 
+from llm_compare.architecture.bandwidth import read_bandwidth, torch_sum_bandwidth
 from llm_compare.backends.llamacpp import LlamaCppBackend
 from llm_compare.backends.transformers import TransformersBackend
 from llm_compare.engine import stream_reply
 from llm_compare.loading import load_model
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
-from llm_compare.threads import cpu_cores, use_torch_threads
+from llm_compare.threads import cpu_cores
 
 STORY = [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]
-
-
-def read_bandwidth(sum_fn, nbytes: int, runs: int) -> float:
-    """Bytes per second of `sum_fn()` over an array of `nbytes`; median of `runs` after a warm-up."""
-    sum_fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sum_fn()
-        times.append(time.perf_counter() - t0)
-    return nbytes / median(times)
 
 
 def bandwidths(mib: int, runs: int) -> dict[str, float]:
@@ -44,12 +32,7 @@ def bandwidths(mib: int, runs: int) -> dict[str, float]:
     a = np.ones(n, dtype=np.float32)
     out = {"numpy sum, 1 thread": read_bandwidth(a.sum, a.nbytes, runs)}
     for threads in sorted({1, cpu_cores()}):
-        def measure(threads=threads):  # even filling the tensor is torch work: do it in the worker
-            use_torch_threads(threads)
-            t = torch.ones(n, dtype=torch.float32)
-            return read_bandwidth(t.sum, a.nbytes, runs)
-
-        out[f"torch sum, {threads} thread(s)"] = in_worker(measure)  # as the engine's workers run torch
+        out[f"torch sum, {threads} thread(s)"] = torch_sum_bandwidth(mib, runs, threads)  # in a worker thread
     return out
 
 

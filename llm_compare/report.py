@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from llm_compare.architecture import describe_many
+from llm_compare.architecture.table import section_html, section_markdown
 from llm_compare.arena import not_votable, record_pair
 from llm_compare.engine import Job, PairState, SideState, side_params, stream_pair, stream_reply
 from llm_compare.errors import UserError
@@ -59,6 +61,7 @@ class Report:
     store_error: str | None = None  # why answers stopped being stored for voting, if they did
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     versions: dict = field(default_factory=software_versions)
+    architecture: list = field(default_factory=list)  # architecture.describe_many of A and B
 
 
 def messages_for(text: str, system: str | None = None) -> list[dict]:
@@ -99,7 +102,8 @@ def run_suite(
     for backend in {id(backend_a): backend_a, id(backend_b): backend_b}.values():
         backend.concurrent_streams = 1
         warm_up(backend, params)
-    report = Report(suite=suite, spec_a=spec_a, spec_b=spec_b, params=params, planned=len(presets))
+    report = Report(suite=suite, spec_a=spec_a, spec_b=spec_b, params=params, planned=len(presets),
+                    architecture=describe_many([spec_a, spec_b]))
     params_a, params_b = side_params(backend_a, params, explicit), side_params(backend_b, params, explicit)
     stored_params = params if params_a == params_b == params else {
         spec_a.name: params_a.to_dict(), spec_b.name: params_b.to_dict()}  # by model: sides get shuffled
@@ -249,6 +253,7 @@ def render_markdown(report: Report) -> str:
         f"- machine: {machine()}; " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
         f"- made {report.created}",
         "",
+        *section_markdown(report.architecture),
         "## Summary",
         "",
         f"| | A: {md_cell(a.label)} | B: {md_cell(b.label)} |",
@@ -328,6 +333,7 @@ def render_html(report: Report) -> str:
 <p class="meta">A: {esc(model_line(a))}<br>B: {esc(model_line(b))}<br>
 settings: {esc(settings_line(report))}; fair sequential timing (one model at a time, order alternating by prompt, each model warmed up once)<br>
 machine: {esc(machine())}; {esc(versions)}<br>made {esc(report.created)}</p>
+{section_html(report.architecture)}
 <h2>Summary</h2>
 <table><tr><th></th><th>A: {esc(a.label)}</th><th>B: {esc(b.label)}</th></tr>{rows}</table>
 {stored}

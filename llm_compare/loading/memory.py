@@ -159,7 +159,11 @@ def gguf_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def count_gguf(path: Path) -> ParamCount:
     """Parameters of a GGUF file from its tensor table (the dense size transformers unpacks it to)."""
-    shapes = gguf_tensor_shapes(path)
+    return count_table(gguf_tensor_shapes(path))
+
+
+def count_table(shapes: dict[str, tuple[int, ...]]) -> ParamCount:
+    """Parameters of a tensor table in llama.cpp names and GGUF dimension order ([in, out])."""
     linear = rows = other = kv = 0
     for name, dims in shapes.items():
         n = _product(dims)

@@ -13,7 +13,7 @@ import inspect
 import gradio as gr
 
 from llm_compare.params import GenerationParams
-from llm_compare.ui import handlers
+from llm_compare.ui import arch_tab, handlers
 from llm_compare.ui.handlers import CompareView, Pane
 from llm_compare.ui.leaderboard_tab import BoardView, add_leaderboard_tab
 from llm_compare.ui.report_tab import add_report_tab
@@ -41,6 +41,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
         compare = add_compare_tab(ctx, concurrency)
         board = add_leaderboard_tab(ctx, demo)
         add_report_tab(ctx, concurrency)
+        arch_tab.build_arch_tab(ctx, ctx.choices(), *initial_picks(ctx).values())
         wire_votes(ctx, compare, board)  # a vote on Compare moves the Leaderboard
     return demo
 

@@ -1,0 +1,143 @@
+"""A GGUF file's architecture from its header: metadata keys and the tensor table, no tensor data.
+
+`gguf.GGUFReader` memory-maps the file, so the weights are never read into RAM. llama.cpp's keys
+(`{arch}.block_count`, `{arch}.attention.head_count_kv`, ...) are renamed to the native config
+names the other sources use; anything absent stays "not stated".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llm_compare.architecture.read import GATED_ACTS, Reading, rope_facts
+from llm_compare.errors import UserError
+
+KEYS = {  # native config key: llama.cpp metadata key after "{arch}."
+    "num_hidden_layers": "block_count",
+    "hidden_size": "embedding_length",
+    "intermediate_size": "feed_forward_length",
+    "num_attention_heads": "attention.head_count",
+    "num_key_value_heads": "attention.head_count_kv",
+    "head_dim": "attention.key_length",
+    "rms_norm_eps": "attention.layer_norm_rms_epsilon",
+    "layer_norm_eps": "attention.layer_norm_epsilon",
+    "rope_theta": "rope.freq_base",
+    "max_position_embeddings": "context_length",
+}
+# the activation of llama.cpp's graph for these architectures (none of them stores it in the header)
+ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "qwen3": "silu", "mistral": "silu", "glm4": "silu",
+               "chatglm": "silu", "phi3": "silu", "gemma": "gelu_pytorch_tanh", "gemma2": "gelu_pytorch_tanh"}
+TOKENIZER_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece BPE", "bert": "WordPiece",
+                   "t5": "SentencePiece Unigram"}
+
+
+def field_value(reader, key: str):
+    """A metadata value as Python (str, number, or list), None when the key is absent."""
+    f = reader.fields.get(key)
+    if f is None:
+        return None
+    if hasattr(f, "contents"):
+        return f.contents()
+    parts = [f.parts[i] for i in f.data]
+    values = [bytes(p).decode("utf-8", "replace") if p.dtype.kind == "u" and p.dtype.itemsize == 1 else p.tolist()
+              for p in parts]
+    values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
+    return values if len(values) != 1 else values[0]
+
+
+def open_reader(path: Path):
+    """gguf.GGUFReader (memory-maps; tensor data never read) on a file `check_gguf` found complete."""
+    from gguf import GGUFReader
+
+    from llm_compare.loading.gguf import check_gguf
+
+    check_gguf(path)  # a cut or foreign file: the project's one-line message
+    try:
+        return GGUFReader(path, "r")
+    except Exception as e:  # noqa: BLE001 - any parse failure means "not a readable GGUF"
+        raise UserError(f"{path.name} is not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
+
+
+def transformers_class_for(arch: str) -> str | None:
+    """The transformers class that unpacks a GGUF of this architecture, None when transformers cannot."""
+    try:
+        from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:
+        return None
+    if arch not in GGUF_CONFIG_MAPPING:
+        return None
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(arch)
+
+
+def read_gguf(path: Path) -> Reading:
+    reader = open_reader(path)
+    arch = field_value(reader, "general.architecture") or "unknown"
+    cfg = {native: field_value(reader, f"{arch}.{key}") for native, key in KEYS.items()}
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    table = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
+    untied = "output.weight" in table
+    file_types = {"bytes": sum(int(t.n_bytes) for t in reader.tensors),
+                  "read_bytes": sum(int(t.n_bytes) for t in reader.tensors
+                                    if not (untied and t.name == "token_embd.weight")),
+                  "types": sorted({t.tensor_type.name for t in reader.tensors})}
+    facts = {k: cfg.get(k) for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
+                                     "num_attention_heads", "num_key_value_heads", "head_dim")}
+    embd = table.get("token_embd.weight")
+    facts["vocab_size"] = embd[1] if embd and len(embd) == 2 else None
+    facts.update(gguf_structure(reader, arch, cfg, table, facts))
+    name = field_value(reader, "general.name")
+    cls = transformers_class_for(arch)
+    via = (f"GGUF unpacked by transformers ({cls})" if cls else
+           "llama.cpp only: transformers cannot unpack this GGUF architecture")
+    notes = [f"read from the GGUF header ({', '.join(file_types['types'])} tensors); context_length is the "
+             "header's training context"]
+    reading = Reading("gguf", f"{arch}" + (f" ({name})" if name else ""), cls, via, config=facts, table=table,
+                      file_types=file_types, notes=notes, path=path)
+    reading.load_tokenizer = lambda: gguf_tokenizer(path)
+    reading.config["tokenizer_kind"] = TOKENIZER_KINDS.get(field_value(reader, "tokenizer.ggml.model"))
+    return reading
+
+
+def gguf_structure(reader, arch: str, cfg: dict, table: dict, shape: dict) -> dict:
+    """Norm, activation, biases, tying and rope facts a GGUF states (or its tensor names show)."""
+    out = {}
+    eps_rms, eps_ln = cfg.get("rms_norm_eps"), cfg.get("layer_norm_eps")
+    out["norm_type"] = "RMSNorm" if eps_rms is not None else "LayerNorm" if eps_ln is not None else None
+    out["norm_eps"] = eps_rms if eps_rms is not None else eps_ln
+    act = ACTIVATIONS.get(arch)
+    gated = "blk.0.ffn_gate.weight" in table
+    out["activation"] = (GATED_ACTS.get(act, f"gated {act}") if gated else act) if act else None
+    out["tied_embeddings"] = "output.weight" not in table if "token_embd.weight" in table else None
+    out["qkv_bias"] = "blk.0.attn_q.bias" in table if "blk.0.attn_q.weight" in table else None
+    heads, hidden = shape.get("num_attention_heads"), shape.get("hidden_size")
+    if shape.get("head_dim") is None and isinstance(heads, int) and heads and isinstance(hidden, int):
+        k = table.get("blk.0.attn_q.weight")
+        shape["head_dim"] = k[1] // heads if k else None
+    if shape.get("num_key_value_heads") is None:
+        shape["num_key_value_heads"] = heads if heads and "blk.0.attn_k.weight" in table else None
+    out["context_length"] = out["trained_context_length"] = cfg.get("max_position_embeddings")
+    rope = rope_facts({"rope_theta": cfg.get("rope_theta")})
+    out["rope_theta"] = rope["rope_theta"]
+    dims, head_dim = field_value(reader, f"{arch}.rope.dimension_count"), shape.get("head_dim")
+    out["rope_fraction"] = dims / head_dim if isinstance(dims, int) and head_dim else None
+    scaling = field_value(reader, f"{arch}.rope.scaling.type")
+    if scaling:
+        factor = field_value(reader, f"{arch}.rope.scaling.factor")
+        out["rope_scaling"] = f"{scaling}" + (f" ×{factor}" if factor else "")
+        out["trained_context_length"] = field_value(reader, f"{arch}.rope.scaling.original_context_length")
+    else:
+        out["rope_scaling"] = "none"
+    return out
+
+
+def gguf_tokenizer(path: Path):
+    """The tokenizer transformers builds from the GGUF (the converted copy in the cache when there is
+    one, which is faster), and its chat-template format."""
+    from llm_compare.architecture.read import hf_tokenizer
+    from llm_compare.loading.hf import gguf_cache_dir
+
+    cached = gguf_cache_dir(path)
+    if (cached / "complete").exists():
+        return hf_tokenizer(cached)
+    return hf_tokenizer(path.parent, gguf_file=path.name)

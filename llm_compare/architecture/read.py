@@ -1,0 +1,171 @@
+"""Read a model's architecture without its weights: config.json (native, or a seed format through
+the legacy loaders' own config mapping) or a GGUF header, into one set of native-named facts.
+
+Facts not in the source stay None and are listed in `not_stated`; nothing is guessed. Values the
+model class defines when the config is silent (a llama-class head dimension is hidden / heads)
+are derived and say so in `notes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from llm_compare.architecture.tensors import llama_shaped
+from llm_compare.errors import UserError
+
+LLAMA_SHAPED = ("llama", "mistral", "qwen2", "qwen3", "glm")  # classes tensors.llama_shaped describes
+FULL_ROTARY = ("llama", "mistral", "qwen2", "qwen3")  # classes that rotate the whole head
+GATED_ACTS = {"silu": "SwiGLU", "swish": "SwiGLU", "gelu": "GeGLU", "gelu_pytorch_tanh": "GeGLU",
+              "gelu_new": "GeGLU"}
+SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "head_dim")
+
+
+@dataclass
+class Reading:
+    """What one source says about its architecture (native config vocabulary)."""
+
+    kind: str  # chatglm3 | qwen | hf_dir | gguf | remote | hub
+    family: str
+    transformers_class: str | None
+    via: str  # how the project runs it: "native", "legacy remap (...)", "GGUF unpacked by transformers", ...
+    config: dict = field(default_factory=dict)  # native keys; a missing key is "not stated"
+    table: dict | None = None  # tensors.py tensor table, when the shape is known
+    file_types: dict | None = None  # GGUF: tensor bytes in the file and its type names
+    notes: list[str] = field(default_factory=list)
+    load_tokenizer: Callable | None = None  # () -> (tokenizer, chat format); reads no weights
+    path: Path | None = None
+    raw: dict | None = None  # a native config.json as written (for classes tensors.py does not describe)
+
+
+def rope_facts(cfg: dict) -> dict:
+    """rope theta / rotated fraction / scaling / trained context from a native config dict."""
+    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    params = params if isinstance(params, dict) else {}
+    out = {"rope_theta": params.get("rope_theta", cfg.get("rope_theta")),
+           "rope_fraction": params.get("partial_rotary_factor", cfg.get("partial_rotary_factor")),
+           "trained_context_length": params.get("original_max_position_embeddings")}
+    kind = params.get("rope_type") or params.get("type")
+    if kind and kind != "default":
+        factor = params.get("factor")
+        out["rope_scaling"] = f"{kind}" + (f" ×{factor}" if factor else "")
+    elif "rope_parameters" in cfg or "rope_scaling" in cfg:
+        out["rope_scaling"] = "none"
+    return out
+
+
+def shape_facts(cfg: dict, model_type: str | None, notes: list[str]) -> dict:
+    """Layers, widths, heads, norm and activation from native config keys; derived values noted."""
+    facts = {k: cfg.get(k) for k in SHAPE_KEYS}
+    heads, hidden = facts["num_attention_heads"], facts["hidden_size"]
+    if model_type in LLAMA_SHAPED and isinstance(heads, int) and isinstance(hidden, int):
+        if facts["head_dim"] is None:
+            facts["head_dim"] = hidden // heads
+            notes.append("head_dim not stated: the model class uses hidden_size / num_attention_heads")
+        if facts["num_key_value_heads"] is None:
+            facts["num_key_value_heads"] = heads
+            notes.append("num_key_value_heads not stated: the model class then uses one KV head per head (MHA)")
+    eps_rms, eps_ln = cfg.get("rms_norm_eps"), cfg.get("layer_norm_eps", cfg.get("layer_norm_epsilon"))
+    facts["norm_type"] = "RMSNorm" if eps_rms is not None else "LayerNorm" if eps_ln is not None else None
+    facts["norm_eps"] = eps_rms if eps_rms is not None else eps_ln
+    act = cfg.get("hidden_act") or cfg.get("hidden_activation")
+    gated = model_type in LLAMA_SHAPED
+    facts["activation"] = (GATED_ACTS.get(act, f"gated {act}") if gated and act else act)
+    facts["tied_embeddings"] = cfg.get("tie_word_embeddings")
+    bias = cfg.get("attention_bias")
+    facts["qkv_bias"] = True if model_type == "qwen2" else bias
+    facts["context_length"] = cfg.get("max_position_embeddings")
+    facts.update(rope_facts(cfg))
+    if facts["rope_fraction"] is None and model_type in FULL_ROTARY:
+        facts["rope_fraction"] = 1.0
+    return facts
+
+
+def table_for(facts: dict, cfg: dict, model_type: str | None) -> dict | None:
+    """The tensor table of a llama-shaped config, or None when a width is missing or the class differs."""
+    if model_type not in LLAMA_SHAPED or any(not isinstance(facts.get(k), int) for k in SHAPE_KEYS):
+        return None
+    shape = {k: facts[k] for k in SHAPE_KEYS}
+    attention_bias = bool(cfg.get("attention_bias", model_type == "glm"))
+    shape.update(qkv_bias=attention_bias or model_type == "qwen2",
+                 o_bias=attention_bias and model_type in ("llama", "qwen3"),
+                 mlp_bias=bool(cfg.get("mlp_bias", False)), qk_norm=model_type == "qwen3",
+                 tied=bool(cfg.get("tie_word_embeddings", False)))
+    return llama_shaped(shape)
+
+
+def read_source(spec) -> Reading:
+    """A Reading for a spec; UserError only when nothing at all can be read (bad path, not a model)."""
+    if spec.backend == "openai" or spec.source.startswith(("http://", "https://")):
+        return Reading("remote", "unknown", None, f"OpenAI-compatible server at {spec.source}", notes=[
+            "a remote server exposes no config, tokenizer or weights: the architecture cannot be known from here"])
+    source = resolve_for_facts(spec.source)
+    if source.kind == "hub":
+        return Reading("hub", "unknown", None, f"hub id {source.hub_id}", notes=[
+            "a hub id is not read (no download): pass the downloaded model directory"])
+    if source.kind == "gguf":
+        from llm_compare.architecture.gguf_header import read_gguf
+
+        return read_gguf(source.path)
+    if source.kind in ("chatglm3", "qwen"):
+        from llm_compare.architecture.legacy import read_legacy
+
+        return read_legacy(source)
+    return read_native_dir(source.path, source.config)
+
+
+def resolve_for_facts(source_text: str):
+    """`loading.resolve_source`, but a directory with a config.json and no weight files is still
+    described (its config is all this needs)."""
+    from llm_compare.loading import Source, read_config, resolve_source
+
+    try:
+        return resolve_source(source_text)
+    except UserError:
+        path = Path(source_text).expanduser()
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            raise
+        return Source("hf_dir", path, config=read_config(path))
+
+
+def native_names(raw: dict, model_type) -> dict:
+    """The config with the class's own aliases (GPT-2's n_layer, n_head, ...) under the native names."""
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        aliases = CONFIG_MAPPING[model_type].attribute_map if model_type else {}
+    except (KeyError, ImportError):
+        aliases = {}
+    return raw | {native: raw[stored] for native, stored in aliases.items() if native not in raw and stored in raw}
+
+
+def read_native_dir(path: Path, raw: dict) -> Reading:
+    model_type = raw.get("model_type")
+    classes = raw.get("architectures") or []
+    notes: list[str] = []
+    facts = shape_facts(native_names(raw, model_type), model_type, notes)
+    reading = Reading("hf_dir", str(model_type or "unknown"), classes[0] if classes else None, "native transformers",
+                      config=facts, table=table_for(facts, raw, model_type), notes=notes, path=path, raw=raw)
+    reading.load_tokenizer = lambda: hf_tokenizer(path)
+    if model_type not in LLAMA_SHAPED:
+        notes.append(f"model type {model_type!r}: read from config.json; parameters per part unknown")
+    return reading
+
+
+def hf_tokenizer(directory, **kwargs):
+    """A transformers tokenizer (never remote code) and its chat-template format, or a UserError."""
+    from transformers import AutoTokenizer
+
+    from llm_compare.chat_formats import choose_format
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure means "tokenizer unknown", shown as such
+        raise UserError(f"tokenizer not readable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    try:
+        fmt = choose_format("auto", tokenizer)
+    except UserError:
+        fmt = None
+    return tokenizer, fmt
