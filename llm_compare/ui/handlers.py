@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from llm_compare.errors import UserError
-from llm_compare.params import GenerationParams
+from llm_compare.params import GenerationParams, settings_from_input
 from llm_compare.ui import board
 from llm_compare.ui.session import SIDES, AppContext, Conversation, Frame, final_frame, run_turn, vote
 
@@ -59,15 +59,9 @@ def frame_outputs(frame: Frame, conv: Conversation, *, busy: bool, prompt_box=No
 
 
 def params_from_inputs(max_new_tokens, temperature, top_p, repetition_penalty, seed, greedy) -> GenerationParams:
-    seed = None if seed is None or seed == "" or int(seed) < 0 else int(seed)
-    return GenerationParams(
-        max_new_tokens=int(max_new_tokens),
-        greedy=bool(greedy),
-        temperature=float(temperature),
-        top_p=float(top_p),
-        repetition_penalty=float(repetition_penalty),
-        seed=seed,
-    )
+    """The sliders' settings (all set; "use recommended" decides per turn whether models override them)."""
+    return settings_from_input(max_new_tokens, greedy, seed, temperature=temperature, top_p=top_p,
+                               repetition_penalty=repetition_penalty)[0]
 
 
 def notice(e: UserError) -> gr.Error:
