@@ -40,6 +40,7 @@ class Metrics:
     peak_rss_bytes: int = 0
     prompt_tokens: int | None = None
     threads: int | None = None  # CPU threads this stream ran with (from the process-wide account)
+    streams_running: int | None = None  # local streams running (itself included) when it started
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,18 +102,14 @@ def stream_reply(
         seat.release()
 
 
-def stream_threads(backend: Backend) -> int:
-    """Threads for a stream of `backend` starting now, from the account of running streams."""
-    return threads_for_stream(backend.spec, STREAMS.running, backend.best_threads())
-
-
 def _stream_counted(backend: Backend, messages: Messages, params: GenerationParams, stop) -> Iterator[ReplyUpdate]:
     t0 = time.perf_counter()
     n_prompt, max_new = check_prompt(backend, messages, params)
     if max_new != params.max_new_tokens:
         params = params.replace(max_new_tokens=max_new)
-    threads = stream_threads(backend)
-    m = Metrics(prompt_tokens=n_prompt, peak_rss_bytes=peak_rss_bytes(), threads=threads)
+    running = STREAMS.running
+    threads = threads_for_stream(backend.spec, running, backend.best_threads())
+    m = Metrics(prompt_tokens=n_prompt, peak_rss_bytes=peak_rss_bytes(), threads=threads, streams_running=running)
     text = ""
     first_at = last_at = None
     for chunk in backend.stream(messages, params, stop, threads=threads):

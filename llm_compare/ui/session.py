@@ -191,7 +191,8 @@ def format_stats(st: SideState | None) -> str:
     ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "–"
     rate = f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "–"
     mem = f"{m.peak_rss_bytes / 2**30:.2f} GiB" if m.peak_rss_bytes else "–"
-    return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}"
+    threads = f" · {m.threads} thread{'s' if m.threads != 1 else ''}" if m.threads else ""
+    return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}{threads}"
 
 
 def pane_text(st: SideState) -> str:
