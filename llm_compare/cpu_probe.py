@@ -41,9 +41,11 @@ THREADS_ENV_NOTE = "LLM_COMPARE_THREADS caps every stream"  # hidden, MLP width 
 
 
 def _versions() -> str:
+    """torch's version and the kernels it may use (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA change them)."""
     import torch
 
-    return f"torch {torch.__version__}"
+    return (f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()} "
+            f"onednn<={os.environ.get('ONEDNN_MAX_CPU_ISA', 'any')}")
 
 
 def _timed(fn: Callable[[], object], budget_s: float = 0.25, max_runs: int = 15) -> float:
