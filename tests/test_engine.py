@@ -236,6 +236,27 @@ def test_load_on_demand_loads_each_side_when_its_turn_comes(tiny_backend):
     assert states[-1].a.text == final.a.text
 
 
+def test_a_load_shows_in_its_pane_as_it_happens(tiny_backend):
+    """What the loader reports (progress.status) reaches the side's state, with a running counter."""
+    from llm_compare.progress import status
+
+    def load():
+        status("converting model.gguf, step 1/2")
+        time.sleep(0.3)
+        status("converting model.gguf, step 2/2")
+        time.sleep(0.3)
+        return tiny_backend
+
+    states = list(stream_pair(Job("a", None, ASK, load=load), Job("b", tiny_backend, ASK), GREEDY, tick_s=0.05))
+    loading = [s.a for s in states if s.a.status == "loading"]
+    assert [a.activity for a in loading if a.activity][:1] == ["converting model.gguf, step 1/2"]
+    assert "converting model.gguf, step 2/2" in {a.activity for a in loading}
+    elapsed = [a.metrics.elapsed_s for a in loading]
+    assert elapsed == sorted(elapsed) and elapsed[-1] > 0.3  # the counter does not pretend nothing runs
+    final = states[-1].a
+    assert final.status == "done" and final.activity == "" and final.model_wait_s >= 0.6
+
+
 def test_load_on_demand_failure_and_stop_before_the_turn(tiny_backend):
     def fails():
         raise UserError("Qwen-7B-Chat needs 15.6 GiB but 9.1 GiB is available")
