@@ -31,13 +31,23 @@ import threading
 import time
 from typing import Callable
 
-from llm_compare.machine import cached_probe, machine_key
+from llm_compare.machine import cached_probe as _cached_probe
+from llm_compare.machine import machine_key
 
 CANDIDATES = ("float32", "bfloat16")  # precisions that keep the model's answers
 DTYPE_ENV = "LLM_COMPARE_DTYPE"
 TURN_PROMPT, TURN_NEW = 300, 200  # the representative turn the precision is chosen for
 DEFAULT_WIDTH = (2048, 5632)
 THREADS_ENV_NOTE = "LLM_COMPARE_THREADS caps every stream"  # hidden, MLP width when the model's config does not say
+
+
+_MEASURING = threading.Lock()  # one measurement at a time: two at once would each see half the CPU
+
+
+def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
+    """machine.cached_probe, measuring alone in this process (both panes may load at once)."""
+    with _MEASURING:
+        return _cached_probe(name, key, measure)
 
 
 def _versions() -> str:
