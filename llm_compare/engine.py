@@ -211,6 +211,27 @@ class Job:
 _DONE = object()
 
 
+def _apply(st: SideState, kind, payload) -> None:
+    """One message from a side's worker, applied to what its pane shows."""
+    if kind == "loading":
+        st.status, st.started_at = "loading", payload
+    elif kind == "activity":
+        st.activity = payload
+    elif kind == "loaded":
+        st.model_wait_s, st.activity = payload, ""
+    elif kind == "start":
+        st.status, (st.started_at, st.params) = "running", payload
+    elif kind == "update":
+        st.text, st.metrics = payload.text, payload.metrics
+        if payload.done:
+            st.finish_reason = payload.finish_reason
+            st.status = "stopped" if payload.finish_reason == "stopped" else "done"
+    elif kind == "error":
+        st.status, st.error = "error", payload
+    elif kind is _DONE and not st.finished:
+        st.status = "stopped"
+
+
 def _load(job: Job, out: queue.Queue) -> None:
     """Load this side's model in its worker; what the loader reports shows in the pane as it happens."""
     out.put((job.side, "loading", time.perf_counter()))
@@ -291,26 +312,9 @@ def stream_pair(
                 continue
             while True:  # apply everything queued, then show it once
                 side, kind, payload = item
-                st = states[side]
-                if kind == "loading":
-                    st.status, st.started_at = "loading", payload
-                elif kind == "activity":
-                    st.activity = payload
-                elif kind == "loaded":
-                    st.model_wait_s, st.activity = payload, ""
-                elif kind == "start":
-                    st.status, (st.started_at, st.params) = "running", payload
-                elif kind == "update":
-                    st.text, st.metrics = payload.text, payload.metrics
-                    if payload.done:
-                        st.finish_reason = payload.finish_reason
-                        st.status = "stopped" if payload.finish_reason == "stopped" else "done"
-                elif kind == "error":
-                    st.status, st.error = "error", payload
-                elif kind is _DONE:
+                if kind is _DONE:
                     pending -= 1
-                    if not st.finished:
-                        st.status = "stopped"
+                _apply(states[side], kind, payload)
                 try:
                     item = out.get_nowait()
                 except queue.Empty:

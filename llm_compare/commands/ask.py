@@ -7,6 +7,7 @@ import sys
 
 from llm_compare.commands.common import add_generation_args, add_model_args, settings_from_args, specs_from_args
 from llm_compare import progress
+from llm_compare.engine import require_prompt
 from llm_compare.pool import ModelPool
 from llm_compare.turn import prepare_turn
 
@@ -77,6 +78,7 @@ def format_metrics(m) -> str:
 
 
 def run(args) -> int:
+    require_prompt(args.prompt)  # before any model loads
     params, user_set = settings_from_args(args)
     spec_a, spec_b, _ = specs_from_args(args)
     pool = ModelPool(max_resident=1 if args.one_model_at_a_time else None)
