@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 import re
 
+from llm_compare.errors import UserError
+
 # Names by which a model may identify itself or its maker: one list, matched case-insensitively.
 # Latin-script names match as whole words ("glm" inside "glmnet" does not count); Chinese names
 # match anywhere.
@@ -50,8 +52,6 @@ def draw_blind_pair(names: list[str], rng: random.Random | None = None) -> tuple
     """Two distinct names at random, in random left/right order: (model_a, model_b)."""
     distinct = list(dict.fromkeys(names))
     if len(distinct) < 2:
-        from llm_compare.errors import UserError
-
         raise UserError(
             "blind mode needs at least two different models that are available on this machine; "
             "add one to assets/models.toml or fix the paths of the listed ones (python -m llm_compare doctor)"
@@ -70,6 +70,21 @@ def detect_language(text: str) -> str:
     return "Chinese" if cjk * 3 >= latin else "English"
 
 
+def not_votable(state_a, state_b) -> str | None:
+    """Why a finished pair is no battle to vote on, or None (one rule for the app, report and store).
+
+    A side that failed has no answer, and a side stopped before its first token has none either:
+    an answer against nothing is not a comparison. An empty reply the model chose to end is an
+    answer (a bad one), and a side stopped later keeps its partial answer, marked stopped.
+    """
+    for st in (state_a, state_b):
+        if st.status == "error" or st.error:
+            return f"side {st.side.upper()} failed"
+        if st.status == "stopped" and not st.text and not st.metrics.new_tokens:
+            return f"side {st.side.upper()} was stopped before its first token"
+    return None
+
+
 def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict], messages_b: list[dict] | None = None,
                 *, params=None, anony: bool = False, source: str = "live", question_id: str | None = None,
                 versions: dict | None = None) -> int:
@@ -78,6 +93,9 @@ def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict],
     messages_a/b are what each side was sent (its history plus the new user turn); each side's
     answer is appended. Side A is the left pane: pass the specs in the order the voter saw them.
     """
+    reason = not_votable(state_a, state_b)
+    if reason:
+        raise UserError(f"not stored for voting: {reason}")
     messages_b = messages_a if messages_b is None else messages_b
     prompt = next((m.get("content") or "" for m in reversed(messages_a) if m.get("role") == "user"), "")
 

@@ -10,6 +10,33 @@ from llm_compare.errors import UserError
 TUNABLE = ("temperature", "top_p", "repetition_penalty")  # the settings a model may recommend
 
 
+SEED_MAX = 2**32 - 1  # llama.cpp seeds are 32-bit; torch generators and servers take these too
+SEED_RULE = f"a whole number from 0 to {SEED_MAX}, or -1 for a new random seed each time"
+
+
+def parse_seed(value) -> int | None:
+    """A seed as given by a flag, the UI's box or an API call; blank or negative: None (random)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value) if isinstance(value, str) else value
+        seed = int(number)
+        if seed != number:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"seed must be {SEED_RULE} (got {value!r})") from None
+    if seed < 0:
+        return None
+    check_seed(seed)
+    return seed
+
+
+def check_seed(seed) -> None:
+    """None (random) or a whole number every backend accepts."""
+    if seed is not None and not (type(seed) is int and 0 <= seed <= SEED_MAX):
+        raise UserError(f"seed must be {SEED_RULE} (got {seed!r})")
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     max_new_tokens: int = 256
@@ -30,6 +57,7 @@ class GenerationParams:
             raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
         if not self.repetition_penalty > 0:
             raise UserError(f"repetition penalty must be above 0 (got {self.repetition_penalty})")
+        check_seed(self.seed)
 
     def replace(self, **changes) -> "GenerationParams":
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -48,7 +76,7 @@ def settings_from_input(max_new_tokens, greedy, seed=None, **tunable) -> tuple[G
     unknown = set(tunable) - set(TUNABLE)
     if unknown:
         raise TypeError(f"not tunable settings: {', '.join(sorted(unknown))}")
-    seed = None if seed is None or seed == "" or int(seed) < 0 else int(seed)
+    seed = parse_seed(seed)
     user_set = frozenset(k for k, v in tunable.items() if v is not None)
     params = GenerationParams(max_new_tokens=int(max_new_tokens), greedy=bool(greedy), seed=seed)
     return params.replace(**{k: float(tunable[k]) for k in user_set}), user_set

@@ -12,15 +12,19 @@ import html
 import os
 import platform
 import random
+import signal
 import statistics
 import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from llm_compare.arena import record_pair
-from llm_compare.engine import SideState, stream_reply
+from llm_compare.arena import not_votable, record_pair
+from llm_compare.engine import PairState, SideState, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.presets import Preset
@@ -51,6 +55,9 @@ class Report:
     spec_b: object
     params: GenerationParams
     results: list[PairResult] = field(default_factory=list)
+    planned: int = 0  # prompts in the suite; more than len(results) when the run was interrupted
+    interrupted: bool = False  # Ctrl-C: the results are the prompts that finished
+    store_error: str | None = None  # why answers stopped being stored for voting, if they did
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     versions: dict = field(default_factory=software_versions)
 
@@ -79,28 +86,65 @@ def run_suite(
     """Run every preset through both models (sequentially) and store each finished pair.
 
     `recommended`: each model's recommended values fill the tunable settings not in `user_set`
-    (engine.side_params); otherwise `params` apply to both sides as they are.
+    (engine.side_params); otherwise `params` apply to both sides as they are. Finished work is never
+    thrown away: Ctrl-C ends the run with the prompts that finished (`interrupted`), and a store
+    that fails stops the storing (`store_error`), not the run.
     """
     if not presets:
         raise UserError(f"prompt suite {suite!r} is empty; add [[prompts]] with group, label and text")
     rng = rng or random.Random()
     for spec in {spec_a.name: spec_a, spec_b.name: spec_b}.values():
         warm_up(pool.get(spec), params)
-    report = Report(suite=suite, spec_a=spec_a, spec_b=spec_b, params=params)
-    for n, preset in enumerate(presets):
-        turn = prepare_turn(preset.text, {"a": spec_a, "b": spec_b}, pool, params, user_set=user_set,
-                            recommended=recommended, system=system, sequential=True)
-        first = "a" if n % 2 == 0 else "b"
-        final = None
-        for final in turn.stream(tick_s=0.25, b_first=first == "b"):
-            if progress:
-                progress(n, len(presets), preset, final)
-        result = PairResult(preset, final.side("a"), final.side("b"), first)
-        if store is not None and not result.a.error and not result.b.error:
-            result.battle_id = store_pair(store, result, spec_a, spec_b, params, turn.a.messages, suite, rng,
-                                          report.versions)
-        report.results.append(result)
+    report = Report(suite=suite, spec_a=spec_a, spec_b=spec_b, params=params, planned=len(presets))
+    try:
+        for n, preset in enumerate(presets):
+            turn = prepare_turn(preset.text, {"a": spec_a, "b": spec_b}, pool, params, user_set=user_set,
+                                recommended=recommended, system=system, sequential=True)
+            first = "a" if n % 2 == 0 else "b"
+            final, ctrl_c = _run_pair(turn, first, lambda state: progress and progress(n, len(presets), preset, state))
+            with _ctrl_c_deferred():  # a finished pair is stored and listed whole, or not at all
+                result = PairResult(preset, final.side("a"), final.side("b"), first)
+                if store is not None and not_votable(result.a, result.b) is None:
+                    try:
+                        result.battle_id = store_pair(store, result, spec_a, spec_b, params, turn.a.messages, suite,
+                                                      rng, report.versions)
+                    except UserError as e:  # disk full, database locked: the report itself still gets written
+                        report.store_error, store = str(e), None
+                report.results.append(result)
+            if ctrl_c:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:  # Ctrl-C: stream_pair stopped the pair in flight; keep the finished ones
+        report.interrupted = True
     return report
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it; only the main thread gets signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _run_pair(turn, first: str, on_update) -> tuple[PairState, bool]:
+    """Stream one pair to its end: (final state, whether Ctrl-C came after both sides had finished)."""
+    final = None
+    try:
+        for final in turn.stream(tick_s=0.25, b_first=first == "b"):
+            on_update(final)
+    except KeyboardInterrupt:
+        if final is None or not final.finished:
+            raise
+        return final, True  # both answers were complete: keep this pair too
+    return final, False
 
 
 def store_pair(store, result: PairResult, spec_a, spec_b, params, msgs, suite, rng, versions) -> int:
@@ -145,6 +189,9 @@ def summary_rows(report: Report) -> list[tuple[str, str, str]]:
     errors = lambda side: sum(1 for r in report.results if getattr(r, side).error)
     rows.append(("prompts answered", f"{len(report.results) - errors('a')}/{len(report.results)}",
                  f"{len(report.results) - errors('b')}/{len(report.results)}"))
+    if report.interrupted:
+        ran = f"{len(report.results)} of {report.planned} (interrupted)"
+        rows.append(("prompts run", ran, ran))
     return rows
 
 
@@ -285,6 +332,20 @@ machine: {esc(machine())}; {esc(versions)}<br>made {esc(report.created)}</p>
 {prompts}
 </body></html>
 """
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """Create `out_dir` and make sure files can be written there, before an hour of generation."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"cannot write the report to {out}: {e.strerror}; pass --out with a writable directory"
+        ) from None
+    return out
 
 
 def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:

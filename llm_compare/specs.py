@@ -24,6 +24,14 @@ AUTO_DTYPE = "auto"  # nobody chose: the precision measured fastest on this mach
 CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
 
 
+def check_threads(value, what: str) -> None:
+    """CPU threads for a model: None (the thread policy decides) or a whole number of at least 1."""
+    if value is not None and not (type(value) is int and value >= 1):
+        raise UserError(
+            f"{what} must be a whole number of at least 1 (got {value!r}); leave it out for the thread policy"
+        )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model configuration as a deployer would name it (same weights at two dtypes = two specs)."""
@@ -49,6 +57,7 @@ class ModelSpec:
             raise UserError(
                 f"model {self.name!r}: unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}"
             )
+        check_threads(self.threads, f"model {self.name!r}: threads")
         if self.dtype not in DTYPES + (AUTO_DTYPE,):
             raise UserError(f"model {self.name!r}: unknown dtype {self.dtype!r}; use one of "
                             f"{', '.join(DTYPES + (AUTO_DTYPE,))}")

@@ -13,22 +13,23 @@ corrupt file (left untouched, never recreated), a second vote, an unknown battle
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from llm_compare.arena import detect_language, self_mentions
+from llm_compare.battle import JSON_COLUMNS, Battle, battle_from_row
 from llm_compare.errors import UserError
 from llm_compare.migrations import MIGRATIONS, migrate, transaction
 
+log = logging.getLogger(__name__)
 DEFAULT_DB = Path("data") / "llm_compare.db"
 DB_ENV = "LLM_COMPARE_DB"
 OUTCOMES = ("a", "b", "tie", "bothbad")
-WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}  # FastChat labels
 SOURCES = ("live", "batch")
 
 
@@ -38,13 +39,24 @@ def db_path(flag: str | None = None) -> tuple[Path, bool]:
     return (Path(chosen).expanduser(), False) if chosen else (DEFAULT_DB, True)
 
 
-def open_store(flag: str | None = None, must_exist: bool = False) -> "VoteStore":
+def open_store(flag: str | None = None, must_exist: bool = False, note_readonly: bool = True) -> "VoteStore":
     """The store the CLI and app use; only the default location's directory is created on demand.
 
     must_exist: for commands that only read votes (leaderboard, export): never create a database.
+    note_readonly: log one line when the database can only be read (votes cannot be saved there).
     """
     path, is_default = db_path(flag)
-    return VoteStore(path, create_dir=is_default and not must_exist, must_exist=must_exist)
+    store = VoteStore(path, create_dir=is_default and not must_exist, must_exist=must_exist)
+    if store.readonly and note_readonly:
+        log.warning("note: %s", store.readonly_note())
+    return store
+
+
+def _readonly_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def software_versions() -> dict:
@@ -70,72 +82,10 @@ def as_dict(value) -> dict:
     return dict(value)
 
 
-@dataclass
-class Battle:
-    id: int
-    created: float
-    prompt: str
-    model_a: str
-    model_b: str
-    answer_a: str
-    answer_b: str
-    conversation_a: list
-    conversation_b: list
-    spec_a: dict
-    spec_b: dict
-    params: dict
-    versions: dict
-    metrics_a: dict
-    metrics_b: dict
-    anony: bool
-    self_identified: bool
-    self_words: list
-    source: str
-    language: str
-    question_id: str | None
-    vote: str | None = None  # the outcome, once voted
-    voted_at: float | None = None
-    voter: str | None = None
-
-    def record(self) -> dict:
-        """A FastChat "clean battle" record (arena tooling reads these), plus llm_compare fields."""
-        if self.vote is None:
-            raise ValueError(f"battle {self.id} has no vote")
-        return {
-            "question_id": self.question_id or f"llm_compare-{self.id}",
-            "model_a": self.model_a,
-            "model_b": self.model_b,
-            "winner": WINNER[self.vote],
-            "judge": self.voter or "anonymous",
-            "conversation_a": self.conversation_a,
-            "conversation_b": self.conversation_b,
-            "turn": sum(1 for m in self.conversation_a if m.get("role") == "user"),
-            "anony": self.anony,
-            "language": self.language,
-            "tstamp": self.voted_at,
-            "battle_id": self.id,
-            "outcome": self.vote,
-            "self_identified": self.self_identified,
-            "self_words": self.self_words,
-            "source": self.source,
-        }
-
-
-JSON_COLUMNS = ("conversation_a", "conversation_b", "spec_a", "spec_b", "params", "versions",
-                "metrics_a", "metrics_b", "self_words")
 SELECT_BATTLES = """
     SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
     FROM battles LEFT JOIN votes ON votes.battle_id = battles.id
 """
-
-
-def _battle(row: sqlite3.Row) -> Battle:
-    data = dict(row)
-    for name in JSON_COLUMNS:
-        data[name] = json.loads(data[name])
-    data["anony"] = bool(data["anony"])
-    data["self_identified"] = bool(data["self_identified"])
-    return Battle(**data)
 
 
 class VoteStore:
@@ -150,7 +100,7 @@ class VoteStore:
         """
         self.path = Path(path) if path else DEFAULT_DB
         self.readonly = readonly
-        self._readonly_why = "opened read-only"
+        self._readonly_why = "opened for reading only"
         self._lock = threading.Lock()
         self._db = self._open(create_dir, must_exist or readonly)
 
@@ -177,14 +127,14 @@ class VoteStore:
             if not exists:
                 raise UserError(f"cannot create the vote database in {where}: the directory is not writable; {fix}")
             self.readonly = True  # SQLite needs the directory for its -wal file
-            self._readonly_why = f"read-only: its directory {where} is not writable"
+            self._readonly_why = ("it is on a read-only filesystem" if _readonly_mount(where)
+                                  else f"its directory {where} is not writable")
         elif exists and not os.access(path, os.W_OK):
             self.readonly = True
-            self._readonly_why = "read-only (file permissions)"
+            self._readonly_why = "file permissions"
         try:
             if self.readonly:
-                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                     check_same_thread=False, isolation_level=None)
+                db = self._connect_readonly()
             else:
                 db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as e:
@@ -196,6 +146,32 @@ class VoteStore:
             db.close()
             raise
         return db
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """mode=ro; where SQLite cannot create the WAL's -shm file beside it (a read-only directory or
+        mount), immutable=1, which is exact only when no un-checkpointed -wal file is left over."""
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:  # "unable to open database file": the -shm file cannot be made
+            db.close()
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise UserError(
+                f"vote database {self.path} is read-only ({self._readonly_why}) and its last writes "
+                f"are still in {wal.name}, which SQLite cannot read there; open it once where it is writable "
+                "(copy the .db and its -wal file together), or pass --db with that copy"
+            )
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+
+    def readonly_note(self) -> str | None:
+        """One line for commands that only read: why votes cannot be saved here, or None."""
+        if not self.readonly:
+            return None
+        return (f"vote database {self.path} is read-only ({self._readonly_why}): "
+                "it can be read, but votes cannot be saved there")
 
     def _check_and_prepare(self, db: sqlite3.Connection) -> None:
         path = self.path
@@ -251,8 +227,9 @@ class VoteStore:
         """One transaction; SQLite failures become UserErrors and roll back (nothing half-written)."""
         if self.readonly:
             raise UserError(
-                f"cannot save the {what}: the vote database {self.path} is {self._readonly_why}; "
-                "make it writable (chmod u+w) or pass --db with a writable path"
+                f"cannot save the {what}: the vote database {self.path} is read-only ({self._readonly_why}); "
+                f"{'remount it read-write' if 'filesystem' in self._readonly_why else 'make it writable (chmod u+w)'} "
+                "or pass --db with a writable path"
             )
         with self._lock:
             try:
@@ -357,7 +334,7 @@ class VoteStore:
         rows = self._query(SELECT_BATTLES + " WHERE battles.id = ?", (battle_id,))
         if not rows:
             raise UserError(f"there is no battle {battle_id} in {self.path}")
-        return _battle(rows[0])
+        return battle_from_row(rows[0])
 
     def battles(self, *, voted: bool | None = None, anony: bool | None = None, source: str | None = None,
                 limit: int | None = None, newest_first: bool = False) -> list[Battle]:
@@ -376,7 +353,7 @@ class VoteStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [_battle(r) for r in self._query(sql, args)]
+        return [battle_from_row(r) for r in self._query(sql, args)]
 
     def unvoted_battles(self, anony: bool | None = None, limit: int | None = 50, source: str | None = None) -> list[Battle]:
         """Battles waiting for a vote, oldest first ("generate now, vote later")."""

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.commands.common import add_model_args
+from llm_compare.commands.common import add_model_args, check_model_args
 
 SHARE_API = "https://api.gradio.app/v3/tunnel-request"
 
@@ -67,10 +67,7 @@ def check_flags(args) -> list[tuple[str, str]]:
         raise UserError(f"--port {args.port} is not a port number; use 1-65535")
     if args.concurrency < 1:
         raise UserError(f"--concurrency must be at least 1 (got {args.concurrency})")
-    for side in ("a", "b"):
-        n = getattr(args, f"threads_{side}")
-        if n is not None and n < 1:
-            raise UserError(f"--threads-{side} must be at least 1 (got {n})")
+    check_model_args(args)  # --threads-a/-b: the CLI's check
     auth = parse_auth(args.auth, args.auth_file)
     if args.share and not auth and not args.share_public:
         raise UserError(

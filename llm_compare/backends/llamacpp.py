@@ -42,16 +42,19 @@ def llama_cpp_version() -> str:
 
 
 def gguf_path(source: str) -> Path:
-    """The GGUF file a llamacpp spec names ("embedded:NAME" or a path), checked to exist."""
-    if source.startswith("embedded:"):
-        from llm_compare.loading import embedded_path
+    """The GGUF file a llamacpp spec names ("embedded:NAME" or a path), checked to exist and be whole."""
+    from llm_compare.loading import embedded_path
+    from llm_compare.loading.gguf import check_gguf
 
-        return embedded_path(source.split(":", 1)[1])
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise UserError(f"GGUF file {path} does not exist; the llamacpp backend needs a .gguf file")
-    if path.suffix.lower() != ".gguf":
-        raise UserError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
+    if source.startswith("embedded:"):
+        path = embedded_path(source.split(":", 1)[1])
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise UserError(f"GGUF file {path} does not exist; the llamacpp backend needs a .gguf file")
+        if path.suffix.lower() != ".gguf":
+            raise UserError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
+    check_gguf(path)  # a cut file: one line here, not a failure inside llama.cpp
     return path
 
 

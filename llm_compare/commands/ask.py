@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from llm_compare.commands.common import add_generation_args, add_model_args, settings_from_args, specs_from_args
 from llm_compare import progress
+from llm_compare.commands.common import add_generation_args, add_model_args, settings_from_args, specs_from_args
 from llm_compare.engine import require_prompt
+from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 from llm_compare.turn import prepare_turn
 
 
 def configure(p):
-    p.add_argument("prompt", help="the question to send to both models")
+    p.add_argument("prompt", nargs="?", help="the question to send to both models; - reads it from standard input")
+    p.add_argument("--prompt-file", metavar="PATH",
+                   help="read the question from this UTF-8 text file (for prompts longer than a command line takes)")
     p.add_argument("--system", help="system prompt for both sides")
     p.add_argument("--sequential", action="store_true", help="fair timing: run B after A instead of at once")
     p.add_argument(
@@ -77,7 +81,32 @@ def format_metrics(m) -> str:
     return " · ".join(parts)
 
 
+def read_prompt(args) -> str:
+    """The prompt from the argument, standard input (`-`) or --prompt-file; one final newline dropped."""
+    how = "pass the question as the first argument, - to read standard input, or --prompt-file PATH"
+    if args.prompt is not None and args.prompt_file:
+        raise UserError(f"the prompt was given twice (an argument and --prompt-file); {how}")
+    if args.prompt_file:
+        where = f"--prompt-file {args.prompt_file}"
+        try:
+            data = Path(args.prompt_file).expanduser().read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read {where}: {e.strerror or e}; pass an existing text file") from None
+    elif args.prompt == "-":
+        where, data = "standard input", sys.stdin.buffer.read()
+    elif args.prompt is None:
+        raise UserError(f"no prompt; {how}")
+    else:
+        return args.prompt
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{where} is not UTF-8 text; save it as UTF-8") from None
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+
+
 def run(args) -> int:
+    args.prompt = read_prompt(args)
     require_prompt(args.prompt)  # before any model loads
     params, user_set = settings_from_args(args)
     spec_a, spec_b, _ = specs_from_args(args)

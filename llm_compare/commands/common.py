@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llm_compare.params import TUNABLE, GenerationParams, settings_from_input
-from llm_compare.specs import DTYPES, load_registry
+from llm_compare.specs import DTYPES, check_threads, load_registry
 
 
 def add_model_args(p) -> None:
@@ -23,8 +23,15 @@ def add_model_args(p) -> None:
     )
 
 
+def check_model_args(args) -> None:
+    """The model flags' values, refused the same way by the CLI and the app."""
+    for side in ("a", "b"):
+        check_threads(getattr(args, f"threads_{side}", None), f"--threads-{side}")
+
+
 def specs_from_args(args):
     """(spec_a, spec_b, registry) from the model flags."""
+    check_model_args(args)
     reg = load_registry(getattr(args, "registry", None))
     specs = []
     for side in ("a", "b"):
@@ -46,7 +53,7 @@ def add_generation_args(p, max_new_tokens: int = 256) -> None:
     p.add_argument(
         "--repetition-penalty", type=float, help="default: the model's recommended value (e.g. Qwen-1's 1.1), else 1.0"
     )
-    p.add_argument("--seed", type=int, help="sampling seed (each side samples from its own generator)")
+    p.add_argument("--seed", type=int, help="sampling seed, 0 to 2**32-1 (each side samples from its own generator)")
 
 
 def settings_from_args(args) -> tuple[GenerationParams, frozenset[str]]:

@@ -1,4 +1,9 @@
-"""Export voted battles as JSONL (FastChat clean-battle records) or CSV (spreadsheets)."""
+"""Export voted battles as JSONL (FastChat clean-battle records) or CSV (spreadsheets).
+
+CSV cells are opened by spreadsheet programs, which run a cell starting with = + - @ (or a tab or
+carriage return before one) as a formula: prompts and answers are untrusted text, so such a cell
+gets a leading single quote (OWASP's CSV-injection advice). JSONL is for programs: byte-exact.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from llm_compare.store import open_store
 
 CSV_FIELDS = ("battle_id", "question_id", "time_utc", "tstamp", "model_a", "model_b", "winner", "outcome",
               "anony", "self_identified", "self_words", "language", "turn", "source", "judge",
-              "prompt", "answer_a", "answer_b")
+              "prompt", "answer_a", "answer_b", "finish_reason_a", "finish_reason_b")  # "stopped": a partial answer
 
 
 def configure(p):
@@ -31,6 +36,16 @@ def last_text(conversation: list, role: str) -> str:
     return ""
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet shows as text: formula-like starts get a leading single quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_row(r: dict) -> dict:
     row = {k: r.get(k) for k in CSV_FIELDS}
     row["time_utc"] = datetime.fromtimestamp(r["tstamp"], timezone.utc).isoformat(timespec="seconds")
@@ -38,7 +53,7 @@ def csv_row(r: dict) -> dict:
     row["prompt"] = last_text(r["conversation_a"], "user")
     row["answer_a"] = last_text(r["conversation_a"], "assistant")
     row["answer_b"] = last_text(r["conversation_b"], "assistant")
-    return row
+    return {k: spreadsheet_safe(v) for k, v in row.items()}
 
 
 def render(records: list[dict], fmt: str) -> str:

@@ -6,9 +6,10 @@ import random
 import sys
 
 from llm_compare.commands.common import add_generation_args, add_model_args, settings_from_args, specs_from_args
+from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_suite
-from llm_compare.report import progress_bar, run_suite, write_report
+from llm_compare.report import check_out_dir, progress_bar, run_suite, write_report
 from llm_compare.store import open_store
 
 
@@ -24,11 +25,22 @@ def configure(p):
     add_generation_args(p)
 
 
+def writable_store(flag):
+    """The vote database, refused before any model loads when the answers could not be stored there."""
+    store = open_store(flag, note_readonly=False)
+    if store.readonly:
+        store.close()
+        raise UserError(f"{store.readonly_note()}; pass --no-store to run the report without storing the answers, "
+                        "or --db with a writable path")
+    return store
+
+
 def run(args) -> int:
     suite, presets = load_suite(args.prompts, args.presets)
     params, user_set = settings_from_args(args)
     spec_a, spec_b, _ = specs_from_args(args)
-    store = None if args.no_store else open_store(args.db)  # refuse a bad database before any model loads
+    check_out_dir(args.out)  # before an hour of generation, not after
+    store = None if args.no_store else writable_store(args.db)  # refuse a bad database before any model loads
     try:
         print(f"{len(presets)} prompts from {suite!r}: A {spec_a.label} vs B {spec_b.label} (loading models …)",
               file=sys.stderr)
@@ -39,6 +51,9 @@ def run(args) -> int:
     finally:
         if store is not None:
             store.close()
+    if report.interrupted and not report.results:
+        print("interrupted before the first prompt finished: no report written", file=sys.stderr)
+        return 130
     md, page = write_report(report, args.out)
     print(f"wrote {md} and {page}", file=sys.stderr)
     ids = [r.battle_id for r in report.results if r.battle_id is not None]
@@ -46,6 +61,12 @@ def run(args) -> int:
         print(f"stored battles {ids[0]}-{ids[-1]} in {store.path} for blind voting", file=sys.stderr)
     failed = [f"{r.preset.label} ({side.upper()}): {getattr(r, side).error}"
               for r in report.results for side in ("a", "b") if getattr(r, side).error]
+    if report.store_error:
+        failed.append(f"{report.store_error} (the report files have every answer)")
     for line in failed:
         print(f"error: {line}", file=sys.stderr)
+    if report.interrupted:
+        print(f"interrupted: the report has the {len(report.results)} of {report.planned} prompts that finished",
+              file=sys.stderr)
+        return 130
     return 2 if failed else 0

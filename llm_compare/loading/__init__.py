@@ -1,8 +1,8 @@
 """One entry point for local weights: `load_model(spec) -> LoadedModel`.
 
 `resolve_source` decides what a spec's source is (embedded package file, GGUF file, model
-directory and which loader reads it, or hub id) and checks it before any weights are read, so bad
-paths fail with a one-line message. The loaders themselves live beside this file.
+directory and which loader reads it, or hub id) and checks it before any weights are read (a GGUF
+file's header and size too), so bad paths and cut files fail with a one-line message. The loaders themselves live beside this file.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def read_config(directory: Path) -> dict:
 def resolve_source(source: str) -> Source:
     """Classify a spec's source and check it exists and is readable (no weights are read)."""
     if source.startswith("embedded:"):
-        return Source("gguf", embedded_path(source.split(":", 1)[1]))
+        return _gguf(embedded_path(source.split(":", 1)[1]))
     path = Path(source).expanduser()
     if not path.exists():
         looks_like_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~"))
@@ -87,7 +87,7 @@ def resolve_source(source: str) -> Source:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise UserError(f"{path} is a file but not a .gguf model; pass a .gguf file or a model directory")
-        return Source("gguf", path)
+        return _gguf(path)
     config = read_config(path)
     model_type = config.get("model_type")
     if model_type in LEGACY_TYPES:
@@ -96,6 +96,14 @@ def resolve_source(source: str) -> Source:
     if not weights:
         raise UserError(f"{path} has a config.json but no weight files (*.safetensors or *.bin); download the weights too")
     return Source("hf_dir", path, config=config)
+
+
+def _gguf(path: Path) -> Source:
+    """A GGUF source whose header parses and whose file holds all its tensor data (loading and doctor)."""
+    from llm_compare.loading.gguf import check_gguf
+
+    check_gguf(path)
+    return Source("gguf", path)
 
 
 def assemble_legacy(path: Path, spec, *, load_tokenizer, native_format, load_weights, loader: str) -> LoadedModel:

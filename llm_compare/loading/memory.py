@@ -15,7 +15,6 @@ briefly peaks at the bfloat16 size: `Estimate.peak_bytes` is what `check_fits` c
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,58 +150,16 @@ def _count_on_meta(config: dict) -> ParamCount:
     return ParamCount(linear=linear, linear_rows=rows, other=total - linear)
 
 
-_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # value type → bytes
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
 def gguf_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes from a GGUF header (metadata skipped, no tensor data read).
+    """Tensor names and shapes from a GGUF header (checked against the file size; no data read)."""
+    from llm_compare.loading.gguf import check_gguf
 
-    A few dozen lines instead of gguf.GGUFReader, which parses the whole vocabulary (seconds per file).
-    """
-    with open(path, "rb") as f:
-
-        def read(fmt):
-            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))[0]
-
-        def skip_value(kind):
-            if kind in _GGUF_SCALARS:
-                f.seek(_GGUF_SCALARS[kind], 1)
-            elif kind == _GGUF_STRING:
-                f.seek(read("Q"), 1)
-            elif kind == _GGUF_ARRAY:
-                item, count = read("I"), read("Q")
-                if item in _GGUF_SCALARS:
-                    f.seek(_GGUF_SCALARS[item] * count, 1)
-                else:
-                    for _ in range(count):
-                        skip_value(item)
-            else:
-                raise ValueError(f"unknown metadata value type {kind}")
-
-        if f.read(4) != b"GGUF":
-            raise ValueError("no GGUF magic")
-        if read("I") < 2:
-            raise ValueError("GGUF version 1 is not supported")
-        n_tensors, n_kv = read("Q"), read("Q")
-        for _ in range(n_kv):
-            f.seek(read("Q"), 1)  # key
-            skip_value(read("I"))
-        shapes = {}
-        for _ in range(n_tensors):
-            name = f.read(read("Q")).decode("utf-8")
-            dims = tuple(read("Q") for _ in range(read("I")))
-            f.seek(4 + 8, 1)  # type, offset
-            shapes[name] = dims
-        return shapes
+    return {t.name: t.dims for t in check_gguf(path).tensors}
 
 
 def count_gguf(path: Path) -> ParamCount:
     """Parameters of a GGUF file from its tensor table (the dense size transformers unpacks it to)."""
-    try:
-        shapes = gguf_tensor_shapes(path)
-    except (ValueError, OSError, struct.error, UnicodeDecodeError) as e:
-        raise UserError(f"{path.name} is not a readable GGUF file ({e}); re-download it") from None
+    shapes = gguf_tensor_shapes(path)
     linear = rows = other = kv = 0
     for name, dims in shapes.items():
         n = _product(dims)

@@ -51,6 +51,8 @@ def make_report(ctx: AppContext):
         line = f"✅ {len(report.results)} prompts · {len(stored)} stored as blind battles to vote on"
         if failed:
             line += f" · ⚠️ {failed} with an error (see the report)"
+        if report.store_error:
+            line += f" · ⚠️ {report.store_error}"
         return [str(md), str(page)], md.read_text(encoding="utf-8"), line
 
     return run_report

@@ -91,7 +91,7 @@ def build_app(ctx: AppContext, concurrency: int = 1) -> gr.Blocks:
                 with gr.Row():
                     rep = gr.Slider(0.8, 2.0, value=defaults.repetition_penalty, step=0.05,
                                     label="Repetition penalty")
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
+                    seed = gr.Number(value=-1, precision=None, label="Seed (-1: random)", elem_id="seed")  # parse_seed checks it
                     greedy = gr.Checkbox(value=False, label="Greedy (deterministic)", elem_id="greedy")
                     fair = gr.Checkbox(value=False, label="Fair timing (B after A)", elem_id="fair")
                     recommended = gr.Checkbox(value=True, label="Each model's recommended sampling",

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from llm_compare.arena import draw_blind_pair, record_pair
+from llm_compare.arena import draw_blind_pair, not_votable, record_pair
 from llm_compare.engine import PairState, SideState, require_prompt
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
@@ -278,9 +278,9 @@ def _record(ctx: AppContext, conv: Conversation, state: PairState | None, turn: 
     if ctx.store is None:
         conv.note = "votes are off (no vote database)"
         return
-    # an empty reply is an answer (a bad one) and can be voted on; an error is not an answer
-    if state is None or turn is None or any(st.status == "error" for st in (state.a, state.b)):
-        conv.note = "not stored for voting: a side failed"
+    reason = "a side failed" if state is None or turn is None else not_votable(state.a, state.b)
+    if reason:  # arena.not_votable: a failed side, or one stopped before its first token
+        conv.note = f"not stored for voting: {reason}"
         return
     try:
         if state.a.params == state.b.params:  # what each side really ran with (recommended settings apply)

@@ -1,0 +1,152 @@
+"""GGUF headers, read without the vocabulary or any tensor data, and checked against the file size.
+
+`check_gguf` is the one check loading and `doctor` share: a file cut short (an interrupted copy or
+download) fails here with one line, before transformers or llama.cpp read it and fail with a
+`struct.error` or a crash. The header lists every tensor's type, shape and offset, so the bytes the
+tensor data needs are known: a file shorter than that is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_compare.errors import UserError
+
+SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # metadata value type → bytes
+STRING, ARRAY = 8, 9
+UINT32 = 4
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # ggml tensors have at most four
+# ggml tensor type → (elements per block, bytes per block), from the GGUF/ggml block layouts
+_K = 256
+BLOCKS = {
+    0: (1, 4), 1: (1, 2), 30: (1, 2),  # F32, F16, BF16
+    2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),  # Q4_0 Q4_1 Q5_0 Q5_1 Q8_0
+    10: (_K, 84), 11: (_K, 110), 12: (_K, 144), 13: (_K, 176), 14: (_K, 210),  # Q2_K … Q6_K
+    24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),  # I8 I16 I32 I64 F64
+}
+
+
+@dataclass(frozen=True)
+class GgufTensor:
+    name: str
+    dims: tuple[int, ...]  # innermost first, as GGUF stores them
+    ggml_type: int
+    offset: int  # from the start of the data section
+
+    def nbytes(self) -> int | None:
+        """Bytes of its data, or None for a type this table does not know."""
+        if self.ggml_type not in BLOCKS:
+            return None
+        per_block, size = BLOCKS[self.ggml_type]
+        n = 1
+        for d in self.dims:
+            n *= d
+        return n // per_block * size
+
+
+@dataclass(frozen=True)
+class GgufHeader:
+    version: int
+    tensors: tuple[GgufTensor, ...]
+    data_start: int  # file offset of the (aligned) tensor data section
+
+    def data_end(self) -> int:
+        """The file size the tensors need (unknown tensor types count up to their offset)."""
+        ends = [t.offset + (t.nbytes() or 0) for t in self.tensors]
+        return self.data_start + max(ends, default=0)
+
+
+class _Reader:
+    """Little-endian reads that raise EOFError at the end of the file instead of returning short."""
+
+    def __init__(self, f, size: int):
+        self.f, self.size = f, size
+
+    def take(self, n: int) -> bytes:
+        if self.f.tell() + n > self.size:  # never allocate a length read from a broken file
+            raise EOFError
+        return self.f.read(n)
+
+    def num(self, fmt: str) -> int:
+        return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def skip(self, n: int) -> None:
+        if self.f.tell() + n > self.size:
+            raise EOFError
+        self.f.seek(n, 1)
+
+    def string(self) -> bytes:
+        return self.take(self.num("Q"))
+
+    def skip_value(self, kind: int) -> None:
+        if kind in SCALAR_BYTES:
+            self.skip(SCALAR_BYTES[kind])
+        elif kind == STRING:
+            self.skip(self.num("Q"))
+        elif kind == ARRAY:
+            item, count = self.num("I"), self.num("Q")
+            if item in SCALAR_BYTES:
+                self.skip(SCALAR_BYTES[item] * count)
+            else:
+                for _ in range(count):
+                    self.skip_value(item)
+        else:
+            raise ValueError(f"unknown metadata value type {kind}")
+
+
+def read_header(path: Path) -> GgufHeader:
+    """Parse the header; EOFError when the file ends inside it, ValueError when it is not GGUF."""
+    with open(path, "rb") as f:
+        r = _Reader(f, Path(path).stat().st_size)
+        if f.read(4) != b"GGUF":
+            raise ValueError("no GGUF magic at the start")
+        version = r.num("I")
+        if version < 2:
+            raise ValueError(f"GGUF version {version} is not supported")
+        n_tensors, n_kv = r.num("Q"), r.num("Q")
+        alignment = DEFAULT_ALIGNMENT
+        for _ in range(n_kv):
+            key, kind = r.string(), r.num("I")
+            if key == b"general.alignment" and kind == UINT32:
+                alignment = r.num("I") or DEFAULT_ALIGNMENT
+            else:
+                r.skip_value(kind)
+        tensors = []
+        for _ in range(n_tensors):
+            name, n_dims = r.string().decode("utf-8"), r.num("I")
+            if n_dims > MAX_DIMS:
+                raise ValueError(f"tensor {name[:40]!r} has {n_dims} dimensions")
+            dims = tuple(r.num("Q") for _ in range(n_dims))
+            tensors.append(GgufTensor(name, dims, r.num("I"), r.num("Q")))
+        start = -(-f.tell() // alignment) * alignment
+        return GgufHeader(version, tuple(tensors), start)
+
+
+def check_gguf(path: Path) -> GgufHeader:
+    """The header of a complete GGUF file; a UserError naming the problem for a cut or foreign file."""
+    path = Path(path)
+    st = path.stat()
+    return _checked(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _checked(path: Path, size: int, mtime_ns: int) -> GgufHeader:  # size/mtime: a changed file is re-read
+    redo = "download or copy it again"
+    try:
+        header = read_header(path)
+    except EOFError:
+        raise UserError(
+            f"{path.name} ends inside its GGUF header ({size} bytes): the file was cut short; {redo}"
+        ) from None
+    except (ValueError, OverflowError, UnicodeDecodeError) as e:
+        raise UserError(f"{path.name} is not a readable GGUF file ({e}); {redo}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}; check the file and its permissions") from None
+    need = header.data_end()
+    if need > size:
+        raise UserError(f"{path.name} is cut short: its tensors need {need} bytes but the file has {size}; {redo}")
+    return header
