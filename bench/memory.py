@@ -255,6 +255,10 @@ def project(ratios: dict) -> None:
             resident_ratio, peak_ratio = ratios[name, dtype]
             real[name, dtype] = (max(est.resident_bytes, est.weights_bytes * resident_ratio),
                                  max(est.peak_bytes, bf16_weights * peak_ratio))
+    for dtype in ("gguf-q8_0", "gguf-q4_k_m"):  # llama.cpp maps the exported file: file + KV, no load peak
+        for name, config in SEEDS.items():
+            est = estimate(config, dtype)
+            real[name, dtype] = (est.resident_bytes, est.resident_bytes)
     budget = 24 * GiB
     print(f"\n## Projection for the real seed models (24 GiB machine, app ≈{APP_BYTES / GiB:.1f} GiB)\n")
     print("| option | ChatGLM3-6B resident | Qwen-7B-Chat resident | together + app | peak while the second loads "
@@ -263,6 +267,7 @@ def project(ratios: dict) -> None:
     options = [
         ("both bfloat16", "bfloat16", "bfloat16"), ("both int8", "int8", "int8"),
         ("ChatGLM3 bf16 + Qwen int8", "bfloat16", "int8"), ("ChatGLM3 int8 + Qwen bf16", "int8", "bfloat16"),
+        ("both gguf-q8_0 (llama.cpp)", "gguf-q8_0", "gguf-q8_0"), ("both gguf-q4_k_m (llama.cpp)", "gguf-q4_k_m", "gguf-q4_k_m"),
     ]
     for label, d_glm, d_qwen in options:
         glm, qwen = real["ChatGLM3-6B", d_glm], real["Qwen-7B-Chat", d_qwen]

@@ -58,7 +58,8 @@ class ModelPool:
     def last_swap_seconds(self) -> float | None:
         return self.last_swap.seconds if self.last_swap else None
 
-    def get(self, spec: ModelSpec) -> Backend:
+    def get(self, spec: ModelSpec, progress=None) -> Backend:
+        """The loaded backend for `spec`; `progress(step, total, what)` hears a first gguf-* export."""
         key = spec_key(spec)
         if self.max_resident is None and key in self._backends:
             return self._backends[key]
@@ -77,7 +78,7 @@ class ModelPool:
                 check(resolved, loaded=list(self._backends.values()))
             status(f"loading {spec.label}" + (f" in {resolved.dtype} (measured fastest here)"
                                               if resolved.dtype != spec.dtype else ""))
-            self._backends[key] = open_backend(resolved)
+            self._backends[key] = open_backend(resolved, progress or _status_progress)
             if unloaded:
                 self.last_swap = Swap(unloaded, spec.label, t1 - t0, time.perf_counter() - t1)
                 log.info("swapped out %s for %s in %.1f s", ", ".join(unloaded), spec.label, self.last_swap.seconds)
@@ -108,6 +109,11 @@ class ModelPool:
         if backend is not None:
             backend.close()
 
+
+
+def _status_progress(step: int, total: int, what: str) -> None:
+    """A gguf-* export's progress, as a status line the waiting pane shows (progress.py)."""
+    status(f"{what} ({step}/{total})")
 
 
 def _preflight():

@@ -19,7 +19,9 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_REGISTRY = ASSETS / "models.toml"
 
 BACKENDS = ("transformers", "llamacpp", "openai")
-DTYPES = ("float32", "bfloat16", "float16", "int8")
+# gguf-*: the model directory exported once to that GGUF type and run by llama.cpp (loading/gguf_export.py)
+GGUF_DTYPES = ("gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
+DTYPES = ("float32", "bfloat16", "float16", "int8", *GGUF_DTYPES)
 AUTO_DTYPE = "auto"  # nobody chose: the precision measured fastest on this machine (cpu_probe)
 CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
 

@@ -6,7 +6,14 @@ from llm_compare.backends.base import Backend, Chunk  # noqa: F401
 from llm_compare.errors import UserError
 
 
-def open_backend(spec) -> Backend:
+def open_backend(spec, progress=None) -> Backend:
+    """`progress(step, total, what)`: called while a gguf-* dtype is exported (minutes for a 7B model)."""
+    from llm_compare.loading.gguf_export import is_gguf_dtype
+
+    if is_gguf_dtype(spec.dtype) and spec.backend != "openai":
+        from llm_compare.backends.llamacpp_exported import open_exported
+
+        return open_exported(spec, progress)
     if spec.backend == "transformers":
         from llm_compare.backends.transformers import TransformersBackend
         from llm_compare.loading import load_model

@@ -13,6 +13,7 @@ memory-mapped, so the second costs little memory and ≈0.3 s).
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import random
 import threading
@@ -56,6 +57,13 @@ def gguf_path(source: str) -> Path:
             raise UserError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
     check_gguf(path)  # a cut file: one line here, not a failure inside llama.cpp
     return path
+
+
+def llama_cpp_threads(llm, n_threads: int) -> None:
+    """Threads for this stream (the policy may change them between replies)."""
+    import llama_cpp
+
+    llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
 
 
 class Utf8Pieces:
@@ -122,9 +130,17 @@ class GgufPrompt:
 
 
 class LlamaCppBackend(Backend):
-    def __init__(self, spec):
+    """A GGUF file through llama.cpp. `text` (a `llamacpp_exported.TextSide`) marks a model exported
+    from a directory: prompts, stops and decoding then go through the project's own tokenizer."""
+
+    def __init__(self, spec, path: Path | None = None, text=None, open_kwargs: dict | None = None):
         self.spec = spec
-        self.path = gguf_path(spec.source)
+        # the thread probe sees llama.cpp, also for a model exported from a directory (its spec
+        # names the transformers backend)
+        self.thread_spec = dataclasses.replace(spec, backend="llamacpp")
+        self.path = path or gguf_path(spec.source)
+        self.text = text
+        self.open_kwargs = open_kwargs or {}
         self.weight_bytes = self.path.stat().st_size  # the thread probe's model-size input
         self._best_threads: int | None = None
         before, t0 = rss(), time.perf_counter()
@@ -132,7 +148,12 @@ class LlamaCppBackend(Backend):
         self.load_seconds = time.perf_counter() - t0
         self.resident_bytes = max(0, rss() - before)
         self.context_length = min(first.n_ctx(), first._model.n_ctx_train() or first.n_ctx())
-        self.prompt = GgufPrompt(first, spec.chat_format, self.path)
+        if text is None:
+            self.prompt = GgufPrompt(first, spec.chat_format, self.path)
+        else:
+            self.prompt = text.chat_format
+            self.drops_last_token = getattr(text.chat_format, "drops_last_token", False)
+            self.context_length = min(self.context_length, text.context_length or self.context_length)
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._idle.put(first)
         self._count = 1
@@ -141,7 +162,7 @@ class LlamaCppBackend(Backend):
     def _open(self):
         import llama_cpp
 
-        threads = threads_for_stream(self.spec, 1, self._best_threads)
+        threads = threads_for_stream(self.thread_spec, 1, self._best_threads)
         LLAMACPP_RAN.set()  # a llama.cpp context runs OpenMP work from creation on (threads.py)
         try:
             llm = llama_cpp.Llama(
@@ -151,6 +172,7 @@ class LlamaCppBackend(Backend):
                 n_threads_batch=threads,
                 verbose=False,
                 **llama_kwargs(self.path),  # AMX handling for this machine (llamacpp_amx.py)
+                **self.open_kwargs,
             )
         except (ValueError, RuntimeError, OSError) as e:
             raise UserError(
@@ -159,6 +181,13 @@ class LlamaCppBackend(Backend):
             ) from None
         llm.last_n_tokens_size = llm.n_ctx()  # repetition penalty over the whole reply, as in transformers
         return llm
+
+    def recommended_generation(self) -> dict:
+        own = self.text.generation if self.text is not None else {}
+        return {**own, **super().recommended_generation()}
+
+    def finish_text(self, text: str) -> str:
+        return self.text.chat_format.clean_reply(text) if self.text is not None else super().finish_text(text)
 
     def _acquire(self, stop: threading.Event):
         """An idle instance, a new one (up to MAX_INSTANCES), or wait; None if stopped while waiting."""
@@ -217,14 +246,20 @@ class LlamaCppBackend(Backend):
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
                threads: int | None = None) -> Iterator[Chunk]:
         ids = self.prompt.encode(messages)
-        n_threads = threads or threads_for_stream(self.spec, 1, self.best_threads())
+        n_threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())
 
         def generate(emit):
             llm = self._acquire(stop)
             if llm is None:
                 return
             try:
-                self._generate(llm, ids, params, stop, n_threads, emit)
+                if self.text is not None:
+                    from llm_compare.backends.llamacpp_exported import generate_ids
+
+                    llama_cpp_threads(llm, n_threads)
+                    generate_ids(llm, ids, params, stop, self.text, emit)
+                else:
+                    self._generate(llm, ids, params, stop, n_threads, emit)
             finally:
                 self._idle.put(llm)
 
@@ -236,7 +271,7 @@ class LlamaCppBackend(Backend):
     def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit) -> None:
         import llama_cpp
 
-        llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
+        llama_cpp_threads(llm, n_threads)
         llm.set_seed(params.seed if params.seed is not None else random.SystemRandom().randrange(2**31))
         if params.greedy:
             sampling = dict(temp=0.0, top_k=1, top_p=1.0)

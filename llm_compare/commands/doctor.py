@@ -190,10 +190,31 @@ def check_model(spec, report: Report, all_dtypes: bool, free: int | None = None)
         peak = f", peak {_gib(est.peak_bytes)} while loading" if est.peak_bytes > est.resident_bytes else ""
         report.say(f"  {dtype if spec.backend == 'transformers' else 'file'}: {params}≈{_gib(est.resident_bytes)} "
                    f"resident{peak} → {'fits' if fits else 'DOES NOT FIT'} in {_gib(free)} available")
+    if source.kind in ("chatglm3", "qwen", "hf_dir") and spec.backend == "transformers":
+        check_gguf_types(spec, source, report, free)
     if all(e.peak_bytes > free for e in estimates.values()):
         smaller = "" if "int8" in estimates else " or dtype int8"
         report.problem("not enough free RAM to load it", f"close other programs{smaller}, or use a smaller model")
     return estimates
+
+
+def check_gguf_types(spec, source, report: Report, free: int) -> None:
+    """The gguf-* dtypes (llama.cpp on an exported file) that fit this machine's RAM and disk."""
+    from llm_compare.loading.gguf_export import disk_needs
+    from llm_compare.loading.memory import estimate
+
+    try:
+        folder, free_disk, needed = disk_needs(source)
+    except UserError as e:
+        report.say(f"  GGUF types: none ({e})")
+        return
+    parts = []
+    for dtype, disk in needed.items():
+        ram = estimate(spec.source, dtype).resident_bytes
+        fits = ram <= free and disk <= free_disk
+        parts.append(f"{dtype} ≈{_gib(ram)} RAM, {'cached' if not disk else f'≈{_gib(disk)} disk to export'}"
+                     f" → {'fits' if fits else 'does not fit'}")
+    report.say(f"  GGUF types (llama.cpp; {_gib(free_disk)} free disk in {folder.parent}): " + "; ".join(parts))
 
 
 def check_pair(specs, report: Report, free: int | None = None) -> None:

@@ -32,7 +32,9 @@ APP_BYTES = 512 * MiB  # the app process before any model (≈ 314 MiB measured)
 SKIP_ENV = "LLM_COMPARE_NO_MEMORY_CHECK"
 DTYPE_FALLBACKS = ("float32", "bfloat16", "int8")  # each needs less than the one before (float16 = bfloat16)
 QUANT_ROWS = 256  # rows quantized at a time
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2,
+         # exported GGUF files run by llama.cpp (memory-mapped): their bytes per parameter
+         "gguf-f32": 4, "gguf-f16": 2, "gguf-q8_0": 1.0625, "gguf-q4_k_m": 0.61}
 NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "glm")
 
 
@@ -61,7 +63,7 @@ class Estimate:
 def weight_bytes(count: ParamCount, dtype: str) -> int:
     if dtype == "int8":
         return count.linear + 2 * count.linear_rows + 2 * count.other
-    return BYTES.get(dtype, 2) * count.total
+    return int(BYTES.get(dtype, 2) * count.total)
 
 
 def _decoder_count(vocab, hidden, inter, layers, heads, kv_heads, head_dim, *, qkv_bias=False, o_bias=False,
@@ -201,7 +203,7 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
 
 def _estimate_count(count: ParamCount, dtype: str) -> Estimate:
     weights = weight_bytes(count, dtype)
-    extra = RUNTIME_OVERHEAD + count.kv_per_token * KV_TOKENS * (4 if dtype == "float32" else 2)
+    extra = RUNTIME_OVERHEAD + count.kv_per_token * KV_TOKENS * (4 if dtype in ("float32", "gguf-f32") else 2)
     loaded_as = weight_bytes(count, "bfloat16") if dtype == "int8" else weights
     return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra)
 
@@ -318,7 +320,7 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
     if loaded:
         msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded)"
     fixes = []
-    if spec.backend == "transformers":
+    if spec.backend == "transformers" and spec.dtype in (*DTYPE_FALLBACKS, "float16", "auto"):
         # "auto" (not resolved yet) is sized as its smallest candidate, bfloat16
         start = DTYPE_FALLBACKS.index("bfloat16" if spec.dtype in ("float16", "auto") else spec.dtype) + 1
         for dtype in DTYPE_FALLBACKS[start:]:

@@ -1,0 +1,181 @@
+"""llama.cpp serving a model exported from a directory (dtype gguf-*): our tokenizer at both ends.
+
+llama.cpp only computes logits here. The prompt ids come from the project's chat format for the
+directory (ChatGLM3 roles, Qwen-1 ChatML, the tokenizer's template), the next token is picked
+from llama.cpp's logits by the same repetition penalty and sampler as the transformers path, a
+reply ends on the same stop ids (the stop token is counted, as transformers counts it), and text
+is decoded by the same tokenizer. So prompt ids, reply text and token counts mean the same on
+both backends, and `drops_last_token` (the seed formats' chat()) works unchanged in the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from llm_compare.backends.base import TUNABLE
+from llm_compare.params import GenerationParams
+
+
+@dataclass
+class TextSide:
+    """Everything about a model except its weights: what the exported backend needs from the directory."""
+
+    tokenizer: object
+    chat_format: object
+    context_length: int | None
+    generation: dict = field(default_factory=dict)  # the checkpoint's recommended sampling settings
+
+
+def configured_generation(config) -> dict:
+    """The TUNABLE values a transformers GenerationConfig holds (what TransformersBackend recommends)."""
+    return {k: getattr(config, k) for k in TUNABLE if getattr(config, k, None) is not None}
+
+
+def text_side(source, spec) -> TextSide:
+    """Tokenizer, chat format, context and generation defaults of a resolved source, no weights read."""
+    from transformers import GenerationConfig
+
+    from llm_compare.chat_formats import choose_format
+
+    path = Path(source.path)
+    if source.kind == "chatglm3":
+        from llm_compare.loading.legacy_chatglm3 import glm_config
+        from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+
+        tok = load_chatglm3_tokenizer(path)
+        gen = GenerationConfig(eos_token_id=2, pad_token_id=0)
+        fmt = choose_format(spec.chat_format, tok, gen, native=ChatGLM3Format(tok))
+        return TextSide(tok, fmt, glm_config(source.config, path / "config.json").max_position_embeddings,
+                        configured_generation(gen))
+    if source.kind == "qwen":
+        from llm_compare.loading.legacy_qwen import context_of, generation_defaults
+        from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
+
+        tok = load_qwen_tokenizer(path)
+        gen = GenerationConfig(**generation_defaults(path))
+        fmt = choose_format(spec.chat_format, tok, gen, native=QwenFormat(tok))
+        return TextSide(tok, fmt, context_of(source.config, path / "config.json"), configured_generation(gen))
+    from transformers import AutoConfig, AutoTokenizer
+
+    from llm_compare.loading.hf import context_length_of
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    gen = GenerationConfig.from_pretrained(path) if (path / "generation_config.json").is_file() else None
+    fmt = choose_format(spec.chat_format, tok, gen)
+    context = context_length_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
+    return TextSide(tok, fmt, context, configured_generation(gen) if gen is not None else {})
+
+
+class IdDecoder:
+    """Generated ids -> text pieces through our tokenizer, holding back a half-decoded character."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.shown = 0
+
+    def _text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+    def feed(self, token: int) -> str:
+        self.ids.append(token)
+        text = self._text()
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
+            return ""
+        piece, self.shown = text[self.shown :], len(text)
+        return piece
+
+    def flush(self) -> str:
+        text = self._text()
+        piece, self.shown = text[self.shown :], len(text)
+        return piece
+
+
+class NextToken:
+    """The transformers path's choice of the next token, applied to llama.cpp's logits: the
+    repetition penalty over prompt + reply, then argmax (greedy) or the seeded sampler."""
+
+    def __init__(self, params: GenerationParams):
+        import torch
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        from llm_compare.backends.transformers import SeededSampler
+
+        self.torch = torch
+        penalty = params.repetition_penalty
+        self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty and penalty != 1.0 else None
+        self.sampler = None if params.greedy else SeededSampler(params.temperature, params.top_p, params.seed)
+
+    def __call__(self, logits: np.ndarray, history: list[int]) -> int:
+        torch = self.torch
+        scores = torch.from_numpy(logits)[None]
+        ids = torch.tensor([history], dtype=torch.long)
+        if self.penalty is not None:
+            scores = self.penalty(ids, scores)
+        if self.sampler is not None:
+            scores = self.sampler(ids, scores)
+        return int(scores[0].argmax())
+
+
+def last_logits(llm) -> np.ndarray:
+    """A copy of the logits llama.cpp computed for the last evaluated token."""
+    import llama_cpp
+
+    pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).copy()
+
+
+def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit) -> None:
+    """Evaluate the prompt, then pick, emit and feed back one token at a time until a stop id,
+    max_new_tokens or `stop`. Emits (text, tokens, first_token_at) like the plain llama.cpp path."""
+    from llm_compare.threads import use_torch_threads
+
+    # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
+    use_torch_threads(1)
+    choose = NextToken(params)
+    decoder = IdDecoder(text.tokenizer)
+    stop_ids = set(text.chat_format.stop_token_ids)
+    history = list(ids)
+    first_at, n = None, 0
+    llm.reset()
+    llm.eval(ids)
+    while not stop.is_set():
+        token = choose(last_logits(llm), history)
+        history.append(token)
+        if first_at is None:
+            first_at = time.perf_counter()
+        n += 1
+        emit((decoder.feed(token), 1, first_at))
+        if token in stop_ids or n >= params.max_new_tokens:
+            break
+        llm.eval([token])
+    tail = decoder.flush()
+    if tail:
+        emit((tail, 0, first_at))
+
+
+def open_exported(spec, progress=None):
+    """The backend for a model directory at a gguf-* dtype: the config and our tokenizer (read first,
+    so a broken directory fails before any export), the cached or freshly exported GGUF, llama.cpp."""
+    from llm_compare.backends.llamacpp import LlamaCppBackend
+    from llm_compare.errors import UserError
+    from llm_compare.loading import resolve_source
+    from llm_compare.loading.gguf_arch import plan_export
+    from llm_compare.loading.gguf_export import discard, exported_gguf, terminal_progress
+
+    source = resolve_source(spec.source)
+    plan_export(source)  # refuses what the exporter does not cover, before anything is read
+    text = text_side(source, spec)
+    progress = progress or terminal_progress()
+    # float32 end to end: an f16 KV cache alone moves logits by ~1e-3
+    kwargs = {"type_k": 0, "type_v": 0, "flash_attn": False} if spec.dtype == "gguf-f32" else {}
+    path = exported_gguf(source, spec.dtype, progress)
+    try:
+        return LlamaCppBackend(spec, path=path, text=text, open_kwargs=kwargs)
+    except UserError as e:
+        discard(path, f"llama.cpp could not load it ({e})")
+        return LlamaCppBackend(spec, path=exported_gguf(source, spec.dtype, progress), text=text, open_kwargs=kwargs)

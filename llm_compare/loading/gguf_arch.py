@@ -1,0 +1,213 @@
+"""What llama.cpp needs to run a model directory: its architecture name, hyperparameters and
+tensor names, worked out from the tensors our own loaders produce (no `.py` from the directory runs).
+
+Every source goes through the native transformers names first (the legacy loaders' converters
+already produce them), then one table maps native names to llama.cpp's:
+
+| family | native class | llama.cpp arch | notes |
+|---|---|---|---|
+| ChatGLM3-6B / GLM | GlmForCausalLM | `chatglm` | fused gate+up `ffn_up` (gate first), rope on half of each head, adjacent pairs (NORM) |
+| Qwen-1 / Qwen2 | Qwen2ForCausalLM | `qwen2` | q/k/v biases, rope on rotate-half pairs (NEOX): no permutation |
+| Llama-style | LlamaForCausalLM | `llama` | llama.cpp's rope takes adjacent pairs: q/k rows are permuted |
+
+(Learned from llama.cpp's `src/models/{chatglm,qwen2,llama}.cpp` and its converter.)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from llm_compare.errors import UserError
+from llm_compare.loading import Source
+from llm_compare.loading.checkpoint import Shards, find_shards, read_shard
+
+# native model_type -> llama.cpp architecture
+NATIVE_ARCHES = {"llama": "llama", "qwen2": "qwen2", "glm": "chatglm"}
+COVERED = "ChatGLM3-6B and Qwen-1 checkpoints, and native llama, qwen2 and glm directories"
+
+TOP_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
+LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.gate_up_proj.weight": "ffn_up.weight",  # GLM: fused, gate half first (llama.cpp's SWIGLU order)
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+DROPPED = re.compile(r".*rotary_emb\.inv_freq$")
+
+
+@dataclass
+class ExportPlan:
+    """One source directory, ready to be written as GGUF."""
+
+    arch: str  # llama.cpp architecture name
+    config: object  # the native transformers config
+    directory: Path
+    shards: Shards
+    convert: Callable  # (source name, tensor) -> [(native name, tensor)], [] to drop, None unknown
+    tokenizer_kind: str  # "chatglm3" | "qwen" | "hf"
+    what: str  # names the family in messages
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file whose change must invalidate an export (weights, config, tokenizer)."""
+        names = ("config.json", "tokenizer.model", "qwen.tiktoken", "tokenizer.json", "tokenizer_config.json",
+                 "generation_config.json")
+        extra = [self.directory / n for n in names if (self.directory / n).is_file()]
+        index = [self.shards.index] if self.shards.index else []
+        return sorted({*self.shards.files, *index, *extra})
+
+
+def plan_export(source: Source) -> ExportPlan:
+    """The plan for a resolved source, or a one-line refusal naming what is covered."""
+    if source.kind == "chatglm3":
+        from llm_compare.loading.legacy_chatglm3 import converter, glm_config
+
+        config = glm_config(source.config, source.path / "config.json")
+        return ExportPlan("chatglm", config, source.path, find_shards(source.path), converter(config),
+                          "chatglm3", "chatglm3")
+    if source.kind == "qwen":
+        from llm_compare.loading.legacy_qwen import converter, qwen2_config
+
+        config = qwen2_config(source.config, source.path / "config.json")
+        return ExportPlan("qwen2", config, source.path, find_shards(source.path), converter(config), "qwen", "Qwen-1")
+    if source.kind == "gguf":
+        raise UserError(f"{source.path.name} is already a GGUF file; use backend \"llamacpp\" for it, not a gguf-* dtype")
+    if source.kind == "hub":
+        raise UserError(f"{source.hub_id} is a hub id; gguf-* dtypes need a local model directory")
+    return _native_plan(source)
+
+
+def _native_plan(source: Source) -> ExportPlan:
+    from transformers import AutoConfig
+
+    model_type = source.config.get("model_type")
+    if model_type not in NATIVE_ARCHES:
+        raise UserError(
+            f"the GGUF exporter does not cover model_type {model_type!r} ({source.path}); it covers {COVERED}; "
+            "use dtype float32, bfloat16, float16 or int8 for this model"
+        )
+    try:
+        config = AutoConfig.from_pretrained(source.path, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {source.path / 'config.json'}: {str(e).splitlines()[0]}") from None
+    shards = find_shards(source.path)
+
+    def convert(name, tensor):
+        if DROPPED.fullmatch(name):
+            return []
+        return [(name, tensor)]
+
+    return ExportPlan(NATIVE_ARCHES[model_type], config, source.path, shards, convert, "hf", model_type)
+
+
+def head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def rope_theta(config) -> float:
+    params = getattr(config, "rope_parameters", None) or {}
+    return float(params.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
+
+
+def rotary_dims(config) -> int:
+    params = getattr(config, "rope_parameters", None) or {}
+    factor = params.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
+    return int(head_dim(config) * factor)
+
+
+def check_supported(plan: ExportPlan) -> None:
+    """Refuse configs llama.cpp's graph for the arch would compute differently."""
+    config = plan.config
+    params = getattr(config, "rope_parameters", None) or {}
+    if params.get("rope_type", "default") != "default":
+        raise UserError(f"{plan.directory}: rope scaling {params.get('rope_type')!r} is not covered by the GGUF "
+                        "exporter; use dtype float32, bfloat16, float16 or int8 for this model")
+    if plan.arch in ("chatglm", "qwen2") and head_dim(config) * config.num_attention_heads != config.hidden_size:
+        raise UserError(f"{plan.directory}: heads x head_dim != hidden_size, which llama.cpp's {plan.arch} "
+                        "graph does not support; use a non-gguf dtype")
+
+
+def write_hparams(writer, plan: ExportPlan, context: int) -> None:
+    """The `<arch>.*` keys llama.cpp reads for these architectures."""
+    c = plan.config
+    writer.add_context_length(int(context))
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads or c.num_attention_heads)
+    writer.add_layer_norm_rms_eps(float(c.rms_norm_eps))
+    writer.add_rope_freq_base(rope_theta(c))
+    writer.add_rope_dimension_count(rotary_dims(c))
+    if head_dim(c) * c.num_attention_heads != c.hidden_size:
+        writer.add_key_length(head_dim(c))
+        writer.add_value_length(head_dim(c))
+
+
+def gguf_name(native: str) -> str | None:
+    if native in TOP_NAMES:
+        return TOP_NAMES[native]
+    match = LAYER.fullmatch(native)
+    if match and match.group(2) in LAYER_NAMES:
+        return f"blk.{match.group(1)}.{LAYER_NAMES[match.group(2)]}"
+    return None
+
+
+def llama_rope_order(tensor: torch.Tensor, heads: int) -> torch.Tensor:
+    """q/k rows from rotate-half order (transformers) to adjacent pairs (llama.cpp's llama graph)."""
+    rows = tensor.shape[0]
+    shaped = tensor.reshape(heads, 2, rows // heads // 2, *tensor.shape[1:])
+    return shaped.transpose(1, 2).reshape(tensor.shape)
+
+
+@dataclass
+class Entry:
+    """One GGUF tensor: its name, the source view, and a transform applied only when written."""
+
+    name: str
+    tensor: torch.Tensor
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def data(self) -> torch.Tensor:
+        return self.transform(self.tensor) if self.transform else self.tensor
+
+
+def entries(plan: ExportPlan) -> Iterator[Entry]:
+    """The model's tensors under llama.cpp's names, shard by shard, in a fixed order."""
+    c = plan.config
+    for path in plan.shards.files:
+        for source_name, tensor in read_shard(path, plan.shards.format):
+            parts = plan.convert(source_name, tensor)
+            if parts is None:
+                raise UserError(f"shard {path} has tensor {source_name}, which a plain {plan.what} checkpoint does "
+                                "not have; use the original full-precision checkpoint")
+            for native, part in parts:
+                name = gguf_name(native)
+                if name is None:
+                    raise UserError(f"shard {path}: tensor {native} has no llama.cpp {plan.arch} counterpart; "
+                                    "use a non-gguf dtype for this model")
+                transform = None
+                if plan.arch == "llama" and ".attn_q." in name:
+                    transform = lambda t, h=c.num_attention_heads: llama_rope_order(t, h)  # noqa: E731
+                elif plan.arch == "llama" and ".attn_k." in name:
+                    transform = lambda t, h=c.num_key_value_heads: llama_rope_order(t, h)  # noqa: E731
+                yield Entry(name, part, transform)
