@@ -30,8 +30,11 @@ def timed(fn):
 def header(title: str) -> None:
     import torch
 
+    from llm_compare.machine import cpu_model
+
     print(f"# {title}")
-    print(f"# torch {torch.__version__}, cores {os.cpu_count()}, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"# CPU {cpu_model()}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+          f"cores {os.cpu_count()}, {time.strftime('%Y-%m-%d %H:%M')}")
 
 
 def in_worker(fn):

@@ -44,7 +44,7 @@ def raw_transformers_tps(backend, n: int, **kwargs) -> float:
     """Decode tok/s of plain generate: (n-1) / (T(n) - T(1)), in a worker thread with the engine's thread count."""
 
     def measure():
-        use_torch_threads(threads_for_stream(backend.spec, 1, backend.weight_bytes))
+        use_torch_threads(threads_for_stream(backend.spec, 1, backend.best_threads()))
         ids = torch.tensor([backend.chat_format.encode(STORY)])
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def raw_llamacpp_tps(backend: LlamaCppBackend, n: int) -> float:
 
     llm = backend._idle.get()
     try:
-        threads = threads_for_stream(backend.spec, 1, backend.weight_bytes)
+        threads = threads_for_stream(backend.spec, 1, backend.best_threads())
         llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
         ids = backend.prompt.encode(STORY)
         llm.reset()  # no prompt cache from the previous run (the backend resets too)

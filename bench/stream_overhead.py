@@ -43,7 +43,7 @@ def main():
     header("stream overhead: engine vs plain generate")
     spec = load_registry().models[args.model]
     backend = open_backend(spec)
-    n_threads = threads_for_stream(spec, 1, getattr(backend, "weight_bytes", None))  # as the engine's worker
+    n_threads = threads_for_stream(spec, 1, backend.best_threads())  # as the engine's worker
     ids = torch.tensor([backend.chat_format.encode(ASK)])
     n = args.tokens
     # the engine must produce exactly n tokens too: no stop tokens for this measurement

@@ -19,8 +19,6 @@ from llm_compare.threads import cpu_cores
 
 
 def run(backends, params, sequential):
-    for b in backends:
-        b.concurrent_streams = 1 if sequential else 2
     final = list(stream_pair(Job("a", backends[0], ASK), Job("b", backends[1], ASK), params, sequential=sequential))[-1]
     a, b = final.a.metrics, final.b.metrics
     start = min(final.a.started_at, final.b.started_at)

@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from llm_compare import progress
 from llm_compare.backends.base import Backend, Messages
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
+from llm_compare.threads import STREAMS, Seat, threads_for_stream
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class Metrics:
     tokens_per_s: float | None = None  # decode rate, excludes the first token's wait
     peak_rss_bytes: int = 0
     prompt_tokens: int | None = None
+    threads: int | None = None  # CPU threads this stream ran with (from the process-wide account)
+    streams_running: int | None = None  # local streams running (itself included) when it started
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -58,10 +62,15 @@ def last_user_text(messages: Messages) -> str:
     return ""
 
 
+def require_prompt(text: str | None) -> None:
+    """The one empty-prompt check (the CLI, the report and the UI all reach it)."""
+    if not (text or "").strip():
+        raise UserError("the prompt is empty; type a question or pick a preset")
+
+
 def check_prompt(backend: Backend, messages: Messages, params: GenerationParams) -> tuple[int | None, int]:
     """Refuse what the model cannot take; return (prompt tokens, max new tokens that fit)."""
-    if not last_user_text(messages).strip():
-        raise UserError("the prompt is empty; type a question or pick a preset")
+    require_prompt(last_user_text(messages))
     n_prompt = backend.count_prompt_tokens(messages)
     limit = backend.context_length
     max_new = params.max_new_tokens
@@ -78,18 +87,32 @@ def check_prompt(backend: Backend, messages: Messages, params: GenerationParams)
 
 
 def stream_reply(
-    backend: Backend, messages: Messages, params: GenerationParams, stop: threading.Event | None = None
+    backend: Backend, messages: Messages, params: GenerationParams, stop: threading.Event | None = None,
+    *, seat: Seat | None = None,
 ) -> Iterator[ReplyUpdate]:
-    """Stream one reply with live metrics. Closing the iterator stops generation."""
-    stop = stop or threading.Event()
+    """Stream one reply with live metrics. Closing the iterator stops generation.
+
+    `seat`: this stream's place in the process-wide account (threads.STREAMS), taken by the caller
+    when several streams start together; otherwise one is taken here. The stream's thread count is
+    derived from the account when it starts."""
+    seat = seat or STREAMS.take(1)[0]
+    try:
+        yield from _stream_counted(backend, messages, params, stop or threading.Event())
+    finally:
+        seat.release()
+
+
+def _stream_counted(backend: Backend, messages: Messages, params: GenerationParams, stop) -> Iterator[ReplyUpdate]:
     t0 = time.perf_counter()
     n_prompt, max_new = check_prompt(backend, messages, params)
     if max_new != params.max_new_tokens:
         params = params.replace(max_new_tokens=max_new)
-    m = Metrics(prompt_tokens=n_prompt, peak_rss_bytes=peak_rss_bytes())
+    running = STREAMS.running
+    threads = threads_for_stream(backend.spec, running, backend.best_threads())
+    m = Metrics(prompt_tokens=n_prompt, peak_rss_bytes=peak_rss_bytes(), threads=threads, streams_running=running)
     text = ""
     first_at = last_at = None
-    for chunk in backend.stream(messages, params, stop):
+    for chunk in backend.stream(messages, params, stop, threads=threads):
         now = time.perf_counter()
         if chunk.prompt_tokens is not None:
             m.prompt_tokens = chunk.prompt_tokens
@@ -118,15 +141,14 @@ def stream_reply(
     yield ReplyUpdate(delta="", text=backend.finish_text(text), metrics=m, done=True, finish_reason=reason)
 
 
-def side_params(backend: Backend, shared: GenerationParams, explicit: set[str] | None = None) -> GenerationParams:
-    """The shared settings, with this model's recommended values for the fields the user left unset.
-
-    `explicit=None` means every field was set by the user (the strict shared-settings comparison).
-    """
-    if explicit is None:
+def side_params(backend: Backend, shared: GenerationParams, recommended: bool,
+                user_set: frozenset[str] = frozenset()) -> GenerationParams:
+    """This side's settings: the shared ones, or with `recommended`, the model's recommended values
+    for the tunable settings the user did not set (`user_set`)."""
+    if not recommended:
         return shared
-    recommended = {k: v for k, v in backend.recommended_generation().items() if k not in explicit}
-    return shared.replace(**recommended) if recommended else shared
+    values = {k: v for k, v in backend.recommended_generation().items() if k not in user_set}
+    return shared.replace(**values) if values else shared
 
 
 @dataclass
@@ -137,11 +159,12 @@ class SideState:
     label: str
     text: str = ""
     status: str = "waiting"  # waiting | loading | running | done | stopped | error
+    activity: str = ""  # what a loading side is doing now (progress.status lines)
     error: str | None = None
     finish_reason: str | None = None
     metrics: Metrics = field(default_factory=Metrics)
-    started_at: float | None = None
-    load_s: float | None = None  # load-on-demand: seconds this side waited for its model (swap)
+    started_at: float | None = None  # when this side began loading or generating (the counter's zero)
+    model_wait_s: float | None = None  # seconds this side waited for its model (a first load or a swap)
     params: GenerationParams | None = None  # the settings this side ran with
 
     @property
@@ -150,7 +173,7 @@ class SideState:
 
     def snapshot(self, now: float) -> "SideState":
         m = dataclasses.replace(self.metrics)
-        if self.status == "running" and self.started_at is not None:
+        if self.status in ("running", "loading") and self.started_at is not None:
             m.elapsed_s = now - self.started_at  # the live counter ticks between tokens too
         return dataclasses.replace(self, metrics=m)
 
@@ -179,25 +202,57 @@ class Job:
     error: str | None = None
     label: str = ""
     params: GenerationParams | None = None  # this side's settings, when not the shared ones
-    explicit: set[str] | None = None  # else: shared settings + the model's recommendations (side_params)
-    load: Callable[[], Backend] | None = None  # load-on-demand: called when this side's turn comes
+    recommended: bool = False  # tunable settings the user did not set take the model's recommended values
+    user_set: frozenset[str] = frozenset()  # the tunable settings the user set (kept with `recommended`)
+    load: Callable[[], Backend] | None = None  # called in this side's worker when its turn comes
+    seat: Seat | None = None  # its place in the account of running streams (taken by stream_pair)
 
 
 _DONE = object()
 
 
+def _apply(st: SideState, kind, payload) -> None:
+    """One message from a side's worker, applied to what its pane shows."""
+    if kind == "loading":
+        st.status, st.started_at = "loading", payload
+    elif kind == "activity":
+        st.activity = payload
+    elif kind == "loaded":
+        st.model_wait_s, st.activity = payload, ""
+    elif kind == "start":
+        st.status, (st.started_at, st.params) = "running", payload
+    elif kind == "update":
+        st.text, st.metrics = payload.text, payload.metrics
+        if payload.done:
+            st.finish_reason = payload.finish_reason
+            st.status = "stopped" if payload.finish_reason == "stopped" else "done"
+    elif kind == "error":
+        st.status, st.error = "error", payload
+    elif kind is _DONE and not st.finished:
+        st.status = "stopped"
+
+
+def _load(job: Job, out: queue.Queue) -> None:
+    """Load this side's model in its worker; what the loader reports shows in the pane as it happens."""
+    out.put((job.side, "loading", time.perf_counter()))
+    t0 = time.perf_counter()
+    with progress.reporting(lambda text: out.put((job.side, "activity", text))):
+        job.backend = job.load()
+        job.backend.best_threads()  # a first-use thread measurement belongs to the wait, not the reply
+    out.put((job.side, "loaded", time.perf_counter() - t0))
+
+
 def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
+    seat = job.seat
     try:
         if job.stop.is_set():  # stopped before its turn came (sequential): don't load or run
             return
         if job.backend is None and job.load is not None:
-            out.put((job.side, "loading", time.perf_counter()))
-            t0 = time.perf_counter()
-            job.backend = job.load()
-            out.put((job.side, "loaded", time.perf_counter() - t0))
-        own = job.params or side_params(job.backend, params, job.explicit)
+            _load(job, out)
+        own = job.params or side_params(job.backend, params, job.recommended, job.user_set)
+        seat = seat or STREAMS.take(1)[0]
         out.put((job.side, "start", (time.perf_counter(), own)))
-        for upd in stream_reply(job.backend, job.messages, own, job.stop):
+        for upd in stream_reply(job.backend, job.messages, own, job.stop, seat=seat):
             out.put((job.side, "update", upd))
     except UserError as e:
         out.put((job.side, "error", str(e)))
@@ -205,6 +260,8 @@ def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
         log.exception("side %s failed", job.side)
         out.put((job.side, "error", f"{job.label or job.side} failed: {type(e).__name__}: {e}"))
     finally:
+        if seat is not None:
+            seat.release()
         out.put((job.side, _DONE, None))
 
 
@@ -213,9 +270,10 @@ def stream_pair(
 ) -> Iterator[PairState]:
     """Run two replies and yield both panes' state on every change and every `tick_s`.
 
-    Concurrent by default (both share the CPU); `sequential=True` is fair timing: B starts when A
-    ends. Each side's failure is confined to that side. Closing the iterator stops both sides and
-    waits for their workers to end.
+    Concurrent by default (both share the CPU: both take their seats in the stream account before
+    either starts); `sequential=True` is fair timing: B starts when A ends. A job without a backend
+    loads it in its own worker, the load showing in its pane. Each side's failure is confined to that
+    side. Closing the iterator stops both sides and waits for their workers to end.
     """
     states = {}
     for job in (job_a, job_b):
@@ -225,8 +283,9 @@ def stream_pair(
         if job.error:
             states[job.side].status, states[job.side].error = "error", job.error
     runnable = [j for j in (job_a, job_b) if not j.error]
-    if not sequential and any(j.backend is None for j in runnable):
-        raise ValueError("load-on-demand jobs need sequential=True (one model resident at a time)")
+    if not sequential:
+        for job, seat in zip(runnable, STREAMS.take(len(runnable))):
+            job.seat = seat
     out: queue.Queue = queue.Queue()
 
     def run_all(jobs):
@@ -253,24 +312,9 @@ def stream_pair(
                 continue
             while True:  # apply everything queued, then show it once
                 side, kind, payload = item
-                st = states[side]
-                if kind == "loading":
-                    st.status = "loading"
-                elif kind == "loaded":
-                    st.load_s = payload
-                elif kind == "start":
-                    st.status, (st.started_at, st.params) = "running", payload
-                elif kind == "update":
-                    st.text, st.metrics = payload.text, payload.metrics
-                    if payload.done:
-                        st.finish_reason = payload.finish_reason
-                        st.status = "stopped" if payload.finish_reason == "stopped" else "done"
-                elif kind == "error":
-                    st.status, st.error = "error", payload
-                elif kind is _DONE:
+                if kind is _DONE:
                     pending -= 1
-                    if not st.finished:
-                        st.status = "stopped"
+                _apply(states[side], kind, payload)
                 try:
                     item = out.get_nowait()
                 except queue.Empty:

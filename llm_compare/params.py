@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from llm_compare.errors import UserError
 
+TUNABLE = ("temperature", "top_p", "repetition_penalty")  # the settings a model may recommend
+
 
 SEED_MAX = 2**32 - 1  # llama.cpp seeds are 32-bit; torch generators and servers take these too
 SEED_RULE = f"a whole number from 0 to {SEED_MAX}, or -1 for a new random seed each time"
@@ -63,3 +65,18 @@ class GenerationParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def settings_from_input(max_new_tokens, greedy, seed=None, **tunable) -> tuple[GenerationParams, frozenset[str]]:
+    """The shared settings from what a user gave (CLI flags or UI sliders), and which tunable ones they set.
+
+    A tunable value of None means "not set": the default here, and the model's recommended value
+    where a turn uses recommendations (engine.side_params). A seed of None, "" or below 0 means random.
+    """
+    unknown = set(tunable) - set(TUNABLE)
+    if unknown:
+        raise TypeError(f"not tunable settings: {', '.join(sorted(unknown))}")
+    seed = parse_seed(seed)
+    user_set = frozenset(k for k, v in tunable.items() if v is not None)
+    params = GenerationParams(max_new_tokens=int(max_new_tokens), greedy=bool(greedy), seed=seed)
+    return params.replace(**{k: float(tunable[k]) for k in user_set}), user_set

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 from llm_compare.backends import open_backend
 from llm_compare.backends.base import Backend
+from llm_compare.cpu_probe import resolve_dtype
 from llm_compare.loading.memory import check_fits
+from llm_compare.progress import status
 from llm_compare.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class ModelPool:
         key = spec_key(spec)
         if self.max_resident is None and key in self._backends:
             return self._backends[key]
+        if self._load_lock.locked():
+            status("waiting for another model to finish loading (one load at a time)")
         with self._load_lock:
             if key in self._backends:
                 self._backends[key] = self._backends.pop(key)  # now the most recently used
@@ -69,9 +73,12 @@ class ModelPool:
             t0 = time.perf_counter()
             unloaded = self._make_room()
             t1 = time.perf_counter()
-            check_fits(spec, loaded=list(self._backends.values()))  # before any weights are read
+            resolved = resolve_dtype(spec)  # dtype "auto": the precision measured fastest here that fits
+            check_fits(resolved, loaded=list(self._backends.values()))  # before any weights are read
             log.info("loading %s from %s", spec.name, spec.source)
-            self._backends[key] = open_backend(spec, progress)
+            status(f"loading {spec.label}" + (f" in {resolved.dtype} (measured fastest here)"
+                                              if resolved.dtype != spec.dtype else ""))
+            self._backends[key] = open_backend(resolved, progress or _status_progress)
             if unloaded:
                 self.last_swap = Swap(unloaded, spec.label, t1 - t0, time.perf_counter() - t1)
                 log.info("swapped out %s for %s in %.1f s", ", ".join(unloaded), spec.label, self.last_swap.seconds)
@@ -101,3 +108,8 @@ class ModelPool:
         backend = self._backends.pop(spec_key(spec), None)
         if backend is not None:
             backend.close()
+
+
+def _status_progress(step: int, total: int, what: str) -> None:
+    """A gguf-* export's progress, as a status line the waiting pane shows (progress.py)."""
+    status(f"{what} ({step}/{total})")

@@ -26,11 +26,12 @@ from typing import Callable
 from llm_compare.architecture import describe_many
 from llm_compare.architecture.table import section_html, section_markdown
 from llm_compare.arena import not_votable, record_pair
-from llm_compare.engine import Job, PairState, SideState, side_params, stream_pair, stream_reply
+from llm_compare.engine import PairState, SideState, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.presets import Preset
 from llm_compare.store import VoteStore, software_versions
+from llm_compare.turn import messages_for, prepare_turn
 
 METRICS = (  # (key, label, unit format)
     ("ttft_s", "first token", "{:.2f} s"),
@@ -64,10 +65,6 @@ class Report:
     architecture: list = field(default_factory=list)  # architecture.describe_many of A and B
 
 
-def messages_for(text: str, system: str | None = None) -> list[dict]:
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-
-
 def warm_up(backend, params: GenerationParams) -> None:
     """One short generation, so the first timed prompt does not pay one-off start-up costs."""
     for _ in stream_reply(backend, messages_for("Hi"), params.replace(max_new_tokens=2)):
@@ -86,41 +83,35 @@ def run_suite(
     system: str | None = None,
     progress: Callable[[int, int, Preset, object], None] | None = None,
     rng: random.Random | None = None,
-    explicit: set[str] | None = None,
+    recommended: bool = False,
+    user_set: frozenset[str] = frozenset(),
 ) -> Report:
     """Run every preset through both models (sequentially) and store each finished pair.
 
-    `explicit`: the settings the user set; each model's recommended values fill the others
-    (engine.side_params). None: `params` apply to both sides as they are. Finished work is never
+    `recommended`: each model's recommended values fill the tunable settings not in `user_set`
+    (engine.side_params); otherwise `params` apply to both sides as they are. Finished work is never
     thrown away: Ctrl-C ends the run with the prompts that finished (`interrupted`), and a store
     that fails stops the storing (`store_error`), not the run.
     """
     if not presets:
         raise UserError(f"prompt suite {suite!r} is empty; add [[prompts]] with group, label and text")
     rng = rng or random.Random()
-    backend_a, backend_b = pool.get(spec_a), pool.get(spec_b)
-    for backend in {id(backend_a): backend_a, id(backend_b): backend_b}.values():
-        backend.concurrent_streams = 1
-        warm_up(backend, params)
+    for spec in {spec_a.name: spec_a, spec_b.name: spec_b}.values():
+        warm_up(pool.get(spec), params)
     report = Report(suite=suite, spec_a=spec_a, spec_b=spec_b, params=params, planned=len(presets),
                     architecture=describe_many([spec_a, spec_b]))
-    params_a, params_b = side_params(backend_a, params, explicit), side_params(backend_b, params, explicit)
-    stored_params = params if params_a == params_b == params else {
-        spec_a.name: params_a.to_dict(), spec_b.name: params_b.to_dict()}  # by model: sides get shuffled
     try:
         for n, preset in enumerate(presets):
-            msgs = messages_for(preset.text, system)
-            job_a = Job("a", backend_a, msgs, label=spec_a.label, params=params_a)
-            job_b = Job("b", backend_b, msgs, label=spec_b.label, params=params_b)
+            turn = prepare_turn(preset.text, {"a": spec_a, "b": spec_b}, pool, params, user_set=user_set,
+                                recommended=recommended, system=system, sequential=True)
             first = "a" if n % 2 == 0 else "b"
-            jobs = (job_a, job_b) if first == "a" else (job_b, job_a)
-            final, ctrl_c = _run_pair(jobs, params, lambda state: progress and progress(n, len(presets), preset, state))
+            final, ctrl_c = _run_pair(turn, first, lambda state: progress and progress(n, len(presets), preset, state))
             with _ctrl_c_deferred():  # a finished pair is stored and listed whole, or not at all
                 result = PairResult(preset, final.side("a"), final.side("b"), first)
                 if store is not None and not_votable(result.a, result.b) is None:
                     try:
-                        result.battle_id = store_pair(store, result, spec_a, spec_b, stored_params, msgs, suite, rng,
-                                                      report.versions)
+                        result.battle_id = store_pair(store, result, spec_a, spec_b, params, turn.a.messages, suite,
+                                                      rng, report.versions)
                     except UserError as e:  # disk full, database locked: the report itself still gets written
                         report.store_error, store = str(e), None
                 report.results.append(result)
@@ -147,11 +138,11 @@ def _ctrl_c_deferred():
         raise KeyboardInterrupt
 
 
-def _run_pair(jobs, params, on_update) -> tuple[PairState, bool]:
+def _run_pair(turn, first: str, on_update) -> tuple[PairState, bool]:
     """Stream one pair to its end: (final state, whether Ctrl-C came after both sides had finished)."""
     final = None
     try:
-        for final in stream_pair(*jobs, params, sequential=True, tick_s=0.25):
+        for final in turn.stream(tick_s=0.25, b_first=first == "b"):
             on_update(final)
     except KeyboardInterrupt:
         if final is None or not final.finished:
@@ -161,7 +152,13 @@ def _run_pair(jobs, params, on_update) -> tuple[PairState, bool]:
 
 
 def store_pair(store, result: PairResult, spec_a, spec_b, params, msgs, suite, rng, versions) -> int:
-    """A blind battle with sides drawn at random (the report itself always shows A left)."""
+    """A blind battle with sides drawn at random (the report itself always shows A left).
+
+    The settings stored are what each side ran with: `params` when both ran with them, else by
+    model name (the sides get shuffled)."""
+    ran = (result.a.params or params, result.b.params or params)
+    if not ran[0] == ran[1] == params:
+        params = {spec_a.name: ran[0].to_dict(), spec_b.name: ran[1].to_dict()}
     sides = [(spec_a, result.a), (spec_b, result.b)]
     if rng.random() < 0.5:
         sides.reverse()

@@ -22,6 +22,7 @@ BACKENDS = ("transformers", "llamacpp", "openai")
 # gguf-*: the model directory exported once to that GGUF type and run by llama.cpp (loading/gguf_export.py)
 GGUF_DTYPES = ("gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 DTYPES = ("float32", "bfloat16", "float16", "int8", *GGUF_DTYPES)
+AUTO_DTYPE = "auto"  # nobody chose: the precision measured fastest on this machine (cpu_probe)
 CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
 
 
@@ -41,7 +42,7 @@ class ModelSpec:
     source: str  # local dir, .gguf file, "embedded:smollm2", hub id, or base URL (openai)
     label: str = ""
     backend: str = "transformers"
-    dtype: str = "bfloat16"
+    dtype: str = AUTO_DTYPE
     chat_format: str = "auto"
     generation: dict = field(default_factory=dict)  # per-model defaults (GenerationParams fields)
     trust_remote_code: bool = False
@@ -59,8 +60,9 @@ class ModelSpec:
                 f"model {self.name!r}: unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}"
             )
         check_threads(self.threads, f"model {self.name!r}: threads")
-        if self.dtype not in DTYPES:
-            raise UserError(f"model {self.name!r}: unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+        if self.dtype not in DTYPES + (AUTO_DTYPE,):
+            raise UserError(f"model {self.name!r}: unknown dtype {self.dtype!r}; use one of "
+                            f"{', '.join(DTYPES + (AUTO_DTYPE,))}")
         if self.chat_format not in CHAT_FORMATS:
             raise UserError(
                 f"model {self.name!r}: unknown chat_format {self.chat_format!r}; "

@@ -1,18 +1,17 @@
-"""Thread policy: how many CPU threads a local stream may use (torch and llama.cpp alike).
+"""CPU sharing: how many threads each local stream gets, from one account of the streams running now.
 
-Measured on 2 quiet cores with the embedded SmolLM2-135M (`python bench/threads.py`, README "Threads"):
-- Two streams at once run best with one thread each: transformers bf16 34.1 tok/s combined (1.37x
-  one stream on one thread, evenness 0.99); two threads each oversubscribes (31.7).
-- transformers alone uses every core: 33.8 tok/s with 2 threads vs 24.8 with 1. Memory bandwidth
-  doubles with the second thread too (torch sum 27.1 vs 13.8 GB/s), so large models gain as well.
-- llama.cpp with a small model gets one thread even alone: 113.7 tok/s with 1 thread, 29.0 with 2
-  (its per-token synchronisation costs more than a 98 MB model's matmuls).
-- Once a llama.cpp context exists in this process, torch's multi-threaded decode halves (bf16 34 -> 17
-  tok/s with 2 threads; the OpenMP runtime is shared) while one thread keeps 24: torch streams then
-  get one thread (`LLAMACPP_RAN`, set when the llama.cpp backend opens a model).
-- Under load from other processes OpenMP's threads wait for each other: two torch threads then ran
-  10x slower than one (docs/backends.md). Set `threads = 1` (or `--threads-a/-b 1`) on a busy box.
-`ModelSpec.threads` (or `--threads-a/-b`) overrides all of this.
+Backends are shared by every pane and user of one process (the model pool), so a stream's thread
+count is not state on a backend: the engine takes a seat in the process-wide `STREAMS` account for
+every local stream it starts (a pair takes both seats before either starts), and each new stream's
+count is derived from how many seats are taken at that moment:
+
+    threads = min(what a lone stream of this model runs best with on this CPU,  # measured
+                  cores // streams running now)                                 # shared fairly
+
+The first term is measured, never assumed (`cpu_probe.best_threads`, cached per machine, model size
+and backend): on one Intel box a small llama.cpp model ran 4x slower with 2 threads than with 1, on
+an AMD box 2 threads ran 1.86x faster at 7B widths. `LLM_COMPARE_THREADS` caps every stream;
+`ModelSpec.threads` (`--threads-a/-b`) sets one model's count outright.
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from __future__ import annotations
 import os
 import threading
 
-SMALL_MODEL_BYTES = 1 << 30  # llama.cpp below this: one thread per stream (measured above)
-LLAMACPP_RAN = threading.Event()  # a process-wide fact about the OpenMP runtime, not app state
+LLAMACPP_RAN = threading.Event()  # a process-wide fact about the OpenMP runtime (cpu_probe keys on it)
+THREADS_ENV = "LLM_COMPARE_THREADS"
 
 
 def cpu_cores() -> int:
@@ -31,17 +30,61 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_for_stream(spec, concurrent_streams: int, weight_bytes: int | None = None) -> int:
-    """Threads for one stream of `spec` while `concurrent_streams` local streams run at once."""
+class Seat:
+    """One running local stream in the account; `release()` (idempotent) when it ends."""
+
+    def __init__(self, account: "StreamAccount"):
+        self._account = account
+        self._held = True
+
+    def release(self) -> None:
+        with self._account._lock:
+            if self._held:
+                self._held = False
+                self._account._running -= 1
+
+
+class StreamAccount:
+    """How many local streams (panes, users, the batch report) run in this process now."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def take(self, n: int = 1) -> list[Seat]:
+        """Seats for `n` streams that start together (each sees the others when it counts)."""
+        with self._lock:
+            self._running += n
+        return [Seat(self) for _ in range(n)]
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+
+STREAMS = StreamAccount()  # the one account of this process
+
+
+def env_cap() -> int | None:
+    value = os.environ.get(THREADS_ENV, "").strip()
+    try:
+        return max(1, int(value)) if value else None
+    except ValueError:
+        return None
+
+
+def threads_for_stream(spec, running: int, best: int | None = None) -> int:
+    """Threads for a new stream of `spec` while `running` local streams (itself included) run.
+
+    `best`: the measured thread count a lone stream of this model runs fastest with (None: unknown,
+    all cores)."""
     if getattr(spec, "threads", None):
         return int(spec.threads)
-    backend = getattr(spec, "backend", "transformers")
-    small = weight_bytes is not None and weight_bytes < SMALL_MODEL_BYTES
-    if small and backend == "llamacpp":
-        return 1
-    if backend == "transformers" and LLAMACPP_RAN.is_set():
-        return 1
-    return max(1, cpu_cores() // max(1, concurrent_streams))
+    cores = cpu_cores()
+    share = max(1, cores // max(1, running))
+    n = min(best or cores, share)
+    cap = env_cap()
+    return max(1, min(n, cap) if cap else n)
 
 
 def use_torch_threads(n: int) -> None:

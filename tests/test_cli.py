@@ -92,15 +92,20 @@ def test_fresh_process_bad_input_has_no_traceback():
 
 
 def test_seed_prompt_on_both_legacy_fixtures_gives_the_original_replies(capsys):
-    """Issue 4's acceptance command: the replies equal what the original chat() produced."""
+    """Issue 4's acceptance command: the replies equal what the original chat() produced.
+
+    In float32 only: the reference replies were computed in float32, and in bfloat16 the tiny Qwen's
+    greedy reply drifts from them (README "What reproduces exactly")."""
     from conftest import LEGACY_FIXTURES
 
     prompt = "请说出以下两句话区别在哪里？ 1、冬天：能穿多少穿多少 2、夏天：能穿多少穿多少"
     glm, qwen = LEGACY_FIXTURES / "chatglm3-6b-tiny", LEGACY_FIXTURES / "qwen-7b-chat-tiny"
-    code = main(["ask", prompt, "--model-a", str(glm), "--model-b", str(qwen), "--greedy", "--max-new-tokens", "16", "--json"])
+    code = main(["ask", prompt, "--model-a", str(glm), "--model-b", str(qwen), "--greedy", "--max-new-tokens", "16",
+                 "--dtype-a", "float32", "--dtype-b", "float32", "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert code == 0
     for row, directory in zip(rows, (glm, qwen)):
+        assert row["dtype"] == "float32"
         ref = json.loads((directory / "reference.json").read_text())
         case = next(c for c in ref["chat"] if c["name"] == "zh_single_turn")
         assert row["text"] == case["reply"]
@@ -123,4 +128,4 @@ def test_one_model_at_a_time_swaps_and_reports_the_swap(tiny_model_dir, capsys):
                  "float32", "--dtype-b", "bfloat16", "--one-model-at-a-time", "--greedy", "--max-new-tokens", "4",
                  "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert code == 0 and all(r["new_tokens"] == 4 and r["swap_s"] is not None for r in rows)
+    assert code == 0 and all(r["new_tokens"] == 4 and r["model_wait_s"] is not None for r in rows)

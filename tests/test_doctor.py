@@ -100,7 +100,7 @@ def test_llamacpp_models_are_sized_by_their_file(capsys, tmp_path):
     registry.write_text('[models.smol-cpp]\nsource = "embedded:smollm2"\nbackend = "llamacpp"\n')
     code, out = doctor(capsys, "--registry", str(registry))
     size = embedded_path("smollm2").stat().st_size
-    assert "smol-cpp  [llamacpp, bfloat16]" in out and "  file: 134.52M params, ≈" in out
+    assert "smol-cpp  [llamacpp, auto]" in out and "  file: 134.52M params, ≈" in out
     assert size < 0.2 * 1024**3 and "resident → fits" in out
 
 

@@ -154,9 +154,9 @@ def test_live_counter_ticks_while_a_side_waits_for_tokens(tiny_backend):
     class Slow(Wrapping):
         """A real backend whose first token comes late, as a big model's prefill would."""
 
-        def stream(self, messages, params, stop):
+        def stream(self, messages, params, stop, threads=None):
             stop.wait(0.5)
-            yield from self.inner.stream(messages, params, stop)
+            yield from self.inner.stream(messages, params, stop, threads)
 
     states = list(stream_pair(Job("a", Slow(tiny_backend), ASK), Job("b", tiny_backend, ASK), GREEDY, tick_s=0.05))
     waiting_a = [s.a.metrics.elapsed_s for s in states if s.a.status == "running" and s.a.metrics.new_tokens == 0]
@@ -170,8 +170,8 @@ class Exploding(Wrapping):
         super().__init__(inner)
         self.after = after
 
-    def stream(self, messages, params, stop):
-        for i, chunk in enumerate(self.inner.stream(messages, params, stop)):
+    def stream(self, messages, params, stop, threads=None):
+        for i, chunk in enumerate(self.inner.stream(messages, params, stop, threads)):
             if i == self.after:
                 raise RuntimeError("simulated out-of-memory in the model")
             yield chunk
@@ -208,7 +208,7 @@ def test_closing_a_pair_stops_both_workers(tiny_backend):
 class CutCharacter(Wrapping):
     """Streams what a byte-level tokenizer decodes when max_new_tokens ends inside a Chinese character."""
 
-    def stream(self, messages, params, stop):
+    def stream(self, messages, params, stop, threads=None):
         from llm_compare.backends.base import Chunk
 
         yield Chunk("冬天", 2, time.perf_counter())
@@ -235,9 +235,33 @@ def test_load_on_demand_loads_each_side_when_its_turn_comes(tiny_backend):
     assert final.a.status == final.b.status == "done" and final.a.text == final.b.text
     assert [s for s, _ in loads] == ["a", "b"]
     assert loads[1][1] >= final.a.started_at + final.a.metrics.elapsed_s  # B loaded only after A finished
-    assert final.a.load_s is not None and final.b.load_s is not None
-    with pytest.raises(ValueError, match="sequential"):
-        list(stream_pair(Job("a", None, ASK, load=loader("a")), Job("b", tiny_backend, ASK), GREEDY))
+    assert final.a.model_wait_s is not None and final.b.model_wait_s is not None
+    # at once: A loads in its own worker (its pane says so, its counter runs) while B answers
+    loads.clear()
+    states = list(stream_pair(Job("a", None, ASK, load=loader("a")), Job("b", tiny_backend, ASK), GREEDY))
+    assert [s for s, _ in loads] == ["a"] and states[-1].a.status == states[-1].b.status == "done"
+    assert states[-1].a.text == final.a.text
+
+
+def test_a_load_shows_in_its_pane_as_it_happens(tiny_backend):
+    """What the loader reports (progress.status) reaches the side's state, with a running counter."""
+    from llm_compare.progress import status
+
+    def load():
+        status("converting model.gguf, step 1/2")
+        time.sleep(0.3)
+        status("converting model.gguf, step 2/2")
+        time.sleep(0.3)
+        return tiny_backend
+
+    states = list(stream_pair(Job("a", None, ASK, load=load), Job("b", tiny_backend, ASK), GREEDY, tick_s=0.05))
+    loading = [s.a for s in states if s.a.status == "loading"]
+    assert [a.activity for a in loading if a.activity][:1] == ["converting model.gguf, step 1/2"]
+    assert "converting model.gguf, step 2/2" in {a.activity for a in loading}
+    elapsed = [a.metrics.elapsed_s for a in loading]
+    assert elapsed == sorted(elapsed) and elapsed[-1] > 0.3  # the counter does not pretend nothing runs
+    final = states[-1].a
+    assert final.status == "done" and final.activity == "" and final.model_wait_s >= 0.6
 
 
 def test_load_on_demand_failure_and_stop_before_the_turn(tiny_backend):

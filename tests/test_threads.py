@@ -10,40 +10,62 @@ import pytest
 import torch
 
 from llm_compare.specs import ModelSpec
-from llm_compare.threads import SMALL_MODEL_BYTES, cpu_cores, threads_for_stream, use_torch_threads
+from llm_compare.threads import STREAMS, StreamAccount, cpu_cores, threads_for_stream, use_torch_threads
 
 SPEC = ModelSpec(name="m", source="x")
-BIG = 4 * SMALL_MODEL_BYTES
 
 
-@pytest.fixture(autouse=True)
-def no_llamacpp_yet(monkeypatch):
-    """The policy as in a process where llama.cpp never ran (other tests in this run may have)."""
-    monkeypatch.setattr("llm_compare.threads.LLAMACPP_RAN", threading.Event())
-
-
-def test_cores_are_shared_between_concurrent_streams(monkeypatch):
+@pytest.fixture
+def eight_cores(monkeypatch):
     monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 8)
-    assert threads_for_stream(SPEC, 1, BIG) == 8
-    assert threads_for_stream(SPEC, 2, BIG) == 4
-    assert threads_for_stream(SPEC, 3, BIG) == 2
-    assert threads_for_stream(SPEC, 16, BIG) == 1
-    assert threads_for_stream(SPEC, 1) == 8  # size unknown: all cores
+    monkeypatch.delenv("LLM_COMPARE_THREADS", raising=False)
 
 
-def test_small_llamacpp_models_get_one_thread_transformers_all_cores(monkeypatch):
-    monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 8)
-    llama = ModelSpec(name="m", source="x.gguf", backend="llamacpp")
-    assert threads_for_stream(llama, 1, SMALL_MODEL_BYTES // 2) == 1
-    assert threads_for_stream(llama, 1, BIG) == 8
-    assert threads_for_stream(SPEC, 1, SMALL_MODEL_BYTES // 2) == 8
-    assert threads_for_stream(SPEC, 2, SMALL_MODEL_BYTES // 2) == 4
+def test_cores_are_shared_between_the_streams_running_now(eight_cores):
+    assert [threads_for_stream(SPEC, n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
 
 
-def test_spec_threads_override_policy():
+def test_a_lone_stream_gets_what_was_measured_best_never_more_than_its_share(eight_cores):
+    assert threads_for_stream(SPEC, 1, best=1) == 1  # e.g. a small llama.cpp model on some CPUs
+    assert threads_for_stream(SPEC, 1, best=6) == 6
+    assert threads_for_stream(SPEC, 4, best=6) == 2
+
+
+def test_spec_threads_and_the_environment_override_the_policy(eight_cores, monkeypatch):
     spec = ModelSpec(name="m", source="x", threads=3)
-    assert threads_for_stream(spec, 2, BIG) == 3
-    assert threads_for_stream(spec, 1, 1) == 3
+    assert threads_for_stream(spec, 2, best=1) == 3
+    monkeypatch.setenv("LLM_COMPARE_THREADS", "2")
+    assert threads_for_stream(SPEC, 1) == 2 and threads_for_stream(SPEC, 8) == 1
+    assert threads_for_stream(spec, 1) == 3  # one model's own setting still wins
+
+
+def test_the_account_counts_seats_until_released_once():
+    account = StreamAccount()
+    pair = account.take(2)
+    assert account.running == 2
+    solo = account.take(1)[0]
+    assert account.running == 3
+    pair[0].release()
+    pair[0].release()  # idempotent: a side's seat is released by the reply and by its worker
+    assert account.running == 2
+    solo.release(), pair[1].release()
+    assert account.running == 0
+
+
+def test_engine_streams_take_and_return_seats(tiny_backend):
+    """Every local stream goes through the one account: it counts while streaming, not after."""
+    from llm_compare.engine import stream_reply
+    from llm_compare.params import GenerationParams
+
+    before = STREAMS.running
+    seen = []
+    for update in stream_reply(tiny_backend, [{"role": "user", "content": "hi"}],
+                               GenerationParams(max_new_tokens=3, greedy=True)):
+        seen.append((STREAMS.running, update.metrics.threads))
+    assert STREAMS.running == before
+    assert all(running == before + 1 for running, _ in seen)
+    expected = threads_for_stream(tiny_backend.spec, before + 1, tiny_backend.best_threads())
+    assert {threads for _, threads in seen} == {expected}
 
 
 def test_cpu_cores_are_the_cores_this_process_may_use():
@@ -89,13 +111,3 @@ def test_each_worker_keeps_its_own_torch_thread_count():
         assert _in_thread(torch.get_num_threads) == 1  # a fresh thread starts from the last setting
     finally:
         torch.set_num_threads(before)
-
-
-def test_torch_gets_one_thread_once_llamacpp_ran_in_the_process(monkeypatch):
-    from llm_compare import threads
-
-    monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 8)
-    assert threads.threads_for_stream(SPEC, 1, BIG) == 8
-    threads.LLAMACPP_RAN.set()
-    assert threads.threads_for_stream(SPEC, 1, BIG) == 1
-    assert threads.threads_for_stream(ModelSpec(name="m", source="x.gguf", backend="llamacpp"), 1, BIG) == 8

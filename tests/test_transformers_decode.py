@@ -7,6 +7,7 @@ import threading
 import pytest
 import torch
 
+from llm_compare.cpu_probe import matvec_pays
 from llm_compare.backends.transformers import MatvecLinear, TransformersBackend, use_matvec_for_decode
 from llm_compare.loading import load_model
 from llm_compare.params import GenerationParams
@@ -16,19 +17,55 @@ MESSAGES = [{"role": "user", "content": "Write a short story about a robot who l
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_matvec_linear_is_bitwise_equal_for_bf16(bias):
+@pytest.mark.parametrize("width", [96, 576, 4096])
+def test_decode_path_is_bitwise_equal_to_nn_linear_for_bf16(bias, width):
+    """Bias-free layers switch to torch.mv; layers with a bias stay nn.Linear (addmv was 10x slower
+    without native bf16, and mv + bias rounds twice): either way the output is the layer's own."""
     torch.manual_seed(0)
-    layer = torch.nn.Linear(96, 160, bias=bias).to(torch.bfloat16)
-    one, many = torch.randn(1, 1, 96, dtype=torch.bfloat16), torch.randn(1, 7, 96, dtype=torch.bfloat16)
+    layer = torch.nn.Linear(width, width + 64, bias=bias).to(torch.bfloat16)
+    one, many = torch.randn(1, 1, width, dtype=torch.bfloat16), torch.randn(1, 7, width, dtype=torch.bfloat16)
     expected_one, expected_many = layer(one), layer(many)
-    assert use_matvec_for_decode(layer) == 1 and isinstance(layer, MatvecLinear)
+    switched = use_matvec_for_decode(layer)
+    assert switched == (0 if bias else int(matvec_pays(width + 64, width)))
+    assert isinstance(layer, MatvecLinear) == bool(switched)
     assert torch.equal(layer(one), expected_one) and torch.equal(layer(many), expected_many)
 
 
-def test_only_bf16_linears_are_switched():
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8).half(), torch.nn.Linear(8, 8).bfloat16())
-    assert use_matvec_for_decode(model) == 1
-    assert [type(m).__name__ for m in model] == ["Linear", "Linear", "MatvecLinear"]
+def test_mv_then_bias_would_round_twice():
+    """Why biased layers are not switched: mv + bias differs from nn.Linear's single rounding."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(576, 576).to(torch.bfloat16)
+    x = torch.randn(576, dtype=torch.bfloat16)
+    assert not torch.equal(torch.mv(layer.weight, x) + layer.bias, layer(x[None])[0])
+
+
+def test_only_bias_free_bf16_linears_are_switched():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8).half(), torch.nn.Linear(8, 8).bfloat16(),
+                                torch.nn.Linear(8, 8, bias=False).bfloat16())
+    assert use_matvec_for_decode(model, pays=lambda o, i: True) == 1
+    assert [type(m).__name__ for m in model] == ["Linear", "Linear", "Linear", "MatvecLinear"]
+    assert use_matvec_for_decode(torch.nn.Linear(8, 8, bias=False).bfloat16(), pays=lambda o, i: False) == 0
+
+
+def test_weight_bytes_counts_int8_buffers_and_tied_weights_once():
+    from llm_compare.backends.transformers import tensor_bytes
+    from llm_compare.loading.memory import quantize_int8
+
+    torch.manual_seed(0)
+    small, large = (torch.nn.Sequential(torch.nn.Linear(64, n, bias=False), torch.nn.Linear(n, 64, bias=False))
+                    for n in (64, 256))
+    before = [tensor_bytes(m) for m in (small, large)]
+    for m in (small, large):
+        m.get_output_embeddings = lambda: None  # what quantize_int8 asks a transformers model
+        quantize_int8(m)
+    after = [tensor_bytes(m) for m in (small, large)]
+    assert before == [2 * 64 * 64 * 4, 2 * 64 * 256 * 4]  # float32: 4 bytes a weight
+    # int8: 1 byte a weight plus one bf16 scale per output row, all of it buffers
+    assert after == [2 * 64 * 64 + 2 * (64 + 64), 2 * 64 * 256 + 2 * (256 + 64)]
+    tied = torch.nn.Linear(8, 8, bias=False)
+    model = torch.nn.ModuleList([tied, torch.nn.Linear(8, 8, bias=False)])
+    model[1].weight = tied.weight
+    assert tensor_bytes(model) == 8 * 8 * 4
 
 
 def test_greedy_reply_unchanged_by_matvec_decode():
@@ -38,8 +75,9 @@ def test_greedy_reply_unchanged_by_matvec_decode():
     with torch.inference_mode():
         plain = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
                                       min_new_tokens=24, do_sample=False, pad_token_id=0)
-    backend = TransformersBackend(spec, loaded)  # switches the linears
-    assert any(isinstance(m, MatvecLinear) for m in backend.model.modules())
+    backend = TransformersBackend(spec, loaded)  # switches the linears where mv pays on this CPU
+    switched = [m for m in backend.model.modules() if isinstance(m, MatvecLinear)]
+    assert all(matvec_pays(m.out_features, m.in_features) for m in switched)
     chunks = list(backend.stream(MESSAGES, GenerationParams(max_new_tokens=24, greedy=True), threading.Event()))
     text = "".join(c.text for c in chunks)
     assert text == loaded.tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)

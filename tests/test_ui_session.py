@@ -13,7 +13,7 @@ from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.specs import ModelSpec, load_registry
 from llm_compare.store import VoteStore
-from llm_compare.ui.session import AppContext, Conversation, run_turn, vote
+from llm_compare.ui.session import AppContext, Conversation, format_stats, run_turn, vote
 
 FP32 = {"a": "smollm2-fp32", "b": "smollm2-fp32"}  # one cached load serves both sides: fast tests
 SHORT = GenerationParams(max_new_tokens=8, greedy=True)
@@ -29,8 +29,8 @@ class RaisesMidStream:
     def __getattr__(self, name):
         return getattr(self._backend, name)
 
-    def stream(self, messages, params, stop):
-        for i, chunk in enumerate(self._backend.stream(messages, params, stop)):
+    def stream(self, messages, params, stop, threads=None):
+        for i, chunk in enumerate(self._backend.stream(messages, params, stop, threads)):
             if i == 2:
                 raise RuntimeError("simulated crash in the model")
             yield chunk
@@ -39,7 +39,7 @@ class RaisesMidStream:
 class EndsAtOnce(RaisesMidStream):
     """A real backend whose model ends its reply before any text (EOS first), as sampling sometimes does."""
 
-    def stream(self, messages, params, stop):
+    def stream(self, messages, params, stop, threads=None):
         return iter(())
 
 
@@ -78,7 +78,7 @@ def test_turn_streams_both_sides_and_each_keeps_its_history(ctx):
     final = frames[-1]
     assert final.finished and len(frames) > 2
     for s in "ab":
-        assert re.fullmatch(r"⏱ \d+\.\d s · done", final.times[s])
+        assert re.fullmatch(r"⏱ \d+\.\d s · done( · model load \d+\.\d s)?", final.times[s])
         assert re.search(r"\d+ new tokens", final.stats[s])
         live = [float(re.search(r"([\d.]+) s", f.times[s]).group(1)) for f in frames if "running" in f.times[s]]
         assert live == sorted(live)  # the counter only moves forward while running
@@ -196,6 +196,33 @@ def test_blind_turn_hides_names_until_the_vote_then_draws_a_new_pair(voting):
     assert conv2.hidden and len(conv2.messages["a"]) == 2  # a vote ends a blind conversation
 
 
+def test_two_sessions_at_once_take_their_threads_from_the_shared_account(ctx):
+    """Two users (as with --concurrency 2) on the same shared backends: every stream's thread count
+    is derived from the one account of running streams, so the second pair sees all four streams."""
+    from llm_compare.threads import STREAMS, threads_for_stream
+
+    first, second = Conversation(), Conversation()
+    list(run_turn(ctx, Conversation(), "Hi.", FP32, SHORT))  # both models loaded before the timing matters
+    before = STREAMS.running
+    long = run_turn(ctx, first, "Write a long story about a dragon.", FP32,
+                    GenerationParams(max_new_tokens=400, greedy=True), tick_s=0.05)
+    for frame in long:  # the first session's pair is streaming ...
+        if all(frame.state.side(s).metrics.new_tokens > 0 for s in "ab"):
+            break
+    assert STREAMS.running == before + 2
+    done = list(run_turn(ctx, second, "Name a colour.", FP32, SHORT))[-1].state  # ... when the second's starts
+    assert first.running and STREAMS.running == before + 2
+    long.close()  # Stop: the first pair's seats are returned
+    assert STREAMS.running == before
+    streams = [first.last_state.a, first.last_state.b, done.a, done.b]
+    assert [st.metrics.streams_running for st in streams] == [before + 2] * 2 + [before + 4] * 2
+    for st in streams:
+        backend = ctx.pool.get(ctx.spec(FP32[st.side], st.side))
+        expected = threads_for_stream(backend.spec, st.metrics.streams_running, backend.best_threads())
+        assert st.metrics.threads == expected
+        assert f"{expected} thread" in format_stats(st)
+
+
 def test_blind_mode_needs_two_models(voting):
     with pytest.raises(UserError, match="at least two"):
         next(run_turn(voting, Conversation(), "Hi", {}, SHORT, blind=True, blind_pool=["smollm2-fp32"]))
@@ -210,7 +237,7 @@ def test_one_model_at_a_time_swaps_models_per_side():
     final = frames[-1].state
     assert final.a.status == final.b.status == "done"
     assert any("loading model" in f.times["b"] for f in frames)
-    assert final.b.load_s is not None and "swap" in frames[-1].times["b"]
+    assert final.b.model_wait_s is not None and "model load" in frames[-1].times["b"]
     assert [b.spec.name for b in ctx.pool.loaded()] == ["smollm2-fp32"]  # A was swapped out for B
     assert ctx.pool.last_swap is not None and ctx.pool.last_swap.unloaded == ["SmolLM2-135M-Instruct · bf16"]
 

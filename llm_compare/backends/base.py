@@ -14,11 +14,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from llm_compare.params import GenerationParams
+from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.specs import ModelSpec
 
-Messages = list[dict]
-TUNABLE = ("temperature", "top_p", "repetition_penalty")  # settings a model may recommend  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
+Messages = list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
 
 @dataclass
@@ -34,9 +33,9 @@ class Backend(ABC):
 
     spec: ModelSpec
     context_length: int | None = None
-    load_seconds: float = 0.0
+    load_seconds: float = 0.0  # how long loading this backend took (`ask --json`: "load_s")
     resident_bytes: int = 0  # memory the loaded weights added to the process (RSS delta)
-    concurrent_streams: int = 1  # how many local streams share the CPU now (thread policy input)
+    weight_bytes: int | None = None  # every byte of the weights (parameters and buffers): sizes, ceilings
     drops_last_token: bool = False  # the model's original chat() keeps max_new_tokens - 1 tokens
 
     @property
@@ -48,12 +47,18 @@ class Backend(ABC):
         """Tokens of the formatted prompt, or None where unknown (remote); used for the context check."""
 
     @abstractmethod
-    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
+    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
+               threads: int | None = None) -> Iterator[Chunk]:
         """Yield chunks until the reply ends, `stop` is set, or max_new_tokens is reached.
 
-        Raises UserError for input the model cannot take. Must leave no running worker behind,
+        `threads`: CPU threads for this stream (the engine derives it from the streams running now;
+        None: a lone stream's count). Raises UserError for input the model cannot take. Must leave no running worker behind,
         also when the caller closes the iterator early.
         """
+
+    def best_threads(self) -> int | None:
+        """Threads a lone stream of this model runs fastest with here (measured once; None: not local)."""
+        return None
 
     def recommended_generation(self) -> dict:
         """Sampling settings this model is meant to run with (registry `generation` entry)."""

@@ -22,16 +22,24 @@ from pathlib import Path
 from typing import Iterator
 
 
+from llm_compare import cpu_probe
 from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
 from llm_compare.machine import rss
 from llm_compare.params import GenerationParams
+from llm_compare.progress import status
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
 DEFAULT_CONTEXT = 4096  # KV cache size; prompts + replies beyond the model's trained context are refused
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return getattr(llama_cpp, "__version__", "?")
 
 
 def gguf_path(source: str) -> Path:
@@ -127,14 +135,14 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, spec, path: Path | None = None, text=None, open_kwargs: dict | None = None):
         self.spec = spec
-        # the thread policy sees llama.cpp, also for a model exported from a directory (its spec
-        # names the transformers backend; threads.py would give it one thread beside llama.cpp)
+        # the thread probe sees llama.cpp, also for a model exported from a directory (its spec
+        # names the transformers backend)
         self.thread_spec = dataclasses.replace(spec, backend="llamacpp")
         self.path = path or gguf_path(spec.source)
         self.text = text
         self.open_kwargs = open_kwargs or {}
-        self.weight_bytes = self.path.stat().st_size  # the thread policy's model-size input
-        self.concurrent_streams = 1
+        self.weight_bytes = self.path.stat().st_size  # the thread probe's model-size input
+        self._best_threads: int | None = None
         before, t0 = rss(), time.perf_counter()
         first = self._open()
         self.load_seconds = time.perf_counter() - t0
@@ -154,7 +162,7 @@ class LlamaCppBackend(Backend):
     def _open(self):
         import llama_cpp
 
-        threads = threads_for_stream(self.thread_spec, 1, self.weight_bytes)
+        threads = threads_for_stream(self.thread_spec, 1, self._best_threads)
         LLAMACPP_RAN.set()  # a llama.cpp context runs OpenMP work from creation on (threads.py)
         try:
             llm = llama_cpp.Llama(
@@ -205,9 +213,40 @@ class LlamaCppBackend(Backend):
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.prompt.encode(messages))
 
-    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
+    def best_threads(self) -> int:
+        """Measured once per machine and model size: llama.cpp's thread synchronisation costs more than
+        a small model's matmuls on some CPUs and less on others (threads.py)."""
+        if self._best_threads is None:
+            self._best_threads = cpu_probe.best_threads("llamacpp", self.weight_bytes, self._seconds_per_token,
+                                                        extra=f"llama_cpp {llama_cpp_version()}")["best"]
+        return self._best_threads
+
+    def _seconds_per_token(self, n_threads: int) -> float:
+        """Decode steps (one token each, after a short prompt) with `n_threads`, on an idle instance."""
+        import llama_cpp
+
+        status(f"measuring llama.cpp decode speed with {n_threads} thread(s) (once per machine and model size)")
+        llm = self._idle.get()
+        try:
+            llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
+            bos = llm.token_bos() if llm.token_bos() != -1 else 0
+            llm.reset()
+            llm.eval([bos])
+
+            def step():
+                if llm.n_tokens >= llm.n_ctx() - 1:
+                    llm.reset()
+                llm.eval([bos])
+
+            return cpu_probe._timed(step, budget_s=0.5)
+        finally:
+            llm.reset()
+            self._idle.put(llm)
+
+    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
+               threads: int | None = None) -> Iterator[Chunk]:
         ids = self.prompt.encode(messages)
-        n_threads = threads_for_stream(self.thread_spec, self.concurrent_streams, self.weight_bytes)
+        n_threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())
 
         def generate(emit):
             llm = self._acquire(stop)

@@ -90,7 +90,6 @@ class OpenAIBackend(Backend):
         self.context_length = None
         self.load_seconds = 0.0
         self.resident_bytes = 0
-        self.concurrent_streams = 1
         self.headers = {"Accept": "text/event-stream"}
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
@@ -104,7 +103,8 @@ class OpenAIBackend(Backend):
     def count_prompt_tokens(self, messages: Messages) -> None:
         return None  # the server's tokenizer is not available here
 
-    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
+    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
+               threads: int | None = None) -> Iterator[Chunk]:  # threads: the server's own business
         def request(emit):
             asyncio.run(self._run_until_stopped(messages, params, stop, emit))
 

@@ -11,53 +11,78 @@ Three small pieces make it measurable and controllable:
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+import unicodedata
 from typing import Iterator
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria, TextIteratorStreamer
+from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
 
-from llm_compare.backends.base import TUNABLE, Backend, Chunk, Messages, run_in_worker
-from llm_compare.params import GenerationParams
-from llm_compare.threads import threads_for_stream, use_torch_threads
+from llm_compare import cpu_probe
+from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
+from llm_compare.params import TUNABLE, GenerationParams
+from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
-class CountingStreamer(TextIteratorStreamer):
+class CountingStreamer(BaseStreamer):
+    """Decoded text pieces with the number of tokens behind each, into `text_queue` as (text, tokens).
+
+    Written on transformers' BaseStreamer rather than by overriding TextIteratorStreamer.put, whose
+    body would have to be copied to change three things in it: count tokens and stamp the first
+    token's time; hold back an incomplete UTF-8 character; and keep the newline's token when the
+    cache restarts (sentencepiece drops a leading "▁" at the start of a decode, which would lose the
+    space or indentation after a newline). Text is released at a space, a newline or a wide (CJK)
+    character, so words are never cut and streamed Chinese flows character by character.
+    """
+
     def __init__(self, tokenizer, **decode_kwargs):
-        super().__init__(tokenizer, skip_prompt=True, **decode_kwargs)
+        self.tokenizer, self.decode_kwargs = tokenizer, decode_kwargs
+        self.text_queue: queue.Queue = queue.Queue()
+        self.token_cache: list[int] = []
+        self.print_len = 0
+        self.prompt_pending = True  # generate() first puts the prompt ids: skipped
         self.pending_tokens = 0
         self.first_token_at: float | None = None
+
+    def _decode(self, ids) -> str:
+        return self.tokenizer.decode(ids, **self.decode_kwargs)
 
     def put(self, value):
         if value.dim() > 1:
             value = value[0]
-        if self.next_tokens_are_prompt:
-            self.next_tokens_are_prompt = False
+        if self.prompt_pending:
+            self.prompt_pending = False
             return
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.pending_tokens += value.numel()
         self.token_cache.extend(value.tolist())
-        text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+        text = self._decode(self.token_cache)
         if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
             return
         if text.endswith("\n"):
-            # keep the newline's token: sentencepiece drops a leading "▁" at the start of a decode,
-            # so restarting from an empty cache would lose the space (or indentation) after it
             printable, self.token_cache = text[self.print_len :], self.token_cache[-1:]
-            self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
-        elif text and self._is_chinese_char(ord(text[-1])):
+            self.print_len = len(self._decode(self.token_cache))
+        elif text and unicodedata.east_asian_width(text[-1]) in "WF":
             printable = text[self.print_len :]
             self.print_len += len(printable)
         else:
             printable = text[self.print_len : text.rfind(" ") + 1]
             self.print_len += len(printable)
         if printable:
-            self.on_finalized_text(printable)
+            self._emit(printable)
 
-    def on_finalized_text(self, text: str, stream_end: bool = False):
+    def end(self):
+        """The rest of the text; the end of the stream itself is signalled by base.run_in_worker."""
+        text = self._decode(self.token_cache)[self.print_len :] if self.token_cache else ""
+        self.token_cache, self.print_len = [], 0
+        self._emit(text)
+
+    def _emit(self, text: str) -> None:
         n, self.pending_tokens = self.pending_tokens, 0
-        if text or n:  # the end of the stream is signalled by the worker runner (base.run_in_worker)
+        if text or n:
             self.text_queue.put((text, n))
 
 
@@ -111,31 +136,46 @@ def generation_kwargs(chat_format, tokenizer, params: GenerationParams) -> dict:
 
 
 class MatvecLinear(torch.nn.Linear):
-    """nn.Linear that multiplies a single row with `torch.addmv`/`torch.mv`.
+    """A bias-free bf16 nn.Linear that multiplies a single row with `torch.mv`.
 
-    While decoding, every linear layer sees one token. For bf16 weights torch's matmul path for
-    one row is 1.3-4x slower than its matrix-vector kernel (bench/backends.py --experiments:
-    SmolLM2 bf16 decode 1.3-1.65x faster); for bf16 the results are bitwise identical, so greedy text
-    does not change (fp16 differs in the last bits and fp32 gains nothing: both keep nn.Linear).
-    Prefill (several rows) keeps `F.linear`.
+    While decoding, every linear layer sees one token. For bf16 weights torch's matmul path for one
+    row was 1.3-4x slower than its matrix-vector kernel on an Intel box (bench/backends.py
+    --experiments: SmolLM2 bf16 decode 1.3-1.65x faster); elsewhere it is not faster, and on a Zen 4
+    with avx512_bf16 mv differed from F.linear in a few elements at some widths. So a layer is
+    switched only where the CPU probe found mv faster *and* bitwise equal at that shape
+    (`cpu_probe.matvec_pays`), and greedy text does not change. Layers with a bias (Qwen-1's
+    and ChatGLM3's q/k/v) stay nn.Linear: `torch.addmv(bias, W, x)` ran 10x slower than `mv` in bf16
+    on a CPU without native bf16, and `mv` then `+ bias` rounds twice (up to one bf16 step off
+    nn.Linear, which adds the bias before rounding); nn.Linear with its bias is as fast as without
+    (bench/dtypes.py --layer). fp16 differs in the last bits and fp32 gains nothing: both keep
+    nn.Linear. Prefill (several rows) keeps `F.linear`.
     """
 
     def forward(self, x):
         if x.numel() != self.in_features or x.dtype != self.weight.dtype:
-            return torch.nn.functional.linear(x, self.weight, self.bias)
-        row = x.reshape(-1)
-        y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
-        return y.view(*x.shape[:-1], self.out_features)
+            return torch.nn.functional.linear(x, self.weight)
+        return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], self.out_features)
 
 
-def use_matvec_for_decode(model) -> int:
-    """Switch the model's bf16 nn.Linear layers to `MatvecLinear` in place; returns how many."""
+def use_matvec_for_decode(model, pays=cpu_probe.matvec_pays) -> int:
+    """Switch bias-free bf16 nn.Linear layers to `MatvecLinear` where `pays(out, in)`; returns how many."""
     switched = 0
     for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.dtype == torch.bfloat16:
+        if (type(module) is torch.nn.Linear and module.weight.dtype == torch.bfloat16 and module.bias is None
+                and pays(module.out_features, module.in_features)):
             module.__class__ = MatvecLinear
             switched += 1
     return switched
+
+
+def tensor_bytes(model) -> int:
+    """Every byte of the model's weights: parameters and buffers (int8 weights are buffers), shared ones once."""
+    seen, total = set(), 0
+    for t in (*model.parameters(), *model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
 
 
 class TransformersBackend(Backend):
@@ -146,10 +186,33 @@ class TransformersBackend(Backend):
         self.context_length = loaded.context_length
         self.load_seconds = loaded.load_seconds
         self.resident_bytes = loaded.resident_bytes
-        self.concurrent_streams = 1  # set by the caller (engine policy) before streaming
-        self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.weight_bytes = tensor_bytes(self.model)
         use_matvec_for_decode(self.model)
         self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
+        self._best_threads: dict[bool, int] = {}
+
+    def best_threads(self) -> int:
+        """Measured once per machine, size and dtype, and again once llama.cpp ran here (shared OpenMP)."""
+        after_llamacpp = LLAMACPP_RAN.is_set()
+        if after_llamacpp not in self._best_threads:
+            extra = f"{self.spec.dtype}|after-llamacpp={after_llamacpp}"
+            found = cpu_probe.best_threads("transformers", self.weight_bytes, self._seconds_per_token, extra)
+            self._best_threads[after_llamacpp] = found["best"]
+        return self._best_threads[after_llamacpp]
+
+    def _seconds_per_token(self, n_threads: int) -> float:
+        """One decode-sized forward pass (one token, every weight read once) with `n_threads`."""
+        from llm_compare.progress import status
+
+        status(f"measuring decode speed with {n_threads} thread(s) (once per machine and model size)")
+        ids = torch.tensor([[self.tokenizer.eos_token_id or 0]], dtype=torch.long)
+
+        def run():
+            use_torch_threads(n_threads)
+            with torch.inference_mode():
+                return cpu_probe._timed(lambda: self.model(input_ids=ids, use_cache=False), budget_s=0.5)
+
+        return cpu_probe._in_thread(run)
 
     def recommended_generation(self) -> dict:
         """The model's generation_config.json values (e.g. Qwen's repetition_penalty 1.1), then the registry's."""
@@ -160,12 +223,13 @@ class TransformersBackend(Backend):
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.chat_format.encode(messages))
 
-    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event) -> Iterator[Chunk]:
+    def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
+               threads: int | None = None) -> Iterator[Chunk]:
         ids = self.chat_format.encode(messages)
         input_ids = torch.tensor([ids], dtype=torch.long)
         streamer = CountingStreamer(self.tokenizer, skip_special_tokens=True)
         kwargs = generation_kwargs(self.chat_format, self.tokenizer, params)
-        n_threads = threads_for_stream(self.spec, self.concurrent_streams, self.weight_bytes)
+        n_threads = threads or threads_for_stream(self.spec, 1, self.best_threads())
 
         def generate(_emit):  # the streamer is the channel back: it feeds its own queue
             use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads

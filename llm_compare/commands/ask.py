@@ -6,16 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from llm_compare.commands.flags import (
-    add_generation_args,
-    add_model_args,
-    explicit_fields,
-    params_from_args,
-    specs_from_args,
-)
-from llm_compare.engine import Job, stream_pair
+from llm_compare import progress
+from llm_compare.commands.flags import add_generation_args, add_model_args, settings_from_args, specs_from_args
+from llm_compare.engine import require_prompt
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
+from llm_compare.turn import prepare_turn
 
 
 def configure(p):
@@ -34,11 +30,6 @@ def configure(p):
     add_generation_args(p)
 
 
-def messages_for(prompt: str, system: str | None) -> list[dict]:
-    msgs = [{"role": "system", "content": system}] if system else []
-    return msgs + [{"role": "user", "content": prompt}]
-
-
 def side_record(spec, state, job=None) -> dict:
     backend = job.backend if job else None
     m = state.metrics
@@ -55,11 +46,27 @@ def side_record(spec, state, job=None) -> dict:
         "peak_rss_bytes": m.peak_rss_bytes,
         "finish_reason": state.finish_reason,
         "error": state.error,
-        "load_s": getattr(backend, "load_seconds", None),
+        "threads": m.threads,
+        "load_s": getattr(backend, "load_seconds", None),  # how long loading the model took
         "resident_bytes": getattr(backend, "resident_bytes", None),
         "params": state.params.to_dict() if state.params else None,
-        "swap_s": state.load_s,
+        "model_wait_s": state.model_wait_s,  # how long this side waited for its model (load or swap)
+        "dtype": getattr(getattr(backend, "spec", None), "dtype", None),
     }
+
+
+def say(text: str) -> None:
+    """A progress line on an interactive terminal (nothing when piped)."""
+    if sys.stderr.isatty():
+        print(text, file=sys.stderr, flush=True)
+
+
+def progress_cell(st) -> str:
+    """One side on the live terminal line: tokens and time, or what its model load is doing."""
+    m = st.metrics
+    if st.status == "loading":
+        return f"{st.side.upper()} {m.elapsed_s:6.1f} s {st.activity or 'loading'}"[:48]
+    return f"{st.side.upper()} {m.new_tokens:4d} tok {m.elapsed_s:6.1f} s"
 
 
 def format_metrics(m) -> str:
@@ -100,31 +107,22 @@ def read_prompt(args) -> str:
 
 def run(args) -> int:
     args.prompt = read_prompt(args)
-    if not args.prompt.strip():
-        raise UserError("the prompt is empty; pass the question as the first argument, - for standard input, "
-                        "or --prompt-file PATH")
-    params = params_from_args(args)
+    require_prompt(args.prompt)  # before any model loads
+    params, user_set = settings_from_args(args)
     spec_a, spec_b, _ = specs_from_args(args)
-    one_at_a_time = args.one_model_at_a_time
-    sequential = args.sequential or one_at_a_time
-    pool = ModelPool(max_resident=1 if one_at_a_time else None)
-    jobs = []
-    for side, spec in (("a", spec_a), ("b", spec_b)):
-        job = Job(side, None, messages_for(args.prompt, args.system), label=spec.label, explicit=explicit_fields(args))
-        if one_at_a_time:
-            job.load = lambda spec=spec: pool.get(spec)  # loaded (and the other unloaded) when its turn comes
-        else:
-            if sys.stderr.isatty():
-                print(f"loading {side.upper()}: {spec.label} …", file=sys.stderr)
-            job.backend = pool.get(spec)
-            job.backend.concurrent_streams = 1 if sequential else 2
-        jobs.append(job)
+    pool = ModelPool(max_resident=1 if args.one_model_at_a_time else None)
+    if not args.one_model_at_a_time:  # load both first: a model that cannot load ends the command with its message
+        for side, spec in (("a", spec_a), ("b", spec_b)):
+            with progress.reporting(lambda text, side=side: say(f"{side.upper()}: {text}")):
+                pool.get(spec)
+    turn = prepare_turn(args.prompt, {"a": spec_a, "b": spec_b}, pool, params, user_set=user_set,
+                        system=args.system, sequential=args.sequential)
+    jobs = [turn.a, turn.b]
     live = sys.stderr.isatty() and not args.json
     final = None
-    for final in stream_pair(jobs[0], jobs[1], params, sequential=sequential):
+    for final in turn.stream():
         if live:
-            a, b = final.a.metrics, final.b.metrics
-            print(f"\rA {a.new_tokens:4d} tok {a.elapsed_s:6.1f} s | B {b.new_tokens:4d} tok {b.elapsed_s:6.1f} s",
+            print("\r" + " | ".join(progress_cell(st) for st in (final.a, final.b)).ljust(100)[:100],
                   end="", file=sys.stderr, flush=True)
     if live:
         print(file=sys.stderr)
@@ -137,7 +135,7 @@ def run(args) -> int:
             print(st.text if not st.error else f"[error] {st.error}")
             print(f"-- {format_metrics(st.metrics)}")
             if job.backend is not None:
-                swap = f" (waited {st.load_s:.1f} s for the swap)" if st.load_s is not None else ""
+                swap = f" (waited {st.model_wait_s:.1f} s for it)" if st.model_wait_s is not None else ""
                 print(f"-- loaded in {job.backend.load_seconds:.1f} s, "
                       f"+{job.backend.resident_bytes / 2**20:.0f} MiB resident{swap}")
             print()

@@ -122,6 +122,7 @@ def check_system(report: DoctorReport) -> None:
         f"CPU: {cores} cores ({os.cpu_count()} logical), {torch.backends.cpu.get_cpu_capability()}; "
         f"RAM: {_gib(vm.total)} total, {_gib(vm.available)} available"
     )
+    check_cpu_defaults(report)
     if torch.version.cuda:
         report.problem("torch is a CUDA build (large, and this app runs on CPU)",
                        "pip install -r requirements.txt --force-reinstall torch (the CPU build is pinned there)")
@@ -129,6 +130,18 @@ def check_system(report: DoctorReport) -> None:
         if not _version(dist):
             report.problem(f"{dist} is not installed", "pip install -r requirements.txt")
     report.say()
+
+
+def check_cpu_defaults(report: DoctorReport) -> None:
+    """What the CPU probe measured here and chose (cpu_probe.py; measured now if not cached)."""
+    from llm_compare import cpu_probe
+    from llm_compare.machine import cpu_model
+
+    report.say(f"CPU model: {cpu_model()}; defaults measured on it (cached per machine, see cpu_probe.py):")
+    for line in cpu_probe.summary_lines(*cpu_probe.model_width("embedded:smollm2")):
+        report.say(f"  {line}")
+    for line in cpu_probe.threads_lines():
+        report.say(f"  {line}")
 
 
 def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None = None) -> dict | None:

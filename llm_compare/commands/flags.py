@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llm_compare.params import GenerationParams, parse_seed
+from llm_compare.params import TUNABLE, GenerationParams, settings_from_input
 from llm_compare.specs import DTYPES, check_threads, load_registry
 
 
@@ -56,14 +56,7 @@ def add_generation_args(p, max_new_tokens: int = 256) -> None:
     p.add_argument("--seed", type=int, help="sampling seed, 0 to 2**32-1 (each side samples from its own generator)")
 
 
-def params_from_args(args) -> GenerationParams:
-    """Shared settings; fields left unset get defaults here and each model's recommendation per side
-    (see `explicit_fields` and `engine.side_params`)."""
-    return GenerationParams(max_new_tokens=args.max_new_tokens, greedy=args.greedy, seed=parse_seed(args.seed)).replace(
-        temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty
-    )
-
-
-def explicit_fields(args) -> set[str]:
-    """The tunable settings the user gave on the command line."""
-    return {k for k in ("temperature", "top_p", "repetition_penalty") if getattr(args, k, None) is not None}
+def settings_from_args(args) -> tuple[GenerationParams, frozenset[str]]:
+    """Shared settings and the tunable ones given as flags (the others: each model's recommendation)."""
+    return settings_from_input(args.max_new_tokens, args.greedy, args.seed,
+                               **{k: getattr(args, k, None) for k in TUNABLE})

@@ -5,13 +5,7 @@ from __future__ import annotations
 import random
 import sys
 
-from llm_compare.commands.flags import (
-    add_generation_args,
-    add_model_args,
-    explicit_fields,
-    params_from_args,
-    specs_from_args,
-)
+from llm_compare.commands.flags import add_generation_args, add_model_args, settings_from_args, specs_from_args
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_suite
@@ -43,7 +37,7 @@ def writable_store(flag):
 
 def run(args) -> int:
     suite, presets = load_suite(args.prompts, args.presets)
-    params = params_from_args(args)
+    params, user_set = settings_from_args(args)
     spec_a, spec_b, _ = specs_from_args(args)
     check_out_dir(args.out)  # before an hour of generation, not after
     store = None if args.no_store else writable_store(args.db)  # refuse a bad database before any model loads
@@ -53,7 +47,7 @@ def run(args) -> int:
         report = run_suite(presets, spec_a, spec_b, params, ModelPool(), suite=suite, store=store,
                            system=args.system, progress=progress_bar(),
                            rng=random.Random(args.seed) if args.seed is not None else None,
-                           explicit=explicit_fields(args))
+                           recommended=True, user_set=user_set)
     finally:
         if store is not None:
             store.close()

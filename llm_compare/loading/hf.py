@@ -24,6 +24,7 @@ from llm_compare.errors import UserError
 from llm_compare.loading import LoadedModel, Source
 from llm_compare.loading.quantize import quantize_int8
 from llm_compare.machine import cache_root, rss
+from llm_compare.progress import status
 
 log = logging.getLogger(__name__)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -54,8 +55,11 @@ def convert_gguf(path: Path) -> Path:
     if (target / "complete").exists():
         return target
     log.info("converting %s once into %s (later loads are fast)", path.name, target)
+    once = "one time: transformers parses the whole GGUF in Python, ≈1 min on 2 cores; later loads ≈1 s"
     try:
+        status(f"converting {path.name} for transformers, step 1/3: its tokenizer ({once})")
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        status(f"converting {path.name} for transformers, step 2/3: de-quantizing its weights ({once})")
         gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except ValueError as e:
         reason = str(e).splitlines()[0].rstrip(".")
@@ -75,6 +79,7 @@ def convert_gguf(path: Path) -> Path:
     dense.load_state_dict(gguf_model.state_dict(), assign=True, strict=False)
     dense.tie_weights()
     dense.generation_config = gguf_model.generation_config
+    status(f"converting {path.name} for transformers, step 3/3: saving the dense weights to {target.parent}")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     dense.save_pretrained(tmp)

@@ -262,8 +262,9 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
     if loaded:
         msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded)"
     fixes = []
-    if spec.backend == "transformers" and spec.dtype in (*DTYPE_FALLBACKS, "float16"):
-        start = DTYPE_FALLBACKS.index("bfloat16" if spec.dtype == "float16" else spec.dtype) + 1
+    if spec.backend == "transformers" and spec.dtype in (*DTYPE_FALLBACKS, "float16", "auto"):
+        # "auto" (not resolved yet) is sized as its smallest candidate, bfloat16
+        start = DTYPE_FALLBACKS.index("bfloat16" if spec.dtype in ("float16", "auto") else spec.dtype) + 1
         for dtype in DTYPE_FALLBACKS[start:]:
             smaller = estimate(spec.source, dtype)
             if smaller.peak_bytes <= free:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from llm_compare.errors import UserError
-from llm_compare.params import GenerationParams, parse_seed
+from llm_compare.params import GenerationParams, settings_from_input
 from llm_compare.ui.leaderboard_tab import BoardView, leaderboard_outputs
 from llm_compare.ui.session import SIDES, AppContext, Conversation, Frame, final_frame, run_turn, vote
 from llm_compare.ui.widgets import OUTCOME_WORDS, heading, notice, vote_buttons
@@ -88,15 +88,9 @@ def frame_outputs(view: CompareView, frame: Frame, conv: Conversation, *, busy: 
 
 
 def params_from_inputs(max_new_tokens, temperature, top_p, repetition_penalty, seed, greedy) -> GenerationParams:
-    seed = parse_seed(seed)  # the CLI's check: a clear message for "x" or 2**70, -1 means random
-    return GenerationParams(
-        max_new_tokens=int(max_new_tokens),
-        greedy=bool(greedy),
-        temperature=float(temperature),
-        top_p=float(top_p),
-        repetition_penalty=float(repetition_penalty),
-        seed=seed,
-    )
+    """The sliders' settings (all set; "use recommended" decides per turn whether models override them)."""
+    return settings_from_input(max_new_tokens, greedy, seed, temperature=temperature, top_p=top_p,
+                               repetition_penalty=repetition_penalty)[0]
 
 
 def make_compare(ctx: AppContext, view: CompareView):

@@ -13,10 +13,9 @@ from pathlib import Path
 import gradio as gr
 
 from llm_compare.errors import UserError
-from llm_compare.params import GenerationParams
+from llm_compare.params import GenerationParams, settings_from_input
 from llm_compare.presets import groups
 from llm_compare.report import run_suite, write_report
-from llm_compare.ui.handlers import params_from_inputs
 from llm_compare.ui.session import AppContext
 from llm_compare.ui.widgets import initial_picks, notice
 
@@ -59,7 +58,7 @@ def make_report(ctx: AppContext):
             if not presets:
                 raise UserError(f"no prompts in group {group!r}; pick a group from the list")
             spec_a, spec_b = ctx.spec(model_a, "a"), ctx.spec(model_b, "b")
-            params = params_from_inputs(max_new_tokens, 0.7, 0.9, 1.0, -1, greedy)
+            params, _ = settings_from_input(max_new_tokens, greedy)  # defaults; each model's recommendations below
             progress(0, desc=f"loading {spec_a.label} and {spec_b.label}")
 
             def show(n, total, preset, state):
@@ -67,7 +66,7 @@ def make_report(ctx: AppContext):
                 progress(done / total, desc=f"{done}/{total} · {preset.label}")
 
             report = run_suite(presets, spec_a, spec_b, params, ctx.pool, suite=group, store=ctx.store,
-                               progress=show, explicit=set())  # each model's recommended sampling
+                               progress=show, recommended=True)
             out = Path(tempfile.mkdtemp(prefix=f"report-{time.strftime('%Y%m%d-%H%M%S')}-"))
             md, page = write_report(report, out)
         except UserError as e:

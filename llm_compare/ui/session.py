@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from llm_compare.arena import draw_blind_pair, not_votable, record_pair
-from llm_compare.engine import Job, PairState, SideState, stream_pair
+from llm_compare.engine import PairState, SideState, require_prompt
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.specs import ModelSpec, Registry
-
-SIDES = ("a", "b")
+from llm_compare.turn import SIDES, Turn, prepare_turn
 
 
 @dataclass
@@ -177,12 +176,12 @@ class Frame:
 def format_elapsed(st: SideState | None) -> str:
     if st is None:
         return "⏱ –"
-    if st.status == "loading":
-        return "⏱ – · loading model (swapping the other out)"
-    swap = f" · swap {st.load_s:.1f} s" if st.load_s is not None else ""
+    if st.status == "loading":  # the counter runs: the wait for a model is part of what the user sees
+        return f"⏱ {st.metrics.elapsed_s:.1f} s · loading model"
+    wait = f" · model load {st.model_wait_s:.1f} s" if st.model_wait_s is not None else ""
     if st.status == "waiting":
-        return f"⏱ – · waiting{swap}"
-    return f"⏱ {st.metrics.elapsed_s:.1f} s · {st.status}{swap}"
+        return f"⏱ – · waiting{wait}"
+    return f"⏱ {st.metrics.elapsed_s:.1f} s · {st.status}{wait}"
 
 
 def format_stats(st: SideState | None) -> str:
@@ -192,7 +191,8 @@ def format_stats(st: SideState | None) -> str:
     ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "–"
     rate = f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "–"
     mem = f"{m.peak_rss_bytes / 2**30:.2f} GiB" if m.peak_rss_bytes else "–"
-    return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}"
+    threads = f" · {m.threads} thread{'s' if m.threads != 1 else ''}" if m.threads else ""
+    return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}{threads}"
 
 
 def pane_text(st: SideState) -> str:
@@ -201,7 +201,7 @@ def pane_text(st: SideState) -> str:
         partial = f"{st.text}\n\n" if st.text else ""
         return f"{partial}⚠️ **Error:** {st.error}"
     if st.status == "loading":
-        return f"⏳ loading {st.label} …"
+        return f"⏳ {st.activity or f'loading {st.label}'} … ({st.metrics.elapsed_s:.0f} s)"
     if st.status == "waiting" and not st.text:
         return "…"
     text = st.text or ("…" if st.status == "running" else "*[empty reply]*")
@@ -224,11 +224,6 @@ def render(conv: Conversation, state: PairState | None, status: str, prompt: str
     return Frame(chats, times, stats, status, finished=bool(state and state.finished), state=state)
 
 
-def _loading_state(labels: dict, loading: str) -> PairState:
-    sides = {s: SideState(side=s, label=labels[s], status="loading" if s == loading else "waiting") for s in SIDES}
-    return PairState(a=sides["a"], b=sides["b"])
-
-
 def run_turn(
     ctx: AppContext,
     conv: Conversation,
@@ -245,42 +240,26 @@ def run_turn(
 ) -> Iterator[Frame]:
     """One turn on both sides. Raises UserError (before anything runs) for an empty prompt, a turn
     already in flight, or a blind pool without two models; a side that fails to load or to
-    generate shows its error in its pane. A turn where both sides answered is stored as a battle.
-    `recommended`: a model's registry-recommended sampling settings override the shared ones."""
-    if not (prompt or "").strip():
-        raise UserError("the prompt is empty; type a question or pick a preset")
+    generate shows its error in its pane, a side whose model loads shows the load as it happens.
+    A turn where both sides answered is stored as a battle.
+    `recommended`: a model's recommended sampling settings override the shared ones."""
+    require_prompt(prompt)
     if conv.running:
         raise UserError("a comparison is already running in these panes; wait for it or press Stop")
     names = conv.start(ctx, picked, blind, blind_pool)
     run = conv.run = Run()
-    specs, jobs = {}, {}
+    specs, turn = {}, None
     try:
         for s in SIDES:
-            spec = None
             try:
-                spec = specs[s] = ctx.spec(names.get(s), s)
-                conv.real_labels[s] = spec.label
-                conv.labels[s] = conv.shown_label(s)
-                if ctx.one_at_a_time:  # the engine loads it when its turn comes, swapping the other out
-                    backend, error = None, None
-                else:
-                    if not ctx.pool.is_loaded(spec):
-                        yield render(conv, _loading_state(conv.labels, s), f"loading {conv.labels[s]} …", prompt)
-                    backend, error = ctx.pool.get(spec), None
+                specs[s] = ctx.spec(names.get(s), s)
+                conv.real_labels[s] = specs[s].label
             except UserError as e:
-                backend, error = None, str(e)
-            except Exception as e:  # a broken model file must not take the app down
-                backend, error = None, f"could not load {spec.name if spec else names.get(s)}: {type(e).__name__}: {e}"
-            history = ([{"role": "system", "content": system}] if system.strip() else []) + conv.messages[s]
-            jobs[s] = Job(s, backend, history + [{"role": "user", "content": prompt}], stop=run.stop[s],
-                          error=error, label=conv.labels[s], explicit=set() if recommended else None)
-            if ctx.one_at_a_time and spec is not None:
-                jobs[s].load = lambda spec=spec: ctx.pool.get(spec)
-        sequential = sequential or ctx.one_at_a_time
-        live = [j for j in jobs.values() if j.backend is not None]
-        for j in live:
-            j.backend.concurrent_streams = 1 if sequential else len(live)
-        pair = stream_pair(jobs["a"], jobs["b"], params, sequential=sequential, tick_s=tick_s)
+                specs[s] = str(e)
+            conv.labels[s] = conv.shown_label(s)
+        turn = prepare_turn(prompt, specs, ctx.pool, params, recommended=recommended, system=system,
+                            histories=conv.messages, sequential=sequential, stops=run.stop, labels=conv.labels)
+        pair = turn.stream(tick_s=tick_s)
         try:
             for state in pair:
                 run.latest = state
@@ -290,16 +269,16 @@ def run_turn(
     finally:
         run.stop_all()
         state = _commit(conv, run.latest, prompt)
-        _record(ctx, conv, state, specs, jobs, params)
+        _record(ctx, conv, state, turn, params)
         run.finished.set()
 
 
-def _record(ctx: AppContext, conv: Conversation, state: PairState | None, specs: dict, jobs: dict, params) -> None:
+def _record(ctx: AppContext, conv: Conversation, state: PairState | None, turn: Turn | None, params) -> None:
     """Store the finished turn as a battle to vote on (both sides must have answered)."""
     if ctx.store is None:
         conv.note = "votes are off (no vote database)"
         return
-    reason = "a side failed" if state is None or len(jobs) < 2 else not_votable(state.a, state.b)
+    reason = "a side failed" if state is None or turn is None else not_votable(state.a, state.b)
     if reason:  # arena.not_votable: a failed side, or one stopped before its first token
         conv.note = f"not stored for voting: {reason}"
         return
@@ -307,9 +286,10 @@ def _record(ctx: AppContext, conv: Conversation, state: PairState | None, specs:
         if state.a.params == state.b.params:  # what each side really ran with (recommended settings apply)
             params = state.a.params or params
         else:
-            params = {specs[s].name: state.side(s).params.to_dict() for s in SIDES}
-        conv.battle_id = record_pair(ctx.store, specs["a"], state.a, specs["b"], state.b, jobs["a"].messages,
-                                     jobs["b"].messages, params=params, anony=conv.blind, source="live")
+            params = {turn.job(s).backend.spec.name: state.side(s).params.to_dict() for s in SIDES}
+        spec_a, spec_b = (turn.job(s).backend.spec for s in SIDES)  # as loaded (a measured "auto" dtype resolved)
+        conv.battle_id = record_pair(ctx.store, spec_a, state.a, spec_b, state.b, turn.a.messages, turn.b.messages,
+                                     params=params, anony=conv.blind, source="live")
         conv.self_words = ctx.store.get_battle(conv.battle_id).self_words
     except UserError as e:
         conv.note = f"not stored for voting: {e}"

@@ -1,0 +1,276 @@
+"""Defaults measured on this CPU, not fitted to one: the transformers precision and the threads a stream uses.
+
+CPUs differ in ways that flip these choices. bfloat16 halves the bytes read per decoded token, but
+on a CPU without native bf16 arithmetic (AVX2-only AMD EPYC) its prompt pass is compute-bound and
+ran 4x slower than float32 at Qwen-7B widths, so a 300-token prompt took 225 s to its first token
+against 55 s. Thread counts flip too: a small llama.cpp model ran 4x slower on 2 threads than on 1 on
+an Intel box, and faster on 2 on an AMD one. So both are measured here, once per machine (the
+cache key names the CPU model, its flags and the torch/llama.cpp versions: `machine.cached_probe`),
+in a few seconds at first use:
+
+- **precision** (`dtype_costs`): for the model's width (hidden x MLP), the time of one typical turn,
+  a ~300-token prompt pass (a matrix product, `F.linear` over the prompt's rows) plus ~200 decoded
+  tokens (a matrix-vector product each, as the decode path runs it), per candidate precision. The
+  candidates keep the model's answers (float32, bfloat16; int8 and float16 change them and are only
+  used when asked for). The cheapest that fits in free memory becomes the default for a model whose
+  precision nobody chose (`dtype = "auto"`, the default). `LLM_COMPARE_DTYPE` or `--dtype-a/-b` override it.
+- **threads** (`best_threads`): seconds per decoded token of the loaded model itself with 1 thread
+  and with every core, per backend and model size (and for torch, whether llama.cpp has run in the
+  process: they share the OpenMP runtime). The faster count is what a lone stream gets; several
+  streams at once share the cores (threads.py). `LLM_COMPARE_THREADS` or `--threads-a/-b` override it.
+
+`python -m llm_compare doctor` prints what was measured and chosen; `bench/dtypes.py` and
+`bench/threads.py` print it beside whole-model measurements.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from typing import Callable
+
+from llm_compare.machine import cached_probe as _cached_probe
+from llm_compare.machine import machine_key
+
+CANDIDATES = ("float32", "bfloat16")  # precisions that keep the model's answers
+DTYPE_ENV = "LLM_COMPARE_DTYPE"
+TURN_PROMPT, TURN_NEW = 300, 200  # the representative turn the precision is chosen for
+DEFAULT_WIDTH = (2048, 5632)
+THREADS_ENV_NOTE = "LLM_COMPARE_THREADS caps every stream"  # hidden, MLP width when the model's config does not say
+
+
+_MEASURING = threading.Lock()  # one measurement at a time: two at once would each see half the CPU
+
+
+def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
+    """machine.cached_probe, measuring alone in this process (both panes may load at once)."""
+    with _MEASURING:
+        return _cached_probe(name, key, measure)
+
+
+def _versions() -> str:
+    """torch's version and the kernels it may use (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA change them)."""
+    import torch
+
+    return (f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()} "
+            f"onednn<={os.environ.get('ONEDNN_MAX_CPU_ISA', 'any')}")
+
+
+def _timed(fn: Callable[[], object], budget_s: float = 0.25, max_runs: int = 15) -> float:
+    """Fastest seconds of `fn()` after one warm-up, repeated up to `budget_s` (at least 3 runs).
+
+    The fastest run, not the median: other processes only ever slow a run down, so the minimum is
+    the best estimate of what this CPU does, and a busy moment at first use is not cached as a fact."""
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < 3 or (len(times) < max_runs and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _in_thread(fn: Callable[[], object]):
+    """Run `fn` in a fresh OS thread (torch thread counts are per thread: the caller's stays as it was)."""
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(fn()), name="cpu-probe")
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+def measure_turn_costs(hidden: int, mlp: int, dtypes=CANDIDATES) -> dict:
+    """Seconds of one representative turn's matmuls on one [mlp x hidden] weight, per dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    from llm_compare.threads import cpu_cores, use_torch_threads
+
+    rows = min(TURN_PROMPT, max(8, int(2e9 / (2 * hidden * mlp))))  # keep the probe to seconds
+    out = {}
+
+    def run():
+        use_torch_threads(cpu_cores())
+        gen = torch.Generator().manual_seed(0)
+        base = torch.randn(mlp, hidden, generator=gen) * 0.02
+        with torch.inference_mode():
+            for name in dtypes:
+                dtype = getattr(torch, name)
+                w = base.to(dtype)
+                x = torch.randn(rows, hidden, generator=gen).to(dtype)
+                v = x[0].contiguous()
+                decode = _timed(lambda: F.linear(v[None], w))
+                if dtype == torch.bfloat16:  # the backend may use torch.mv instead (MatvecLinear)
+                    decode = min(decode, _timed(lambda: torch.mv(w, v)))
+                prefill = _timed(lambda: F.linear(x, w), budget_s=0.5, max_runs=5) * TURN_PROMPT / rows
+                out[name] = {"prefill_s": prefill, "decode_s": decode, "turn_s": prefill + TURN_NEW * decode}
+                del w, x, v
+
+    _in_thread(run)
+    return out
+
+
+def measure_matvec(out_features: int, in_features: int) -> dict:
+    """bf16 one-row product at this shape: `torch.mv` vs `F.linear` time, and whether they agree bitwise."""
+    import torch
+    import torch.nn.functional as F
+
+    from llm_compare.threads import cpu_cores, use_torch_threads
+
+    def run():
+        use_torch_threads(cpu_cores())
+        gen = torch.Generator().manual_seed(0)
+        w = (torch.randn(out_features, in_features, generator=gen) * 0.02).bfloat16()
+        xs = [torch.randn(in_features, generator=gen).bfloat16() for _ in range(3)]
+        with torch.inference_mode():
+            equal = all(torch.equal(torch.mv(w, x), F.linear(x[None], w)[0]) for x in xs)
+            mv_s = _timed(lambda: torch.mv(w, xs[0]), budget_s=0.1)
+            linear_s = _timed(lambda: F.linear(xs[0][None], w), budget_s=0.1)
+        return {"mv_s": mv_s, "linear_s": linear_s, "bitwise_equal": equal,
+                "use_mv": equal and mv_s < 0.95 * linear_s}
+
+    return _in_thread(run)
+
+
+def matvec_pays(out_features: int, in_features: int) -> bool:
+    """Whether bf16 decode should use `torch.mv` at this shape here: faster, and bitwise equal to F.linear.
+
+    Both vary by CPU: on a Zen 4 with avx512_bf16, mv differed from F.linear in a few elements at
+    4096 -> 11008 (not at 4096 -> 4096), on AVX2-only CPUs it matched everywhere tried."""
+    key = machine_key("matvec", _versions(), f"{out_features}x{in_features}")
+    return bool(cached_probe("matvec", key, lambda: measure_matvec(out_features, in_features))["use_mv"])
+
+
+def dtype_costs(hidden: int, mlp: int) -> dict:
+    """The cached per-dtype turn costs at this width on this machine (measured on first use)."""
+    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES))
+    return cached_probe("dtype", key, lambda: measure_turn_costs(hidden, mlp))
+
+
+def ranked_dtypes(hidden: int, mlp: int) -> list[str]:
+    """Candidate precisions, cheapest turn first."""
+    costs = dtype_costs(hidden, mlp)
+    return sorted(costs, key=lambda d: costs[d]["turn_s"])
+
+
+def model_width(source: str) -> tuple[int, int]:
+    """(hidden, MLP width) of a model from its config or GGUF header, without reading weights."""
+    try:
+        from llm_compare.loading import resolve_source
+
+        src = resolve_source(source)
+        if src.config:
+            c = src.config
+            hidden = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
+            mlp = c.get("intermediate_size") or c.get("ffn_hidden_size") or c.get("n_inner")
+            if hidden:
+                mlp = mlp or 4 * hidden
+                return int(hidden), int(mlp // 2 if c.get("model_type") == "qwen" else mlp)
+        if src.kind == "gguf":
+            from llm_compare.loading.memory import gguf_tensor_shapes
+
+            shapes = gguf_tensor_shapes(src.path)
+            up = shapes.get("blk.0.ffn_up.weight") or shapes.get("blk.0.ffn_gate.weight")
+            if up:
+                return int(up[0]), int(up[1])
+    except Exception:  # a width we cannot read only means the default width
+        pass
+    return DEFAULT_WIDTH
+
+
+def choose_dtype(spec, fits: Callable[[str], bool] | None = None) -> tuple[str, str]:
+    """(dtype, why) for a transformers spec whose dtype is "auto"."""
+    forced = os.environ.get(DTYPE_ENV, "").strip()
+    if forced:
+        return forced, f"{DTYPE_ENV}={forced}"
+    hidden, mlp = model_width(spec.source)
+    ranked = ranked_dtypes(hidden, mlp)
+    for dtype in ranked:
+        if fits is None or fits(dtype):
+            why = "fastest measured turn" if dtype == ranked[0] else f"{ranked[0]} does not fit in free memory"
+            return dtype, f"{why} at width {hidden}x{mlp}"
+    return ranked[-1], "nothing fits; the smallest candidate"
+
+
+def resolve_dtype(spec):
+    """`spec` with its "auto" precision replaced by the measured choice (others are returned as they are)."""
+    from llm_compare.specs import AUTO_DTYPE, DTYPES
+
+    if spec.backend != "transformers" or spec.dtype != AUTO_DTYPE:
+        return spec
+    from llm_compare.loading.memory import available_bytes, estimate
+
+    def fits(dtype: str) -> bool:
+        try:
+            est = estimate(spec.source, dtype, spec.backend)
+        except Exception:
+            return True
+        return est is None or est.peak_bytes <= available_bytes()
+
+    dtype, _ = choose_dtype(spec, fits)
+    if dtype not in DTYPES:
+        from llm_compare.errors import UserError
+
+        raise UserError(f"{DTYPE_ENV}={dtype} is not a precision; use one of {', '.join(DTYPES)}")
+    return spec.with_overrides(dtype=dtype)
+
+
+def size_bucket(weight_bytes: int | None) -> str:
+    """Model sizes within a factor of 2 share one thread measurement."""
+    return "unknown" if not weight_bytes else f"2^{round(math.log2(max(1, weight_bytes)))}"
+
+
+def best_threads(backend: str, weight_bytes: int | None, seconds_per_token: Callable[[int], float],
+                 extra: str = "") -> dict:
+    """{"seconds": {threads: s/token}, "best": threads} for a lone stream of this backend and size.
+
+    `seconds_per_token(n)` decodes with `n` threads and returns the median seconds per token."""
+    from llm_compare.threads import cpu_cores
+
+    counts = sorted({1, cpu_cores()})
+    key = machine_key("threads", backend, size_bucket(weight_bytes), _versions(), extra)
+
+    def measure():
+        rounds = [{str(n): seconds_per_token(n) for n in counts} for _ in range(2)]  # interleaved: fair under load
+        seconds = {n: min(r[n] for r in rounds) for n in rounds[0]}
+        label = f"{backend} {extra.split('|')[0]}, weights {size_bucket(weight_bytes)} bytes".strip()
+        return {"seconds": seconds, "best": int(min(seconds, key=seconds.get)), "label": label}
+
+    return cached_probe("threads", key, measure)
+
+
+def summary_lines(hidden: int, mlp: int) -> list[str]:
+    """What `doctor` prints: the measured turn costs at a width and what they choose."""
+    costs = dtype_costs(hidden, mlp)
+    ranked = sorted(costs, key=lambda d: costs[d]["turn_s"])
+    lines = [f"default precision at width {hidden}x{mlp}: {ranked[0]} (a {TURN_PROMPT}-token prompt + "
+             f"{TURN_NEW} new tokens on one {mlp}x{hidden} weight)"]
+    for d in ranked:
+        c = costs[d]
+        lines.append(f"  {d:9s} turn {c['turn_s'] * 1000:7.1f} ms = prompt {c['prefill_s'] * 1000:6.1f} ms"
+                     f" + {TURN_NEW} x decode {c['decode_s'] * 1000:.3f} ms")
+    forced = os.environ.get(DTYPE_ENV)
+    if forced:
+        lines.append(f"  overridden: {DTYPE_ENV}={forced}")
+    return lines
+
+
+def threads_lines() -> list[str]:
+    """The thread measurements cached so far (each model's first load on this machine makes one)."""
+    import json
+
+    from llm_compare.machine import cache_root
+
+    try:
+        known = json.loads((cache_root() / "probes" / "threads.json").read_text())
+    except (OSError, ValueError):
+        known = {}
+    lines = [f"threads for a lone stream: measured at each model size's first load; {len(known)} so far"
+             + (f" ({THREADS_ENV_NOTE})" if os.environ.get("LLM_COMPARE_THREADS") else "")]
+    for found in known.values():
+        if isinstance(found, dict) and "seconds" in found:
+            per = ", ".join(f"{n} thread(s) {s * 1000:.1f} ms/token" for n, s in found["seconds"].items())
+            lines.append(f"  {found.get('label', 'a model')}: {per} -> {found['best']}")
+    return lines

@@ -1,0 +1,97 @@
+"""The CPU probe: defaults chosen by measuring on this machine, cached, and overridable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llm_compare import cpu_probe
+from llm_compare.errors import UserError
+from llm_compare.specs import ModelSpec
+
+from conftest import LEGACY_FIXTURES
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))
+    monkeypatch.delenv(cpu_probe.DTYPE_ENV, raising=False)
+    return tmp_path
+
+
+def test_turn_costs_are_measured_once_per_machine_and_width(cache, monkeypatch):
+    first = cpu_probe.dtype_costs(64, 128)  # a real measurement, tiny width: milliseconds
+    assert set(first) == set(cpu_probe.CANDIDATES)
+    for c in first.values():
+        assert c["turn_s"] == pytest.approx(c["prefill_s"] + cpu_probe.TURN_NEW * c["decode_s"])
+    monkeypatch.setattr(cpu_probe, "measure_turn_costs", lambda *a: pytest.fail("measured again"))
+    assert cpu_probe.dtype_costs(64, 128) == first  # from <cache>/probes/dtype.json
+    assert len(json.loads((cache / "probes" / "dtype.json").read_text())) == 1
+
+
+def fake_costs(monkeypatch, fp32: float, bf16: float):
+    costs = {"float32": {"turn_s": fp32}, "bfloat16": {"turn_s": bf16}}
+    monkeypatch.setattr(cpu_probe, "dtype_costs", lambda hidden, mlp: costs)
+
+
+@pytest.mark.parametrize("fp32, bf16, expected", [(1.0, 2.0, "float32"), (2.0, 1.0, "bfloat16")])
+def test_auto_precision_is_the_cheapest_measured(cache, monkeypatch, fp32, bf16, expected):
+    fake_costs(monkeypatch, fp32, bf16)
+    spec = ModelSpec(name="m", source=str(LEGACY_FIXTURES / "qwen-7b-chat-tiny"))
+    assert spec.dtype == "auto" and cpu_probe.resolve_dtype(spec).dtype == expected
+
+
+def test_a_precision_that_does_not_fit_falls_to_the_next(cache, monkeypatch):
+    fake_costs(monkeypatch, 1.0, 2.0)
+    spec = ModelSpec(name="m", source="x")
+    assert cpu_probe.choose_dtype(spec, fits=lambda d: d != "float32")[0] == "bfloat16"
+
+
+def test_chosen_or_forced_precisions_are_kept(cache, monkeypatch):
+    fake_costs(monkeypatch, 1.0, 2.0)
+    fixture = str(LEGACY_FIXTURES / "qwen-7b-chat-tiny")
+    assert cpu_probe.resolve_dtype(ModelSpec(name="m", source=fixture, dtype="bfloat16")).dtype == "bfloat16"
+    assert cpu_probe.resolve_dtype(ModelSpec(name="m", source="x.gguf", backend="llamacpp")).dtype == "auto"
+    monkeypatch.setenv(cpu_probe.DTYPE_ENV, "bfloat16")
+    assert cpu_probe.resolve_dtype(ModelSpec(name="m", source=fixture)).dtype == "bfloat16"
+    monkeypatch.setenv(cpu_probe.DTYPE_ENV, "fp64")
+    with pytest.raises(UserError, match="LLM_COMPARE_DTYPE=fp64 is not a precision"):
+        cpu_probe.resolve_dtype(ModelSpec(name="m", source=fixture))
+
+
+def test_model_width_from_config_and_gguf_header():
+    qwen = json.loads((LEGACY_FIXTURES / "qwen-7b-chat-tiny" / "config.json").read_text())
+    # Qwen-1's intermediate_size counts both halves of its gated MLP
+    assert cpu_probe.model_width(str(LEGACY_FIXTURES / "qwen-7b-chat-tiny")) == (
+        qwen["hidden_size"], qwen["intermediate_size"] // 2)
+    assert cpu_probe.model_width("embedded:smollm2") == (576, 1536)  # SmolLM2-135M's published widths
+    assert cpu_probe.model_width("/no/such/model") == cpu_probe.DEFAULT_WIDTH
+
+
+def test_thread_count_is_the_fastest_measured_and_cached(cache, monkeypatch):
+    monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 4)
+    calls = []
+
+    def seconds_per_token(n):
+        calls.append(n)
+        return {1: 0.010, 4: 0.030}[n]  # e.g. a small llama.cpp model on a CPU where syncing costs
+
+    found = cpu_probe.best_threads("llamacpp", 100 << 20, seconds_per_token)
+    assert found["best"] == 1 and sorted(set(calls)) == [1, 4]
+    calls.clear()
+    assert cpu_probe.best_threads("llamacpp", 110 << 20, seconds_per_token)["best"] == 1  # same size bucket
+    assert not calls
+    cpu_probe.best_threads("llamacpp", 4 << 30, lambda n: {1: 0.4, 4: 0.2}[n])
+    assert cpu_probe.best_threads("llamacpp", 4 << 30, seconds_per_token)["best"] == 4  # its own bucket
+
+
+def test_matvec_is_used_only_where_measured_faster_and_bitwise_equal(cache, monkeypatch):
+    monkeypatch.setattr(cpu_probe, "measure_matvec", lambda o, i: {"use_mv": (o, i) == (32, 16)})
+    assert cpu_probe.matvec_pays(32, 16) and not cpu_probe.matvec_pays(16, 32)
+
+
+def test_matvec_measurement_never_picks_mv_when_it_differs():
+    found = cpu_probe.measure_matvec(160, 96)
+    assert {"mv_s", "linear_s", "bitwise_equal", "use_mv"} <= set(found)
+    assert found["use_mv"] == (found["bitwise_equal"] and found["mv_s"] < 0.95 * found["linear_s"])
