@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -354,7 +355,7 @@ def test_ctrl_c_writes_the_prompts_that_finished(tmp_path, tiny_model):
     assert proc.wait(timeout=120) == 130, "".join(lines) + rest
     assert "Traceback" not in rest and "interrupted: the report has the" in rest
     md = (out / "report.md").read_text(encoding="utf-8")
-    finished = md.count("\n## ") - 1  # the prompt sections, not "## Summary"
+    finished = len(re.findall(r"^## \d+\. ", md, re.M))  # the prompt sections ("## 1. label")
     assert 1 <= finished < n and f"{finished} of {n} (interrupted)" in md
     assert (out / "report.html").exists()
     with VoteStore(db) as s:  # every finished pair was stored, the one in flight was not
