@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Callable
 
+from llm_compare.loading import resolve_source
+from llm_compare.loading.memory import gguf_tensor_shapes
 from llm_compare.machine import cached_probe as _cached_probe
 from llm_compare.machine import machine_key
 
@@ -158,8 +160,6 @@ def ranked_dtypes(hidden: int, mlp: int) -> list[str]:
 def model_width(source: str) -> tuple[int, int]:
     """(hidden, MLP width) of a model from its config or GGUF header, without reading weights."""
     try:
-        from llm_compare.loading import resolve_source
-
         src = resolve_source(source)
         if src.config:
             c = src.config
@@ -169,8 +169,6 @@ def model_width(source: str) -> tuple[int, int]:
                 mlp = mlp or 4 * hidden
                 return int(hidden), int(mlp // 2 if c.get("model_type") == "qwen" else mlp)
         if src.kind == "gguf":
-            from llm_compare.loading.memory import gguf_tensor_shapes
-
             shapes = gguf_tensor_shapes(src.path)
             up = shapes.get("blk.0.ffn_up.weight") or shapes.get("blk.0.ffn_gate.weight")
             if up:

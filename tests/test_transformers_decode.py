@@ -49,7 +49,7 @@ def test_only_bias_free_bf16_linears_are_switched():
 
 def test_weight_bytes_counts_int8_buffers_and_tied_weights_once():
     from llm_compare.backends.transformers import tensor_bytes
-    from llm_compare.loading.memory import quantize_int8
+    from llm_compare.loading.quantize import quantize_int8
 
     torch.manual_seed(0)
     small, large = (torch.nn.Sequential(torch.nn.Linear(64, n, bias=False), torch.nn.Linear(n, 64, bias=False))
