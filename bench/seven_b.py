@@ -23,7 +23,6 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -139,7 +138,7 @@ def prepare(args) -> dict[tuple[str, int], Path]:
         config, layers_key = SEEDS[name]
         for layers in args.layers:
             directory = Path(args.workdir) / f"{name}-{layers}"
-            build_checkpoint(name, config | {layers_key: layers}, directory, legacy=True)
+            build_checkpoint(name, config | {layers_key: layers}, directory)
             for dtype in ("gguf-q8_0", "gguf-q4_k_m"):
                 exported_gguf(resolve_source(str(directory)), dtype, terminal_progress())
             dirs[name, layers] = directory
