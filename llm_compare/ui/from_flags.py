@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from llm_compare.loading.hf import convert_in_background
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_presets
 from llm_compare.specs import load_registry
@@ -34,5 +35,6 @@ def context_from_args(args) -> AppContext:
 
 def create_app(args) -> tuple[gr.Blocks, dict]:
     ctx = context_from_args(args)
+    convert_in_background([ctx.spec(args.model_a, "a"), ctx.spec(args.model_b, "b")])  # one-time work, before Send
     demo = build_app(ctx, concurrency=args.concurrency)
     return demo, {"css": CSS, "theme": gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Noto Sans CJK SC", "sans-serif"], font_mono=["ui-monospace", "monospace"]), "footer_links": ["api", "gradio"]}
