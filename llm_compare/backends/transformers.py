@@ -204,7 +204,8 @@ class TransformersBackend(Backend):
         """One decode-sized forward pass (one token, every weight read once) with `n_threads`."""
         from llm_compare.progress import status
 
-        status(f"measuring decode speed with {n_threads} thread(s) (once per machine and model size)")
+        status(f"measuring decode speed with {n_threads} thread(s) (once per machine and model size: "
+               "a few forward passes, seconds for a small model)")
         ids = torch.tensor([[self.tokenizer.eos_token_id or 0]], dtype=torch.long)
 
         def run():

@@ -66,8 +66,8 @@ def convert_gguf(path: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.with_name(target.name + ".lock"), "w") as lock:
         if not _try_lock(lock):
-            status(f"waiting for the one-time conversion of {path.name}, already running (e.g. started when "
-                   "the app launched; ≈5-10 s in all)")
+            status(f"waiting for the one-time conversion of {path.name} for transformers, already running "
+                   "(started at launch or by the other pane; ≈5-10 s in all; later loads ≈1 s)")
             fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "complete").exists():
             for leftover in target.parent.glob(target.name + ".tmp*"):  # from a conversion that was killed
