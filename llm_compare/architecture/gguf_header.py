@@ -1,8 +1,8 @@
 """A GGUF file's architecture from its header: metadata keys and the tensor table, no tensor data.
 
-`gguf.GGUFReader` memory-maps the file, so the weights are never read into RAM. llama.cpp's keys
-(`{arch}.block_count`, `{arch}.attention.head_count_kv`, ...) are renamed to the native config
-names the other sources use; anything absent stays "not stated".
+The header comes from `loading/gguf.py` (the one GGUF header reader; it also checks the file is
+complete). llama.cpp's keys (`{arch}.block_count`, `{arch}.attention.head_count_kv`, ...) are renamed
+to the native config names the other sources use; anything absent stays "not stated".
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm_compare.architecture.read import GATED_ACTS, Reading, rope_facts
-from llm_compare.errors import UserError
 
 KEYS = {  # native config key: llama.cpp metadata key after "{arch}."
     "num_hidden_layers": "block_count",
@@ -31,31 +30,14 @@ TOKENIZER_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece BPE", "bert
                    "t5": "SentencePiece Unigram"}
 
 
-def field_value(reader, key: str):
-    """A metadata value as Python (str, number, or list), None when the key is absent."""
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    if hasattr(f, "contents"):
-        return f.contents()
-    parts = [f.parts[i] for i in f.data]
-    values = [bytes(p).decode("utf-8", "replace") if p.dtype.kind == "u" and p.dtype.itemsize == 1 else p.tolist()
-              for p in parts]
-    values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
-    return values if len(values) != 1 else values[0]
+def type_name(ggml_type: int) -> str:
+    """ggml's name for a tensor type (Q4_K, F16, ...)."""
+    from gguf import GGMLQuantizationType
 
-
-def open_reader(path: Path):
-    """gguf.GGUFReader (memory-maps; tensor data never read) on a file `check_gguf` found complete."""
-    from gguf import GGUFReader
-
-    from llm_compare.loading.gguf import check_gguf
-
-    check_gguf(path)  # a cut or foreign file: the project's one-line message
     try:
-        return GGUFReader(path, "r")
-    except Exception as e:  # noqa: BLE001 - any parse failure means "not a readable GGUF"
-        raise UserError(f"{path.name} is not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from None
+        return GGMLQuantizationType(ggml_type).name
+    except ValueError:
+        return f"type {ggml_type}"
 
 
 def transformers_class_for(arch: str) -> str | None:
@@ -71,22 +53,25 @@ def transformers_class_for(arch: str) -> str | None:
 
 
 def read_gguf(path: Path) -> Reading:
-    reader = open_reader(path)
-    arch = field_value(reader, "general.architecture") or "unknown"
-    cfg = {native: field_value(reader, f"{arch}.{key}") for native, key in KEYS.items()}
+    from llm_compare.loading.gguf import check_gguf
+
+    header = check_gguf(path)  # a cut or foreign file: the project's one-line message
+    meta = header.metadata
+    arch = meta.get("general.architecture") or "unknown"
+    cfg = {native: meta.get(f"{arch}.{key}") for native, key in KEYS.items()}
     cfg = {k: v for k, v in cfg.items() if v is not None}
-    table = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
+    table = {t.name: t.dims for t in header.tensors}
     untied = "output.weight" in table
-    file_types = {"bytes": sum(int(t.n_bytes) for t in reader.tensors),
-                  "read_bytes": sum(int(t.n_bytes) for t in reader.tensors
+    file_types = {"bytes": sum(t.nbytes() or 0 for t in header.tensors),
+                  "read_bytes": sum(t.nbytes() or 0 for t in header.tensors
                                     if not (untied and t.name == "token_embd.weight")),
-                  "types": sorted({t.tensor_type.name for t in reader.tensors})}
+                  "types": sorted({type_name(t.ggml_type) for t in header.tensors})}
     facts = {k: cfg.get(k) for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
                                      "num_attention_heads", "num_key_value_heads", "head_dim")}
     embd = table.get("token_embd.weight")
     facts["vocab_size"] = embd[1] if embd and len(embd) == 2 else None
-    facts.update(gguf_structure(reader, arch, cfg, table, facts))
-    name = field_value(reader, "general.name")
+    facts.update(gguf_structure(meta, arch, cfg, table, facts))
+    name = meta.get("general.name")
     cls = transformers_class_for(arch)
     via = (f"GGUF unpacked by transformers ({cls})" if cls else
            "llama.cpp only: transformers cannot unpack this GGUF architecture")
@@ -95,11 +80,11 @@ def read_gguf(path: Path) -> Reading:
     reading = Reading("gguf", f"{arch}" + (f" ({name})" if name else ""), cls, via, config=facts, table=table,
                       file_types=file_types, notes=notes, path=path)
     reading.load_tokenizer = lambda: gguf_tokenizer(path)
-    reading.config["tokenizer_kind"] = TOKENIZER_KINDS.get(field_value(reader, "tokenizer.ggml.model"))
+    reading.config["tokenizer_kind"] = TOKENIZER_KINDS.get(meta.get("tokenizer.ggml.model"))
     return reading
 
 
-def gguf_structure(reader, arch: str, cfg: dict, table: dict, shape: dict) -> dict:
+def gguf_structure(meta: dict, arch: str, cfg: dict, table: dict, shape: dict) -> dict:
     """Norm, activation, biases, tying and rope facts a GGUF states (or its tensor names show)."""
     out = {}
     eps_rms, eps_ln = cfg.get("rms_norm_eps"), cfg.get("layer_norm_eps")
@@ -119,25 +104,31 @@ def gguf_structure(reader, arch: str, cfg: dict, table: dict, shape: dict) -> di
     out["context_length"] = out["trained_context_length"] = cfg.get("max_position_embeddings")
     rope = rope_facts({"rope_theta": cfg.get("rope_theta")})
     out["rope_theta"] = rope["rope_theta"]
-    dims, head_dim = field_value(reader, f"{arch}.rope.dimension_count"), shape.get("head_dim")
+    dims, head_dim = meta.get(f"{arch}.rope.dimension_count"), shape.get("head_dim")
     out["rope_fraction"] = dims / head_dim if isinstance(dims, int) and head_dim else None
-    scaling = field_value(reader, f"{arch}.rope.scaling.type")
+    scaling = meta.get(f"{arch}.rope.scaling.type")
     if scaling:
-        factor = field_value(reader, f"{arch}.rope.scaling.factor")
+        factor = meta.get(f"{arch}.rope.scaling.factor")
         out["rope_scaling"] = f"{scaling}" + (f" ×{factor}" if factor else "")
-        out["trained_context_length"] = field_value(reader, f"{arch}.rope.scaling.original_context_length")
+        out["trained_context_length"] = meta.get(f"{arch}.rope.scaling.original_context_length")
     else:
         out["rope_scaling"] = "none"
     return out
 
 
 def gguf_tokenizer(path: Path):
-    """The tokenizer transformers builds from the GGUF (the converted copy in the cache when there is
-    one, which is faster), and its chat-template format."""
-    from llm_compare.architecture.read import hf_tokenizer
+    """The tokenizer the transformers backend would use (the converted copy in the cache when there is
+    one; else built from the header like the fast conversion does, or by transformers for what that
+    does not cover), and its chat-template format."""
+    from llm_compare.architecture.read import hf_tokenizer, with_format
+    from llm_compare.loading.gguf import check_gguf
+    from llm_compare.loading.gguf_unpack import VOCAB_KEYS, byte_level_tokenizer, not_covered
     from llm_compare.loading.hf import gguf_cache_dir
 
     cached = gguf_cache_dir(path)
     if (cached / "complete").exists():
         return hf_tokenizer(cached)
-    return hf_tokenizer(path.parent, gguf_file=path.name)
+    header = check_gguf(path, VOCAB_KEYS)
+    if not_covered(header) is not None:
+        return hf_tokenizer(path.parent, gguf_file=path.name)
+    return with_format(byte_level_tokenizer(header))

@@ -158,14 +158,18 @@ def hf_tokenizer(directory, **kwargs):
     """A transformers tokenizer (never remote code) and its chat-template format, or a UserError."""
     from transformers import AutoTokenizer
 
-    from llm_compare.chat_formats import choose_format
-
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, **kwargs)
     except Exception as e:  # noqa: BLE001 - any failure means "tokenizer unknown", shown as such
         raise UserError(f"tokenizer not readable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return with_format(tokenizer)
+
+
+def with_format(tokenizer):
+    """(tokenizer, its chat-template format or None when it has none)."""
+    from llm_compare.chat_formats import choose_format
+
     try:
-        fmt = choose_format("auto", tokenizer)
+        return tokenizer, choose_format("auto", tokenizer)
     except UserError:
-        fmt = None
-    return tokenizer, fmt
+        return tokenizer, None
