@@ -202,7 +202,7 @@ def resolve_dtype(spec):
 
     def fits(dtype: str) -> bool:
         try:
-            est = estimate(spec.source, dtype, spec.backend)
+            est = estimate(spec.source, dtype, spec.backend, spec.context)
         except Exception:
             return True
         return est is None or est.peak_bytes <= available_bytes()

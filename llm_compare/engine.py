@@ -78,7 +78,7 @@ def check_prompt(backend: Backend, messages: Messages, params: GenerationParams)
         if n_prompt >= limit:
             raise UserError(
                 f"the prompt is {n_prompt} tokens but {backend.label} takes at most {limit}; "
-                "shorten it or clear the conversation"
+                f"shorten it or clear the conversation{backend.context_fix}"
             )
         max_new = min(max_new, limit - n_prompt)
     if backend.drops_last_token and max_new > 1:

@@ -232,3 +232,21 @@ def test_amx_probe_runs_once_and_is_cached(monkeypatch, tmp_path):
     assert state in (tmp_path / "probes" / "llama_amx.json").read_text()
     monkeypatch.setattr(llamacpp_amx.subprocess, "run", lambda *a, **k: pytest.fail("probed twice"))
     assert llamacpp_amx.amx_state(tmp_path / "m.gguf") == state
+
+
+def test_context_is_reserved_as_asked_and_a_longer_prompt_is_refused_with_the_fix():
+    """`context` (registry field, --context-a/-b) sizes llama.cpp's KV cache; a prompt that does not
+    fit is refused before generation and the message says how to get more."""
+    small = LlamaCppBackend(spec(context=256))
+    try:
+        llm = small._idle.get()
+        small._idle.put(llm)
+        assert llm.n_ctx() == 256 and small.context_length == 256
+        long = [{"role": "user", "content": "count the words: " + "one two three four five six " * 60}]
+        with pytest.raises(UserError, match=r"takes at most 256; .*larger `context`"):
+            list(stream_reply(small, long, GREEDY))
+        assert list(stream_reply(small, MESSAGES, GREEDY))[-1].done  # a short prompt still answers
+    finally:
+        small.close()
+    with pytest.raises(UserError, match="context must be a whole number of tokens, at least 256"):
+        spec(context=100)

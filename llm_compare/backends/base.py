@@ -33,6 +33,7 @@ class Backend(ABC):
 
     spec: ModelSpec
     context_length: int | None = None
+    context_fix: str = ""  # how a user gets a longer context, for the too-long message ("" when fixed)
     load_seconds: float = 0.0  # how long loading this backend took (`ask --json`: "load_s")
     resident_bytes: int = 0  # memory the loaded weights added to the process (RSS delta)
     weight_bytes: int | None = None  # every byte of the weights (parameters and buffers): sizes, ceilings

@@ -168,6 +168,20 @@ def use_matvec_for_decode(model, pays=cpu_probe.matvec_pays) -> int:
     return switched
 
 
+def canonical_strides(module, args):
+    """Forward pre-hook: the same input, re-viewed with the standard strides of its shape (no copy).
+
+    `generate` feeds the output head `hidden[:, -1:, :]`: shape [1, 1, hidden] but a batch stride of
+    the whole prompt. torch calls that contiguous, yet its bf16 matmul then ran 50-100x slower: 11 s
+    instead of 0.12 s for Qwen-7B's 151936 x 4096 head on an AMD EPYC (Zen 4), the same result to
+    the bit. That was most of the first-token time of bf16 and int8 (whose head stays bf16) at 7B widths.
+    """
+    x = args[0]
+    if x.dim() > 2 and x.is_contiguous():
+        return (x.reshape(-1, x.shape[-1]).view(x.shape), *args[1:])
+    return None
+
+
 def tensor_bytes(model) -> int:
     """Every byte of the model's weights: parameters and buffers (int8 weights are buffers), shared ones once."""
     seen, total = set(), 0
@@ -188,6 +202,9 @@ class TransformersBackend(Backend):
         self.resident_bytes = loaded.resident_bytes
         self.weight_bytes = tensor_bytes(self.model)
         use_matvec_for_decode(self.model)
+        head = self.model.get_output_embeddings()
+        if head is not None:
+            head.register_forward_pre_hook(canonical_strides)
         self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
         self._best_threads: dict[bool, int] = {}
 

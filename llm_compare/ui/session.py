@@ -35,12 +35,14 @@ class AppContext:
     model_b: str | None = None
     threads: dict = field(default_factory=dict)  # side -> --threads-a/-b override
     dtypes: dict = field(default_factory=dict)  # side -> --dtype-a/-b override
+    contexts: dict = field(default_factory=dict)  # side -> --context-a/-b override
     one_at_a_time: bool = False  # --one-model-at-a-time: pool keeps one model; turns run A then B
     trust_remote_code: bool = False  # --trust-remote-code: the user's explicit permission
 
     def spec(self, name: str | None, side: str) -> ModelSpec:
         spec = self.registry.resolve(name, side)
         return spec.with_overrides(threads=self.threads.get(side), dtype=self.dtypes.get(side),
+                                   context=self.contexts.get(side),
                                    trust_remote_code=True if self.trust_remote_code else None)
 
     def available_names(self) -> list[str]:
