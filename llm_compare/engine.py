@@ -39,7 +39,7 @@ class Metrics:
     tokens_per_s: float | None = None  # decode rate, excludes the first token's wait
     peak_rss_bytes: int = 0
     prompt_tokens: int | None = None
-    threads: int | None = None  # CPU threads this stream ran with (from the process-wide account)
+    threads: int | None = None  # CPU threads of this stream: derived from the account, then as its backend reports
     streams_running: int | None = None  # local streams running (itself included) when it started
 
     def to_dict(self) -> dict:
@@ -116,6 +116,8 @@ def _stream_counted(backend: Backend, messages: Messages, params: GenerationPara
         now = time.perf_counter()
         if chunk.prompt_tokens is not None:
             m.prompt_tokens = chunk.prompt_tokens
+        if chunk.threads is not None:  # what the generating thread really runs with
+            m.threads = chunk.threads
         if chunk.tokens and first_at is None:
             first_at = chunk.first_token_at or now
             m.ttft_s = first_at - t0

@@ -70,11 +70,17 @@ def transformers_class_for(arch: str) -> str | None:
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(arch)
 
 
+def native_keys(metadata) -> tuple[str, dict]:
+    """The architecture, and its llama.cpp keys under native config names (absent keys left out);
+    `metadata(key)` is a header value or None."""
+    arch = metadata("general.architecture") or "unknown"
+    cfg = {native: metadata(f"{arch}.{key}") for native, key in KEYS.items()}
+    return arch, {k: v for k, v in cfg.items() if v is not None}
+
+
 def read_gguf(path: Path) -> Reading:
     reader = open_reader(path)
-    arch = field_value(reader, "general.architecture") or "unknown"
-    cfg = {native: field_value(reader, f"{arch}.{key}") for native, key in KEYS.items()}
-    cfg = {k: v for k, v in cfg.items() if v is not None}
+    arch, cfg = native_keys(lambda key: field_value(reader, key))
     table = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
     untied = "output.weight" in table
     file_types = {"bytes": sum(int(t.n_bytes) for t in reader.tensors),

@@ -26,6 +26,7 @@ class Chunk:
     tokens: int  # new tokens this chunk accounts for (0 allowed: text flushed late)
     first_token_at: float | None = None  # time.perf_counter() of the first new token, when known
     prompt_tokens: int | None = None  # known only to some backends, reported once
+    threads: int | None = None  # CPU threads its generating thread runs with, read there (None: not local)
 
 
 class Backend(ABC):

@@ -250,23 +250,30 @@ class LlamaCppBackend(Backend):
         n_threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())
 
         def generate(emit):
+            import llama_cpp
+
             llm = self._acquire(stop)
             if llm is None:
                 return
+
+            def emit_counted(item):  # with the threads this instance's context runs with now
+                emit((*item, llama_cpp.llama_n_threads(llm._ctx.ctx)))
+
             try:
                 if self.text is not None:
                     from llm_compare.backends.llamacpp_exported import generate_ids
 
                     llama_cpp_threads(llm, n_threads)
-                    generate_ids(llm, ids, params, stop, self.text, emit)
+                    generate_ids(llm, ids, params, stop, self.text, emit_counted)
                 else:
-                    self._generate(llm, ids, params, stop, n_threads, emit)
+                    self._generate(llm, ids, params, stop, n_threads, emit_counted)
             finally:
                 self._idle.put(llm)
 
         first = True
-        for text, tokens, first_at in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
-            yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None)
+        for text, tokens, first_at, ran_with in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
+            yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None,
+                        threads=ran_with)
             first = False
 
     def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit) -> None:

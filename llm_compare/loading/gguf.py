@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_compare.errors import UserError
 
-SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # metadata value type → bytes
+# metadata value type → struct format (uint8 int8 uint16 int16 uint32 int32 float32 bool uint64 int64 float64)
+SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+SCALAR_BYTES = {kind: struct.calcsize("<" + fmt) for kind, fmt in SCALAR_FORMATS.items()}
 STRING, ARRAY = 8, 9
-UINT32 = 4
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # ggml tensors have at most four
 # ggml tensor type → (elements per block, bytes per block), from the GGUF/ggml block layouts
@@ -53,6 +54,7 @@ class GgufHeader:
     version: int
     tensors: tuple[GgufTensor, ...]
     data_start: int  # file offset of the (aligned) tensor data section
+    metadata: dict = field(default_factory=dict)  # the header's numbers and strings (arrays such as the vocabulary skipped)
 
     def data_end(self) -> int:
         """The file size the tensors need (unknown tensor types count up to their offset)."""
@@ -82,6 +84,15 @@ class _Reader:
     def string(self) -> bytes:
         return self.take(self.num("Q"))
 
+    def value(self, kind: int):
+        """A number or string value; None (skipped) for an array."""
+        if kind in SCALAR_FORMATS:
+            return self.num(SCALAR_FORMATS[kind])
+        if kind == STRING:
+            return self.string().decode("utf-8", "replace")
+        self.skip_value(kind)
+        return None
+
     def skip_value(self, kind: int) -> None:
         if kind in SCALAR_BYTES:
             self.skip(SCALAR_BYTES[kind])
@@ -108,13 +119,14 @@ def read_header(path: Path) -> GgufHeader:
         if version < 2:
             raise ValueError(f"GGUF version {version} is not supported")
         n_tensors, n_kv = r.num("Q"), r.num("Q")
-        alignment = DEFAULT_ALIGNMENT
+        metadata = {}
         for _ in range(n_kv):
-            key, kind = r.string(), r.num("I")
-            if key == b"general.alignment" and kind == UINT32:
-                alignment = r.num("I") or DEFAULT_ALIGNMENT
-            else:
-                r.skip_value(kind)
+            key, kind = r.string().decode("utf-8", "replace"), r.num("I")
+            value = r.value(kind)
+            if value is not None:
+                metadata[key] = value
+        alignment = metadata.get("general.alignment")
+        alignment = alignment if isinstance(alignment, int) and alignment > 0 else DEFAULT_ALIGNMENT
         tensors = []
         for _ in range(n_tensors):
             name, n_dims = r.string().decode("utf-8"), r.num("I")
@@ -123,7 +135,7 @@ def read_header(path: Path) -> GgufHeader:
             dims = tuple(r.num("Q") for _ in range(n_dims))
             tensors.append(GgufTensor(name, dims, r.num("I"), r.num("Q")))
         start = -(-f.tell() // alignment) * alignment
-        return GgufHeader(version, tuple(tensors), start)
+        return GgufHeader(version, tuple(tensors), start, metadata)
 
 
 def check_gguf(path: Path) -> GgufHeader:

@@ -193,8 +193,14 @@ def format_stats(st: SideState | None) -> str:
     ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "–"
     rate = f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "–"
     mem = f"{m.peak_rss_bytes / 2**30:.2f} GiB" if m.peak_rss_bytes else "–"
-    threads = f" · {m.threads} thread{'s' if m.threads != 1 else ''}" if m.threads else ""
+    threads = f" · {_counted(m.threads, 'thread')}" if m.threads else ""
+    if m.threads and m.streams_running:  # why a stream has fewer threads than cores: others share them
+        threads += f" · {_counted(m.streams_running, 'local stream')} running"
     return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}{threads}"
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def pane_text(st: SideState) -> str:
