@@ -195,7 +195,7 @@ def format_stats(st: SideState | None) -> str:
     mem = f"{m.peak_rss_bytes / 2**30:.2f} GiB" if m.peak_rss_bytes else "–"
     threads = f" · {_counted(m.threads, 'thread')}" if m.threads else ""
     if m.threads and m.streams_running:  # why a stream has fewer threads than cores: others share them
-        threads += f" · {_counted(m.streams_running, 'local stream')} running"
+        threads += f" ({_counted(m.streams_running, 'stream')} on this CPU)"
     return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}{threads}"
 
 
