@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.specs import ModelSpec
+from llm_compare.threads import runs_here
 
 Messages = list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
@@ -43,6 +44,10 @@ class Backend(ABC):
     @property
     def label(self) -> str:
         return self.spec.label
+
+    @property
+    def runs_here(self) -> bool:
+        return runs_here(self.spec)
 
     @abstractmethod
     def count_prompt_tokens(self, messages: Messages) -> int | None:
