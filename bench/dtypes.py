@@ -7,6 +7,9 @@
 3. `--layer`: the bf16 bias path at Qwen-7B widths (2 random-weight Qwen2 layers, hidden 4096,
    32 heads x 128, MLP 11008; q/k/v carry a bias as in Qwen-1 and ChatGLM3): one decode step with
    the biases, without them, and with the old `torch.addmv` path, as ratios.
+4. The output head at Qwen-7B's size (151936 x 4096) on the last prompt row, as `generate` hands it
+   over (a view with the whole prompt's batch stride) and re-viewed with standard strides (what the
+   backend's hook does), per dtype, as a ratio.
 """
 
 from __future__ import annotations
@@ -99,6 +102,29 @@ def bias_layer(runs: int):
     print(f"  without bias                   {without * 1000:7.1f} ms  1.00x")
 
 
+def output_head(runs: int, prompt_tokens: int = 300):
+    """The first token's output-head product: prompt-strided last row vs the same row re-viewed."""
+    import time
+
+    import torch
+
+    from llm_compare.backends.transformers import canonical_strides
+
+    print(f"\noutput head 151936 x 4096 on the last row of a {prompt_tokens}-token prompt (best of {runs}):")
+    for dtype in (torch.bfloat16, torch.float32):
+        weight = torch.randn(151936, 4096).to(dtype)
+        last = torch.randn(1, prompt_tokens, 4096).to(dtype)[:, -1:, :]
+        best = {}
+        for name, x in (("as generate passes it", last), ("re-viewed", canonical_strides(None, (last,))[0])):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                torch.nn.functional.linear(x, weight)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+        slow, fast = best.values()
+        print(f"  {str(dtype).removeprefix('torch.'):9s} {slow * 1000:8.1f} ms as generate passes it, "
+              f"{fast * 1000:6.1f} ms re-viewed: {slow / fast:.1f}x")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtypes", default="float32,bfloat16,float16,int8")
@@ -111,6 +137,7 @@ def main():
     if not args.skip_model:
         whole_model(args.dtypes.split(","), args.tokens, args.runs)
     bias_layer(args.runs)
+    output_head(args.runs)
 
 
 if __name__ == "__main__":

@@ -31,16 +31,15 @@ import threading
 import time
 from typing import Callable
 
-from llm_compare.loading import resolve_source
-from llm_compare.loading.memory import gguf_tensor_shapes
+from llm_compare.architecture.read import source_widths
 from llm_compare.machine import cached_probe as _cached_probe
 from llm_compare.machine import machine_key
 
 CANDIDATES = ("float32", "bfloat16")  # precisions that keep the model's answers
 DTYPE_ENV = "LLM_COMPARE_DTYPE"
 TURN_PROMPT, TURN_NEW = 300, 200  # the representative turn the precision is chosen for
-DEFAULT_WIDTH = (2048, 5632)
-THREADS_ENV_NOTE = "LLM_COMPARE_THREADS caps every stream"  # hidden, MLP width when the model's config does not say
+DEFAULT_WIDTH = (2048, 5632)  # hidden, MLP width when the model's config does not say
+THREADS_ENV_NOTE = "LLM_COMPARE_THREADS caps every stream"
 
 
 _MEASURING = threading.Lock()  # one measurement at a time: two at once would each see half the CPU
@@ -158,24 +157,11 @@ def ranked_dtypes(hidden: int, mlp: int) -> list[str]:
 
 
 def model_width(source: str) -> tuple[int, int]:
-    """(hidden, MLP width) of a model from its config or GGUF header, without reading weights."""
+    """(hidden, MLP width) of a model (`architecture.read.source_widths`), DEFAULT_WIDTH when unknown."""
     try:
-        src = resolve_source(source)
-        if src.config:
-            c = src.config
-            hidden = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
-            mlp = c.get("intermediate_size") or c.get("ffn_hidden_size") or c.get("n_inner")
-            if hidden:
-                mlp = mlp or 4 * hidden
-                return int(hidden), int(mlp // 2 if c.get("model_type") == "qwen" else mlp)
-        if src.kind == "gguf":
-            shapes = gguf_tensor_shapes(src.path)
-            up = shapes.get("blk.0.ffn_up.weight") or shapes.get("blk.0.ffn_gate.weight")
-            if up:
-                return int(up[0]), int(up[1])
+        return source_widths(source) or DEFAULT_WIDTH
     except Exception:  # a width we cannot read only means the default width
-        pass
-    return DEFAULT_WIDTH
+        return DEFAULT_WIDTH
 
 
 def choose_dtype(spec, fits: Callable[[str], bool] | None = None) -> tuple[str, str]:
@@ -202,7 +188,7 @@ def resolve_dtype(spec):
 
     def fits(dtype: str) -> bool:
         try:
-            est = estimate(spec.source, dtype, spec.backend)
+            est = estimate(spec.source, dtype, spec.backend, spec.context)
         except Exception:
             return True
         return est is None or est.peak_bytes <= available_bytes()

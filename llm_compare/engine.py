@@ -39,7 +39,7 @@ class Metrics:
     tokens_per_s: float | None = None  # decode rate, excludes the first token's wait
     peak_rss_bytes: int = 0
     prompt_tokens: int | None = None
-    threads: int | None = None  # CPU threads this stream ran with (from the process-wide account)
+    threads: int | None = None  # CPU threads of this stream: derived from the account, then as its backend reports
     streams_running: int | None = None  # local streams running (itself included) when it started
 
     def to_dict(self) -> dict:
@@ -78,7 +78,7 @@ def check_prompt(backend: Backend, messages: Messages, params: GenerationParams)
         if n_prompt >= limit:
             raise UserError(
                 f"the prompt is {n_prompt} tokens but {backend.label} takes at most {limit}; "
-                "shorten it or clear the conversation"
+                f"shorten it or clear the conversation{backend.context_fix}"
             )
         max_new = min(max_new, limit - n_prompt)
     if backend.drops_last_token and max_new > 1:
@@ -95,11 +95,13 @@ def stream_reply(
     `seat`: this stream's place in the process-wide account (threads.STREAMS), taken by the caller
     when several streams start together; otherwise one is taken here. The stream's thread count is
     derived from the account when it starts."""
-    seat = seat or STREAMS.take(1)[0]
+    if seat is None and backend.runs_here:
+        seat = STREAMS.take(1)[0]
     try:
         yield from _stream_counted(backend, messages, params, stop or threading.Event())
     finally:
-        seat.release()
+        if seat is not None:
+            seat.release()
 
 
 def _stream_counted(backend: Backend, messages: Messages, params: GenerationParams, stop) -> Iterator[ReplyUpdate]:
@@ -107,8 +109,8 @@ def _stream_counted(backend: Backend, messages: Messages, params: GenerationPara
     n_prompt, max_new = check_prompt(backend, messages, params)
     if max_new != params.max_new_tokens:
         params = params.replace(max_new_tokens=max_new)
-    running = STREAMS.running
-    threads = threads_for_stream(backend.spec, running, backend.best_threads())
+    running = STREAMS.running if backend.runs_here else None  # a server's threads are its own business
+    threads = threads_for_stream(backend.spec, running, backend.best_threads()) if running else None
     m = Metrics(prompt_tokens=n_prompt, peak_rss_bytes=peak_rss_bytes(), threads=threads, streams_running=running)
     text = ""
     first_at = last_at = None
@@ -116,6 +118,8 @@ def _stream_counted(backend: Backend, messages: Messages, params: GenerationPara
         now = time.perf_counter()
         if chunk.prompt_tokens is not None:
             m.prompt_tokens = chunk.prompt_tokens
+        if chunk.threads is not None:  # what the generating thread really runs with
+            m.threads = chunk.threads
         if chunk.tokens and first_at is None:
             first_at = chunk.first_token_at or now
             m.ttft_s = first_at - t0
@@ -206,6 +210,7 @@ class Job:
     user_set: frozenset[str] = frozenset()  # the tunable settings the user set (kept with `recommended`)
     load: Callable[[], Backend] | None = None  # called in this side's worker when its turn comes
     seat: Seat | None = None  # its place in the account of running streams (taken by stream_pair)
+    runs_here: bool | None = None  # uses this CPU (threads.runs_here of its spec); None: ask its backend
 
 
 _DONE = object()
@@ -250,7 +255,8 @@ def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
         if job.backend is None and job.load is not None:
             _load(job, out)
         own = job.params or side_params(job.backend, params, job.recommended, job.user_set)
-        seat = seat or STREAMS.take(1)[0]
+        if seat is None and job.backend.runs_here:
+            seat = STREAMS.take(1)[0]
         out.put((job.side, "start", (time.perf_counter(), own)))
         for upd in stream_reply(job.backend, job.messages, own, job.stop, seat=seat):
             out.put((job.side, "update", upd))
@@ -284,7 +290,8 @@ def stream_pair(
             states[job.side].status, states[job.side].error = "error", job.error
     runnable = [j for j in (job_a, job_b) if not j.error]
     if not sequential:
-        for job, seat in zip(runnable, STREAMS.take(len(runnable))):
+        here = [j for j in runnable if (j.runs_here if j.runs_here is not None else j.backend is None or j.backend.runs_here)]
+        for job, seat in zip(here, STREAMS.take(len(here))):
             job.seat = seat
     out: queue.Queue = queue.Queue()
 

@@ -22,6 +22,15 @@ BACKENDS = ("transformers", "llamacpp", "openai")
 # gguf-*: the model directory exported once to that GGUF type and run by llama.cpp (loading/gguf_export.py)
 GGUF_DTYPES = ("gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 DTYPES = ("float32", "bfloat16", "float16", "int8", *GGUF_DTYPES)
+# llama.cpp's KV cache for each exported type: float32 keeps gguf-f32 exact; the 4- and 8-bit types keep
+# it in q8_0 (half of f16, what brings both seed models under 10 GiB; its drift is far below theirs)
+GGUF_KV_CACHE = {"gguf-f32": "f32", "gguf-f16": "f16", "gguf-q8_0": "q8_0", "gguf-q4_k_m": "q8_0"}
+KV_VALUE_BYTES = {"f32": 4, "f16": 2, "q8_0": 34 / 32}  # per cached value (q8_0: 32 values in 34 bytes)
+# tokens of conversation llama.cpp allocates KV cache for at load, unless a model's `context` says
+# otherwise: Ollama's long-time default, the transformers estimate's budget (loading/memory.KV_TOKENS),
+# and what lets both seed models fit 10 GiB (README, "Memory")
+LLAMACPP_CONTEXT = 2048
+MIN_CONTEXT = 256
 AUTO_DTYPE = "auto"  # nobody chose: the precision measured fastest on this machine (cpu_probe)
 CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
 
@@ -32,6 +41,13 @@ def check_threads(value, what: str) -> None:
         raise UserError(
             f"{what} must be a whole number of at least 1 (got {value!r}); leave it out for the thread policy"
         )
+
+
+def check_context(value, what: str) -> None:
+    """llama.cpp context for a model: None (LLAMACPP_CONTEXT) or a whole number of tokens, at least MIN_CONTEXT."""
+    if value is not None and not (type(value) is int and value >= MIN_CONTEXT):
+        raise UserError(f"{what} must be a whole number of tokens, at least {MIN_CONTEXT} (got {value!r}); "
+                        f"leave it out for {LLAMACPP_CONTEXT}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class ModelSpec:
     generation: dict = field(default_factory=dict)  # per-model defaults (GenerationParams fields)
     trust_remote_code: bool = False
     threads: int | None = None  # None: the engine's thread policy decides
+    context: int | None = None  # llama.cpp: tokens its KV cache holds, allocated at load (None: LLAMACPP_CONTEXT)
     remote_model: str | None = None  # openai backend: the server's model name
     api_key_env: str | None = None  # openai backend: env var holding the API key
     timeout_s: float = 60.0  # openai backend: connect/read timeout
@@ -60,6 +77,7 @@ class ModelSpec:
                 f"model {self.name!r}: unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}"
             )
         check_threads(self.threads, f"model {self.name!r}: threads")
+        check_context(self.context, f"model {self.name!r}: context")
         if self.dtype not in DTYPES + (AUTO_DTYPE,):
             raise UserError(f"model {self.name!r}: unknown dtype {self.dtype!r}; use one of "
                             f"{', '.join(DTYPES + (AUTO_DTYPE,))}")

@@ -65,6 +65,11 @@ class StreamAccount:
 STREAMS = StreamAccount()  # the one account of this process
 
 
+def runs_here(spec) -> bool:
+    """Whether a model's streams use this machine's CPU (a remote server's do not: no seat, no threads)."""
+    return spec.backend != "openai"
+
+
 def env_cap() -> int | None:
     value = os.environ.get(THREADS_ENV, "").strip()
     try:

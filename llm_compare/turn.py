@@ -16,6 +16,7 @@ from typing import Iterator
 from llm_compare.backends.base import Messages
 from llm_compare.engine import Job, PairState, require_prompt, stream_pair
 from llm_compare.params import GenerationParams
+from llm_compare.threads import runs_here
 
 SIDES = ("a", "b")
 
@@ -71,7 +72,8 @@ def prepare_turn(
         error = spec if isinstance(spec, str) else None
         label = (labels or {}).get(side) or (spec.label if error is None else side.upper())
         job = Job(side, None, messages_for(prompt, system, (histories or {}).get(side, ())), error=error,
-                  label=label, recommended=recommended, user_set=frozenset(user_set))
+                  label=label, recommended=recommended, user_set=frozenset(user_set),
+                  runs_here=error is not None or runs_here(spec))
         if stops and side in stops:
             job.stop = stops[side]
         if error is None:

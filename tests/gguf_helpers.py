@@ -13,12 +13,13 @@ from conftest import LEGACY_FIXTURES, build_tiny_chat_model
 GLM, QWEN = LEGACY_FIXTURES / "chatglm3-6b-tiny", LEGACY_FIXTURES / "qwen-7b-chat-tiny"
 
 
-def gguf_logits(path: Path, ids: list[int], positions: list[int]) -> torch.Tensor:
-    """llama.cpp's float32 logits (float32 KV cache) of `ids` at `positions`."""
+def gguf_logits(path: Path, ids: list[int], positions: list[int], **context) -> torch.Tensor:
+    """llama.cpp's logits of `ids` at `positions` (float32 KV cache unless `context` says otherwise)."""
     import llama_cpp
 
+    options = {"type_k": 0, "type_v": 0, "flash_attn": False} | context
     llm = llama_cpp.Llama(str(path), n_ctx=max(512, len(ids) + 8), logits_all=True, verbose=False,
-                          type_k=0, type_v=0, flash_attn=False, n_threads=1)
+                          n_threads=1, **options)
     try:
         llm.eval(ids)
         return torch.tensor(np.array(llm.scores[positions]))

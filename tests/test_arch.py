@@ -65,6 +65,41 @@ def test_legacy_fixture_counts(fixture):
     assert facts["decoder_only"] is True
 
 
+def stored_shape(directory, name: str) -> tuple[int, ...]:
+    """A tensor's shape as the checkpoint stores it (safetensors header, or a .bin shard memory-mapped)."""
+    index = next(directory.glob("*.index.json"), None)
+    shard = directory / (json.loads(index.read_text())["weight_map"][name] if index else "model.safetensors")
+    if shard.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(shard, "pt") as f:
+            return tuple(f.get_slice(name).get_shape())
+    return tuple(torch.load(shard, mmap=True, weights_only=True)[name].shape)
+
+
+def test_widths_of_a_native_model_and_a_gguf_are_their_mlp_tensors_shapes(tiny_model_dir):
+    """(hidden, MLP width) from config.json or the GGUF header's metadata, never the weights, equal the
+    down projection's stored shape."""
+    from llm_compare.architecture.read import source_widths
+    from llm_compare.loading import embedded_path
+    from llm_compare.loading.memory import gguf_tensor_shapes
+
+    assert source_widths(str(tiny_model_dir)) == stored_shape(tiny_model_dir, "model.layers.0.mlp.down_proj.weight")
+    down = gguf_tensor_shapes(embedded_path("smollm2"))["blk.0.ffn_down.weight"]  # innermost first: [mlp, hidden]
+    assert source_widths("embedded:smollm2") == down[::-1]
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fixture, down", [(CHATGLM3, "transformer.encoder.layers.0.mlp.dense_4h_to_h.weight"),
+                                           (QWEN, "transformer.h.0.mlp.c_proj.weight")], ids=["chatglm3", "qwen"])
+def test_widths_of_a_seed_checkpoint_are_its_mlp_tensors_shapes(fixture, down):
+    """The seed formats' own config keys: ChatGLM3's ffn_hidden_size, Qwen-1's intermediate_size that
+    counts both halves of its gated MLP (the width is half of it)."""
+    from llm_compare.architecture.read import source_widths
+
+    assert source_widths(str(fixture)) == stored_shape(fixture, down)  # [hidden, mlp]
+
+
 def test_embedded_gguf_counts(embedded_backend):
     facts = describe(ModelSpec(name="e", source="embedded:smollm2"))
     assert_counts_match(facts, embedded_backend.model)

@@ -13,6 +13,7 @@ from llm_compare.engine import Job, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
+from llm_compare.threads import STREAMS
 
 MESSAGES = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 GREEDY = GenerationParams(max_new_tokens=24, greedy=True)
@@ -182,9 +183,13 @@ def test_real_server_pane_against_transformers_pane(llama_server, backend):
     local_spec = ModelSpec(name="smollm2-fp32", source="embedded:smollm2", dtype="float32", threads=1)
     local = TransformersBackend(local_spec, load_model(local_spec))
     remote = OpenAIBackend(ModelSpec(name="server", source=llama_server, backend="openai", timeout_s=60))
+    before = STREAMS.running
     states = list(stream_pair(Job("a", remote, MESSAGES), Job("b", local, MESSAGES), GREEDY))
     a, b = states[-1].a, states[-1].b
     assert a.status == "done" and b.status == "done", (a.error, b.error)
+    # the server's stream uses another machine's CPU: no seat in the account, no thread count shown
+    assert a.metrics.threads is None and a.metrics.streams_running is None
+    assert b.metrics.streams_running == before + 1 and STREAMS.running == before
     assert a.metrics.new_tokens == GREEDY.max_new_tokens == b.metrics.new_tokens
     # llama-cpp-python's server sends no usage block when streaming: one chunk per token is counted
     assert a.metrics.prompt_tokens in (None, b.metrics.prompt_tokens)
@@ -232,3 +237,21 @@ def test_amx_probe_runs_once_and_is_cached(monkeypatch, tmp_path):
     assert state in (tmp_path / "probes" / "llama_amx.json").read_text()
     monkeypatch.setattr(llamacpp_amx.subprocess, "run", lambda *a, **k: pytest.fail("probed twice"))
     assert llamacpp_amx.amx_state(tmp_path / "m.gguf") == state
+
+
+def test_context_is_reserved_as_asked_and_a_longer_prompt_is_refused_with_the_fix():
+    """`context` (registry field, --context-a/-b) sizes llama.cpp's KV cache; a prompt that does not
+    fit is refused before generation and the message says how to get more."""
+    small = LlamaCppBackend(spec(context=256))
+    try:
+        llm = small._idle.get()
+        small._idle.put(llm)
+        assert llm.n_ctx() == 256 and small.context_length == 256
+        long = [{"role": "user", "content": "count the words: " + "one two three four five six " * 60}]
+        with pytest.raises(UserError, match=r"takes at most 256; .*larger `context`"):
+            list(stream_reply(small, long, GREEDY))
+        assert list(stream_reply(small, MESSAGES, GREEDY))[-1].done  # a short prompt still answers
+    finally:
+        small.close()
+    with pytest.raises(UserError, match="context must be a whole number of tokens, at least 256"):
+        spec(context=100)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from gguf_helpers import GLM, QWEN, build_wide_model, gguf_logits
 from test_legacy_weights import chat_cases, chat_messages, forward_cases  # the same cases as the transformers path
 from llm_compare.backends import open_backend
+from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
 from llm_compare.backends.transformers import TransformersBackend
 from llm_compare.engine import stream_reply
 from llm_compare.loading import load_model, resolve_source
@@ -122,3 +123,27 @@ def test_quantized_drift_is_bounded_and_streams(wide_model):
         assert "".join(u.delta for u in updates[:-1]) == updates[-2].text
     finally:
         backend.close()
+
+
+def test_quantized_types_keep_a_q8_0_kv_cache_whose_drift_is_small(wide_model):
+    """gguf-q8_0 / gguf-q4_k_m run with a q8_0 KV cache (half of f16: both seed models then fit 10 GiB),
+    where the heads are whole q8_0 blocks; the cache adds far less drift than the weights' own."""
+    assert kv_cache_kwargs("gguf-q4_k_m", 64) == {"type_k": 8, "type_v": 8, "flash_attn": True}
+    assert kv_cache_kwargs("gguf-q4_k_m", 16)["type_k"] == 1  # 16-wide heads: f16 (the tiny fixtures)
+    assert kv_cache_kwargs("gguf-f32", 64) == {"type_k": 0, "type_v": 0, "flash_attn": False}
+    backend = open_backend(spec_for(wide_model, "gguf-q4_k_m"))
+    try:
+        assert backend.open_kwargs == kv_cache_kwargs("gguf-q4_k_m", 64)  # 256 wide, 4 heads
+        ids = backend.prompt.encode([{"role": "user", "content": "Write a short poem about the sea."}])
+    finally:
+        backend.close()
+    positions = list(range(len(ids)))
+    source = resolve_source(str(wide_model))
+    f32 = gguf_logits(exported_gguf(source, "gguf-f32"), ids, positions)
+    q4 = exported_gguf(source, "gguf-q4_k_m")
+    exact_cache = gguf_logits(q4, ids, positions)
+    app_cache = gguf_logits(q4, ids, positions, **kv_cache_kwargs("gguf-q4_k_m", 64))
+    cache_drift = (app_cache - exact_cache).abs().max().item()
+    weight_drift = (exact_cache - f32).abs().max().item()
+    print(f"max |dlogit|: q8_0 KV cache {cache_drift:.4f}, q4_k_m weights {weight_drift:.4f}")
+    assert 0 < cache_drift < weight_drift / 4

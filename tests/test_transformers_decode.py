@@ -68,7 +68,17 @@ def test_weight_bytes_counts_int8_buffers_and_tied_weights_once():
     assert tensor_bytes(model) == 8 * 8 * 4
 
 
-def test_greedy_reply_unchanged_by_matvec_decode():
+def standard_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def test_greedy_reply_unchanged_by_matvec_decode_and_the_head_sees_standard_strides():
+    """The backend's decode changes (mv where it pays, a re-viewed input to the output head) leave
+    the greedy reply as plain `generate` makes it, and the head never gets the prompt-strided last row."""
     spec = ModelSpec(name="smollm2-bf16", source="embedded:smollm2", dtype="bfloat16", threads=1)
     loaded = load_model(spec)
     ids = torch.tensor([loaded.chat_format.encode(MESSAGES)])
@@ -78,6 +88,9 @@ def test_greedy_reply_unchanged_by_matvec_decode():
     backend = TransformersBackend(spec, loaded)  # switches the linears where mv pays on this CPU
     switched = [m for m in backend.model.modules() if isinstance(m, MatvecLinear)]
     assert all(matvec_pays(m.out_features, m.in_features) for m in switched)
+    seen = []  # registered after the backend's own hook, so it sees what the head multiplies
+    backend.model.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     chunks = list(backend.stream(MESSAGES, GenerationParams(max_new_tokens=24, greedy=True), threading.Event()))
     text = "".join(c.text for c in chunks)
     assert text == loaded.tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)
+    assert len(seen) >= 24 and all(x.stride() == standard_strides(x.shape) for x in seen)

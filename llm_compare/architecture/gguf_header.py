@@ -52,14 +52,20 @@ def transformers_class_for(arch: str) -> str | None:
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(arch)
 
 
+def native_keys(metadata) -> tuple[str, dict]:
+    """The architecture, and its llama.cpp keys under native config names (absent keys left out);
+    `metadata(key)` is a header value or None."""
+    arch = metadata("general.architecture") or "unknown"
+    cfg = {native: metadata(f"{arch}.{key}") for native, key in KEYS.items()}
+    return arch, {k: v for k, v in cfg.items() if v is not None}
+
+
 def read_gguf(path: Path) -> Reading:
     from llm_compare.loading.gguf import check_gguf
 
     header = check_gguf(path)  # a cut or foreign file: the project's one-line message
     meta = header.metadata
-    arch = meta.get("general.architecture") or "unknown"
-    cfg = {native: meta.get(f"{arch}.{key}") for native, key in KEYS.items()}
-    cfg = {k: v for k, v in cfg.items() if v is not None}
+    arch, cfg = native_keys(meta.get)
     table = {t.name: t.dims for t in header.tensors}
     untied = "output.weight" in table
     file_types = {"bytes": sum(t.nbytes() or 0 for t in header.tensors),

@@ -41,17 +41,24 @@ def qwen_long_context(raw: dict) -> list[str]:
     return tricks
 
 
+def legacy_config(source) -> tuple[dict, UserError | None]:
+    """The native config (as a dict) the legacy loader builds from a seed config.json; for a variant
+    it refuses, the raw values under native names, and the refusal."""
+    try:
+        return native_config(source.kind, source.config, source.path / "config.json").to_dict(), None
+    except UserError as e:
+        return {native: source.config.get(key) for native, key in RAW_KEYS[source.kind].items()}, e
+
+
 def read_legacy(source) -> Reading:
     family, cls, model_type = FAMILIES[source.kind]
-    raw, where = source.config, source.path / "config.json"
+    raw = source.config
     notes: list[str] = []
-    try:
-        cfg = native_config(source.kind, raw, where).to_dict()
-        via = f"legacy remap ({source.kind} config.json → {cls}; no remote code)"
-    except UserError as e:
-        cfg = {native: raw.get(key) for native, key in RAW_KEYS[source.kind].items()}
+    cfg, refused = legacy_config(source)
+    via = f"legacy remap ({source.kind} config.json → {cls}; no remote code)"
+    if refused:
         cls, via = None, "not loadable natively"
-        notes.append(str(e))
+        notes.append(str(refused))
     if source.kind == "qwen" and cfg.get("head_dim") is None:
         cfg["head_dim"] = raw.get("kv_channels")  # Qwen2Config derives it; Qwen-1 states it here
     facts = shape_facts(cfg, model_type, notes)

@@ -130,6 +130,28 @@ def resolve_for_facts(source_text: str):
         return Source("hf_dir", path, config=read_config(path))
 
 
+def source_widths(source_text: str) -> tuple[int, int] | None:
+    """(hidden, MLP width) of a model as the project loads it, from its config.json or GGUF header
+    (no weights read), through the same config mappings as the architecture readers (Qwen-1's
+    intermediate_size counts both halves of its gated MLP: the legacy mapping halves it).
+    None when the source does not state both; UserError when nothing can be read."""
+    source = resolve_for_facts(source_text)
+    if source.kind == "gguf":
+        from llm_compare.architecture.gguf_header import native_keys
+        from llm_compare.loading.gguf import check_gguf
+
+        cfg = native_keys(check_gguf(source.path).metadata.get)[1]
+    elif source.kind in ("chatglm3", "qwen"):
+        from llm_compare.architecture.legacy import legacy_config
+
+        cfg = legacy_config(source)[0]
+    else:
+        raw = source.config or {}
+        cfg = native_names(raw, raw.get("model_type"))
+    hidden, mlp = cfg.get("hidden_size"), cfg.get("intermediate_size")
+    return (hidden, mlp) if isinstance(hidden, int) and isinstance(mlp, int) else None
+
+
 def native_names(raw: dict, model_type) -> dict:
     """The config with the class's own aliases (GPT-2's n_layer, n_head, ...) under the native names."""
     try:

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.specs import ModelSpec
+from llm_compare.threads import runs_here
 
 Messages = list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
@@ -26,6 +27,7 @@ class Chunk:
     tokens: int  # new tokens this chunk accounts for (0 allowed: text flushed late)
     first_token_at: float | None = None  # time.perf_counter() of the first new token, when known
     prompt_tokens: int | None = None  # known only to some backends, reported once
+    threads: int | None = None  # CPU threads its generating thread runs with, read there (None: not local)
 
 
 class Backend(ABC):
@@ -33,6 +35,7 @@ class Backend(ABC):
 
     spec: ModelSpec
     context_length: int | None = None
+    context_fix: str = ""  # how a user gets a longer context, for the too-long message ("" when fixed)
     load_seconds: float = 0.0  # how long loading this backend took (`ask --json`: "load_s")
     resident_bytes: int = 0  # memory the loaded weights added to the process (RSS delta)
     weight_bytes: int | None = None  # every byte of the weights (parameters and buffers): sizes, ceilings
@@ -41,6 +44,10 @@ class Backend(ABC):
     @property
     def label(self) -> str:
         return self.spec.label
+
+    @property
+    def runs_here(self) -> bool:
+        return runs_here(self.spec)
 
     @abstractmethod
     def count_prompt_tokens(self, messages: Messages) -> int | None:

@@ -30,9 +30,9 @@ from llm_compare.errors import UserError
 from llm_compare.machine import rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
+from llm_compare.specs import LLAMACPP_CONTEXT
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
-DEFAULT_CONTEXT = 4096  # KV cache size; prompts + replies beyond the model's trained context are refused
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
 
 
@@ -147,13 +147,17 @@ class LlamaCppBackend(Backend):
         first = self._open()
         self.load_seconds = time.perf_counter() - t0
         self.resident_bytes = max(0, rss() - before)
-        self.context_length = min(first.n_ctx(), first._model.n_ctx_train() or first.n_ctx())
+        trained = first._model.n_ctx_train() or first.n_ctx()
         if text is None:
             self.prompt = GgufPrompt(first, spec.chat_format, self.path)
         else:
             self.prompt = text.chat_format
             self.drops_last_token = getattr(text.chat_format, "drops_last_token", False)
-            self.context_length = min(self.context_length, text.context_length or self.context_length)
+            trained = min(trained, text.context_length or trained)
+        self.context_length = min(first.n_ctx(), trained)
+        if self.context_length < trained:
+            self.context_fix = (f", or give {spec.name!r} a larger `context` in the model registry (it takes up "
+                                f"to {trained} tokens; llama.cpp reserves the memory for them at load)")
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._idle.put(first)
         self._count = 1
@@ -165,15 +169,12 @@ class LlamaCppBackend(Backend):
         threads = threads_for_stream(self.thread_spec, 1, self._best_threads)
         LLAMACPP_RAN.set()  # a llama.cpp context runs OpenMP work from creation on (threads.py)
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_ctx=DEFAULT_CONTEXT,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
+            options = {
+                "n_ctx": self.spec.context or LLAMACPP_CONTEXT,  # KV cache size; prompts + replies beyond it are refused
+                "n_threads": threads, "n_threads_batch": threads, "verbose": False,
                 **llama_kwargs(self.path),  # AMX handling for this machine (llamacpp_amx.py)
-                **self.open_kwargs,
-            )
+            }
+            llm = llama_cpp.Llama(model_path=str(self.path), **options | self.open_kwargs)
         except (ValueError, RuntimeError, OSError) as e:
             raise UserError(
                 f"llama.cpp cannot load {self.path} ({e}); check it is a complete GGUF file of an "
@@ -249,23 +250,30 @@ class LlamaCppBackend(Backend):
         n_threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())
 
         def generate(emit):
+            import llama_cpp
+
             llm = self._acquire(stop)
             if llm is None:
                 return
+
+            def emit_counted(item):  # with the threads this instance's context runs with now
+                emit((*item, llama_cpp.llama_n_threads(llm._ctx.ctx)))
+
             try:
                 if self.text is not None:
                     from llm_compare.backends.llamacpp_exported import generate_ids
 
                     llama_cpp_threads(llm, n_threads)
-                    generate_ids(llm, ids, params, stop, self.text, emit)
+                    generate_ids(llm, ids, params, stop, self.text, emit_counted)
                 else:
-                    self._generate(llm, ids, params, stop, n_threads, emit)
+                    self._generate(llm, ids, params, stop, n_threads, emit_counted)
             finally:
                 self._idle.put(llm)
 
         first = True
-        for text, tokens, first_at in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
-            yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None)
+        for text, tokens, first_at, ran_with in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
+            yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None,
+                        threads=ran_with)
             first = False
 
     def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit) -> None:

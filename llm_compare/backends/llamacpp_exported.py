@@ -18,6 +18,7 @@ import numpy as np
 
 from llm_compare.backends.base import TUNABLE
 from llm_compare.params import GenerationParams
+from llm_compare.specs import GGUF_KV_CACHE
 
 
 @dataclass
@@ -158,21 +159,34 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
         emit((tail, 0, first_at))
 
 
+GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids of the KV cache types (ggml.h)
+Q8_0_BLOCK = 32  # values per q8_0 block
+
+
+def kv_cache_kwargs(dtype: str, head_dim: int) -> dict:
+    """llama.cpp context options for an exported type's KV cache (specs.GGUF_KV_CACHE says which and why).
+    f32 keeps flash attention off (an f16 KV cache alone moves logits by ~1e-3); a quantized V cache
+    needs it on, and heads whose width is a whole number of q8_0 blocks (32 values) — else f16."""
+    kind = GGUF_KV_CACHE[dtype]
+    if kind == "q8_0" and head_dim % Q8_0_BLOCK:
+        kind = "f16"
+    return {"type_k": GGML_TYPES[kind], "type_v": GGML_TYPES[kind], "flash_attn": kind != "f32"}
+
+
 def open_exported(spec, progress=None):
     """The backend for a model directory at a gguf-* dtype: the config and our tokenizer (read first,
     so a broken directory fails before any export), the cached or freshly exported GGUF, llama.cpp."""
     from llm_compare.backends.llamacpp import LlamaCppBackend
     from llm_compare.errors import UserError
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_arch import plan_export
+    from llm_compare.loading.gguf_arch import head_dim, plan_export
     from llm_compare.loading.gguf_export import discard, exported_gguf, terminal_progress
 
     source = resolve_source(spec.source)
-    plan_export(source)  # refuses what the exporter does not cover, before anything is read
+    plan = plan_export(source)  # refuses what the exporter does not cover, before anything is read
     text = text_side(source, spec)
     progress = progress or terminal_progress()
-    # float32 end to end: an f16 KV cache alone moves logits by ~1e-3
-    kwargs = {"type_k": 0, "type_v": 0, "flash_attn": False} if spec.dtype == "gguf-f32" else {}
+    kwargs = kv_cache_kwargs(spec.dtype, head_dim(plan.config))
     path = exported_gguf(source, spec.dtype, progress)
     try:
         return LlamaCppBackend(spec, path=path, text=text, open_kwargs=kwargs)

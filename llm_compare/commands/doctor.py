@@ -176,7 +176,7 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
     estimates = {}
     for dtype in dtypes:
         try:
-            est = estimate(spec.source, dtype, spec.backend)
+            est = estimate(spec.source, dtype, spec.backend, spec.context)
         except UserError as e:
             report.problem(str(e))
             return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llm_compare.params import TUNABLE, GenerationParams, settings_from_input
-from llm_compare.specs import DTYPES, check_threads, load_registry
+from llm_compare.specs import DTYPES, LLAMACPP_CONTEXT, check_context, check_threads, load_registry
 
 
 def add_model_args(p) -> None:
@@ -16,6 +16,9 @@ def add_model_args(p) -> None:
     p.add_argument("--dtype-b", choices=DTYPES, help="override side B's precision")
     p.add_argument("--threads-a", type=int, help="CPU threads for side A (default: thread policy)")
     p.add_argument("--threads-b", type=int, help="CPU threads for side B")
+    p.add_argument("--context-a", type=int, help=f"llama.cpp: tokens of context side A reserves at load "
+                   f"(default {LLAMACPP_CONTEXT}; Qwen-7B: 0.27 GiB per 1024 tokens in gguf-q4_k_m)")
+    p.add_argument("--context-b", type=int, help="the same for side B")
     p.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -27,6 +30,7 @@ def check_model_args(args) -> None:
     """The model flags' values, refused the same way by the CLI and the app."""
     for side in ("a", "b"):
         check_threads(getattr(args, f"threads_{side}", None), f"--threads-{side}")
+        check_context(getattr(args, f"context_{side}", None), f"--context-{side}")
 
 
 def specs_from_args(args):
@@ -39,6 +43,7 @@ def specs_from_args(args):
         spec = spec.with_overrides(
             dtype=getattr(args, f"dtype_{side}", None),
             threads=getattr(args, f"threads_{side}", None),
+            context=getattr(args, f"context_{side}", None),
             trust_remote_code=True if getattr(args, "trust_remote_code", False) else None,
         )
         specs.append(spec)

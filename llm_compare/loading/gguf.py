@@ -5,7 +5,7 @@ download) fails here with one line, before transformers or llama.cpp read it and
 `struct.error` or a crash. The header lists every tensor's type, shape and offset, so the bytes the
 tensor data needs are known: a file shorter than that is refused.
 
-The metadata comes along as plain Python values; the big string arrays (the vocabulary, the merges)
+The metadata comes along as plain Python values; arrays (the vocabulary, the merges, token types)
 only when asked for by key, so the check stays cheap. One pass of `struct` reads: ≈0.2 s for a
 49k-token vocabulary, where `gguf.GGUFReader` builds a numpy view per value (≈4 s).
 """
@@ -19,8 +19,9 @@ from pathlib import Path
 
 from llm_compare.errors import UserError
 
+# metadata value type → struct format (uint8 int8 uint16 int16 uint32 int32 float32 bool uint64 int64 float64)
 SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-SCALAR_BYTES = {kind: struct.calcsize("<" + fmt) for kind, fmt in SCALAR_FORMATS.items()}  # value type → bytes
+SCALAR_BYTES = {kind: struct.calcsize("<" + fmt) for kind, fmt in SCALAR_FORMATS.items()}
 STRING, ARRAY = 8, 9
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # ggml tensors have at most four
@@ -57,7 +58,7 @@ class GgufHeader:
     version: int
     tensors: tuple[GgufTensor, ...]
     data_start: int  # file offset of the (aligned) tensor data section
-    metadata: dict = field(default_factory=dict, compare=False)  # key → value; unrequested string arrays left out
+    metadata: dict = field(default_factory=dict)  # numbers and strings; arrays (the vocabulary) only when asked for
 
     def data_end(self) -> int:
         """The file size the tensors need (unknown tensor types count up to their offset)."""
@@ -87,22 +88,19 @@ class _Reader:
     def string(self) -> bytes:
         return self.take(self.num("Q"))
 
-    def value(self, kind: int, strings: bool):
-        """One metadata value; a string array only when `strings`, else skipped (None)."""
+    def value(self, kind: int, array: bool = False):
+        """A number or string value; an array only when `array` (else skipped: None)."""
         if kind in SCALAR_FORMATS:
             return self.num(SCALAR_FORMATS[kind])
         if kind == STRING:
-            return self.string().decode("utf-8")
-        if kind != ARRAY:
-            raise ValueError(f"unknown metadata value type {kind}")
+            return self.string().decode("utf-8", "replace")
+        if kind != ARRAY or not array:
+            self.skip_value(kind)
+            return None
         item, count = self.num("I"), self.num("Q")
         if item in SCALAR_FORMATS:
             return list(struct.unpack(f"<{count}{SCALAR_FORMATS[item]}", self.take(count * SCALAR_BYTES[item])))
-        if item == STRING and strings:
-            return [self.string().decode("utf-8") for _ in range(count)]
-        for _ in range(count):
-            self.skip_value(item)
-        return None
+        return [self.value(item) for _ in range(count)]
 
     def skip_value(self, kind: int) -> None:
         if kind in SCALAR_BYTES:
@@ -120,9 +118,9 @@ class _Reader:
             raise ValueError(f"unknown metadata value type {kind}")
 
 
-def read_header(path: Path, string_arrays: frozenset[str] = frozenset()) -> GgufHeader:
+def read_header(path: Path, arrays: frozenset[str] = frozenset()) -> GgufHeader:
     """Parse the header; EOFError when the file ends inside it, ValueError when it is not GGUF.
-    String arrays are read for the keys in `string_arrays` only."""
+    Arrays are read for the keys in `arrays` only."""
     with open(path, "rb") as f:
         r = _Reader(f, Path(path).stat().st_size)
         if f.read(4) != b"GGUF":
@@ -133,12 +131,12 @@ def read_header(path: Path, string_arrays: frozenset[str] = frozenset()) -> Gguf
         n_tensors, n_kv = r.num("Q"), r.num("Q")
         metadata = {}
         for _ in range(n_kv):
-            key, kind = r.string().decode("utf-8"), r.num("I")
-            value = r.value(kind, key in string_arrays)
+            key, kind = r.string().decode("utf-8", "replace"), r.num("I")
+            value = r.value(kind, key in arrays)
             if value is not None:
                 metadata[key] = value
-        alignment = metadata.get("general.alignment") if isinstance(metadata.get("general.alignment"), int) else 0
-        alignment = alignment or DEFAULT_ALIGNMENT
+        alignment = metadata.get("general.alignment")
+        alignment = alignment if isinstance(alignment, int) and alignment > 0 else DEFAULT_ALIGNMENT
         tensors = []
         for _ in range(n_tensors):
             name, n_dims = r.string().decode("utf-8"), r.num("I")
@@ -150,20 +148,20 @@ def read_header(path: Path, string_arrays: frozenset[str] = frozenset()) -> Gguf
         return GgufHeader(version, tuple(tensors), start, metadata)
 
 
-def check_gguf(path: Path, string_arrays: frozenset[str] = frozenset()) -> GgufHeader:
+def check_gguf(path: Path, arrays: frozenset[str] = frozenset()) -> GgufHeader:
     """The header of a complete GGUF file; a UserError naming the problem for a cut or foreign file.
-    `string_arrays`: the metadata string arrays to read too (e.g. the vocabulary)."""
+    `arrays`: the metadata arrays to read too (e.g. the vocabulary)."""
     path = Path(path)
     st = path.stat()
-    return _checked(path, st.st_size, st.st_mtime_ns, frozenset(string_arrays))
+    return _checked(path, st.st_size, st.st_mtime_ns, frozenset(arrays))
 
 
 @functools.lru_cache(maxsize=32)
-def _checked(path: Path, size: int, mtime_ns: int, string_arrays: frozenset[str]) -> GgufHeader:
+def _checked(path: Path, size: int, mtime_ns: int, arrays: frozenset[str]) -> GgufHeader:
     """Cached per size and mtime: a changed file is re-read."""
     redo = "download or copy it again"
     try:
-        header = read_header(path, string_arrays)
+        header = read_header(path, arrays)
     except EOFError:
         raise UserError(
             f"{path.name} ends inside its GGUF header ({size} bytes): the file was cut short; {redo}"

@@ -25,7 +25,7 @@ import torch
 from llm_compare.loading.gguf import GgufHeader, GgufTensor
 from llm_compare.loading.gguf_arch import LAYER_NAMES, TOP_NAMES
 
-VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges"})
+VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types
 # pre-tokenizer names whose split is GPT-2's own (transformers gives other names their own regex)
 GPT2_SPLIT_PRE = {None, "default", "gpt2", "smollm"}

@@ -4,7 +4,8 @@ Two 6–7B models in bfloat16 need ≈ 28 GB and do not fit a 24 GiB machine tog
 checks before it reads any weights and tells the user which option fits (int8 weights, or one
 model resident at a time). Estimates come from the config (no weights are read):
 
-    resident = weights + RUNTIME_OVERHEAD + KV cache for KV_TOKENS tokens
+    resident = weights + RUNTIME_OVERHEAD + KV cache (KV_TOKENS tokens in transformers; llama.cpp's
+               whole LLAMACPP_CONTEXT at load, in its cache type: specs.GGUF_KV_CACHE)
 
 weights: parameters × bytes per parameter; under int8 the linear layers inside the blocks take
 1 byte per weight plus one bfloat16 scale per output row, while embeddings, lm_head, norms and
@@ -22,6 +23,7 @@ import psutil
 import torch
 
 from llm_compare.errors import UserError
+from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT
 
 GiB = 1024**3
 MiB = 1024**2
@@ -182,12 +184,14 @@ def _product(dims) -> int:
     return n
 
 
-def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transformers") -> Estimate | None:
-    """Estimate for a config dict, a model path / source string, or None when unknowable (hub, remote)."""
+def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transformers",
+             context: int | None = None) -> Estimate | None:
+    """Estimate for a config dict, a model path / source string, or None when unknowable (hub, remote).
+    `context`: a llama.cpp model's KV cache in tokens (ModelSpec.context; None: LLAMACPP_CONTEXT)."""
     if backend == "openai":
         return None
     if isinstance(source_or_config, dict):
-        return _estimate_count(count_parameters(source_or_config), dtype)
+        return _estimate_count(count_parameters(source_or_config), dtype, context)
     from llm_compare.loading import resolve_source
 
     source = resolve_source(str(source_or_config))
@@ -197,15 +201,24 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
         count = count_gguf(source.path)
         if backend == "llamacpp":  # llama.cpp maps the file as is, plus its f16 KV cache
             size = source.path.stat().st_size
-            extra = RUNTIME_OVERHEAD + count.kv_per_token * KV_TOKENS * 2
+            extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, "f16", context=context)
             return Estimate(count.total, size, size + extra, size + extra)
-        return _estimate_count(count, dtype)
-    return _estimate_count(count_parameters(source.config), dtype)
+        return _estimate_count(count, dtype, context)
+    return _estimate_count(count_parameters(source.config), dtype, context)
 
 
-def _estimate_count(count: ParamCount, dtype: str) -> Estimate:
+def kv_cache_bytes(count: ParamCount, llamacpp_kv: str | None = None, dtype: str = "bfloat16",
+                   context: int | None = None) -> int:
+    """KV cache: llama.cpp allocates its whole context at load in its cache type; transformers grows
+    its cache in the model's dtype, budgeted at KV_TOKENS (a long conversation)."""
+    if llamacpp_kv:
+        return int(count.kv_per_token * (context or LLAMACPP_CONTEXT) * KV_VALUE_BYTES[llamacpp_kv])
+    return count.kv_per_token * KV_TOKENS * (4 if dtype == "float32" else 2)
+
+
+def _estimate_count(count: ParamCount, dtype: str, context: int | None = None) -> Estimate:
     weights = weight_bytes(count, dtype)
-    extra = RUNTIME_OVERHEAD + count.kv_per_token * KV_TOKENS * (4 if dtype in ("float32", "gguf-f32") else 2)
+    extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, GGUF_KV_CACHE.get(dtype), dtype, context)
     loaded_as = weight_bytes(count, "bfloat16") if dtype == "int8" else weights
     return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra)
 
@@ -224,7 +237,7 @@ def _accounted(backend) -> int:
     """What a loaded backend holds: its measured RSS growth, or the estimate when that is larger
     (memory-mapped weights count as reclaimable "available" memory although they are in use)."""
     try:
-        est = estimate(backend.spec.source, backend.spec.dtype, backend.spec.backend)
+        est = estimate(backend.spec.source, backend.spec.dtype, backend.spec.backend, backend.spec.context)
     except UserError:
         est = None
     return max(int(getattr(backend, "resident_bytes", 0) or 0), est.resident_bytes if est else 0)
@@ -246,7 +259,7 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
     if spec.backend == "openai" or os.environ.get(SKIP_ENV):
         return None
     try:
-        est = estimate(spec.source, spec.dtype, spec.backend)
+        est = estimate(spec.source, spec.dtype, spec.backend, spec.context)
     except UserError:  # cannot size it (bad path, odd config): the loader reports its own problem
         return None
     if est is None:
@@ -266,7 +279,7 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
         # "auto" (not resolved yet) is sized as its smallest candidate, bfloat16
         start = DTYPE_FALLBACKS.index("bfloat16" if spec.dtype in ("float16", "auto") else spec.dtype) + 1
         for dtype in DTYPE_FALLBACKS[start:]:
-            smaller = estimate(spec.source, dtype)
+            smaller = estimate(spec.source, dtype, context=spec.context)
             if smaller.peak_bytes <= free:
                 fixes.append(f"use dtype {dtype} (≈{gib(smaller.resident_bytes)})")
                 break

@@ -27,6 +27,7 @@ def context_from_args(args) -> AppContext:
         model_b=args.model_b,
         threads={"a": args.threads_a, "b": args.threads_b},
         dtypes={"a": args.dtype_a, "b": args.dtype_b},
+        contexts={"a": args.context_a, "b": args.context_b},
     )
     for side in ("a", "b"):  # fail at startup, not at the first Send
         ctx.spec(getattr(args, f"model_{side}"), side)

@@ -35,12 +35,14 @@ class AppContext:
     model_b: str | None = None
     threads: dict = field(default_factory=dict)  # side -> --threads-a/-b override
     dtypes: dict = field(default_factory=dict)  # side -> --dtype-a/-b override
+    contexts: dict = field(default_factory=dict)  # side -> --context-a/-b override
     one_at_a_time: bool = False  # --one-model-at-a-time: pool keeps one model; turns run A then B
     trust_remote_code: bool = False  # --trust-remote-code: the user's explicit permission
 
     def spec(self, name: str | None, side: str) -> ModelSpec:
         spec = self.registry.resolve(name, side)
         return spec.with_overrides(threads=self.threads.get(side), dtype=self.dtypes.get(side),
+                                   context=self.contexts.get(side),
                                    trust_remote_code=True if self.trust_remote_code else None)
 
     def available_names(self) -> list[str]:
@@ -191,8 +193,14 @@ def format_stats(st: SideState | None) -> str:
     ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "–"
     rate = f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "–"
     mem = f"{m.peak_rss_bytes / 2**30:.2f} GiB" if m.peak_rss_bytes else "–"
-    threads = f" · {m.threads} thread{'s' if m.threads != 1 else ''}" if m.threads else ""
+    threads = f" · {_counted(m.threads, 'thread')}" if m.threads else ""
+    if m.threads and m.streams_running:  # why a stream has fewer threads than cores: others share them
+        threads += f" ({_counted(m.streams_running, 'stream')} on this CPU)"
     return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}{threads}"
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def pane_text(st: SideState) -> str:
