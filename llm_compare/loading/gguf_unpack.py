@@ -69,7 +69,7 @@ def not_covered(header: GgufHeader) -> str | None:
         return f"tokenizer {meta.get('tokenizer.ggml.model')!r} (the fast conversion covers byte-level BPE)"
     if meta.get("tokenizer.ggml.pre") not in GPT2_SPLIT_PRE:
         return f"pre-tokenizer {meta.get('tokenizer.ggml.pre')!r}"
-    if not VOCAB_KEYS <= set(meta):
+    if not {"tokenizer.ggml.tokens", "tokenizer.ggml.merges"} <= set(meta):  # token types may be absent
         return "no tokens or merges in its metadata"
     if any(key.startswith("llama.rope.scaling") for key in meta):
         return "rope scaling"
