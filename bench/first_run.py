@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=0.0, help="seconds between the page coming up and Send")
     ap.add_argument("--prompt", default="Hi! What can you do?")
     ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary cache (≈0.6 GB) and app.log")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from llm_compare.machine import cpu_model
@@ -98,6 +100,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if not args.keep:
+            shutil.rmtree(cache, ignore_errors=True)
     print(f"# first run on an empty cache; CPU {cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"page up {up:.1f} s after launch; Send after {args.idle:.0f} s idle")
     for side in "ab":
