@@ -271,6 +271,13 @@ def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
         out.put((job.side, _DONE, None))
 
 
+def _initial_state(job: Job) -> SideState:
+    st = SideState(side=job.side, label=job.label or (job.backend.label if job.backend else job.side))
+    if job.error:
+        st.status, st.error = "error", job.error
+    return st
+
+
 def stream_pair(
     job_a: Job, job_b: Job, params: GenerationParams, *, sequential: bool = False, tick_s: float = 0.1
 ) -> Iterator[PairState]:
@@ -281,13 +288,7 @@ def stream_pair(
     loads it in its own worker, the load showing in its pane. Each side's failure is confined to that
     side. Closing the iterator stops both sides and waits for their workers to end.
     """
-    states = {}
-    for job in (job_a, job_b):
-        states[job.side] = SideState(
-            side=job.side, label=job.label or (job.backend.label if job.backend else job.side)
-        )
-        if job.error:
-            states[job.side].status, states[job.side].error = "error", job.error
+    states = {job.side: _initial_state(job) for job in (job_a, job_b)}
     runnable = [j for j in (job_a, job_b) if not j.error]
     if not sequential:
         here = [j for j in runnable if (j.runs_here if j.runs_here is not None else j.backend is None or j.backend.runs_here)]

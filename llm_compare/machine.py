@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -51,11 +55,18 @@ def machine_key(*parts: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+BUSY_SHARE = 0.25  # other processes using more of the CPU than this during a probe: don't keep it
+TICK_S = 0.01  # the kernel's CPU-time accounting step (USER_HZ = 100)
+_UNCACHED: dict[tuple[str, str], object] = {}  # measured while the machine was busy: this process only
+
+
 def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
     """`measure()` once per machine and `key`, kept in `<cache>/probes/<name>.json`.
 
     The result must be JSON-serialisable. A cache that cannot be written only means measuring
-    again next time.
+    again next time. A measurement taken while other processes kept more than BUSY_SHARE of the
+    CPU busy (a test suite, a build: llama.cpp on all cores ran 10x slower beside one here) is used
+    by this process but not written, so the next start measures again.
     """
     path = cache_root() / "probes" / f"{name}.json"
     try:
@@ -64,13 +75,42 @@ def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
             known = {}
     except (OSError, ValueError):
         known = {}
-    if key not in known:
-        known[key] = measure()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(known))
-            tmp.replace(path)
-        except OSError:
-            pass
-    return known[key]
+    if key in known:
+        return known[key]
+    if (name, key) in _UNCACHED:
+        return _UNCACHED[name, key]
+    result, others = measured_with_others_share(measure)
+    if others > BUSY_SHARE:
+        log.info("probe %s measured while other processes used %.0f%% of the CPU: not cached", name, 100 * others)
+        _UNCACHED[name, key] = result
+        return result
+    known[key] = result
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return result
+
+
+def measured_with_others_share(measure: Callable[[], object]) -> tuple[object, float]:
+    """`measure()` and the share of the whole CPU (0..1) other processes used meanwhile."""
+    me = psutil.Process()
+
+    def busy() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def own() -> float:
+        t = me.cpu_times()
+        return t.user + t.system
+
+    cores = psutil.cpu_count() or 1
+    busy0, own0, t0 = busy(), own(), time.monotonic()
+    result = measure()
+    wall = (time.monotonic() - t0) * cores
+    # the kernel counts CPU time in ticks (10 ms): allow two per core, or a short probe looks busy
+    others = (busy() - busy0) - (own() - own0) - 2 * TICK_S * cores
+    return result, max(0.0, others / wall) if wall > 0 else 0.0

@@ -19,6 +19,7 @@ from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
 from llm_compare.backends.transformers import TransformersBackend
 from llm_compare.engine import stream_reply
 from llm_compare.loading import load_model, resolve_source
+from llm_compare.loading.gguf import check_gguf
 from llm_compare.loading.gguf_export import exported_gguf
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
@@ -87,6 +88,9 @@ def test_native_llama_model_matches_transformers(tiny_model_dir, tiny_backend):
     backend = open_backend(spec_for(tiny_model_dir))
     try:
         assert backend.prompt.encode(messages) == ids
+        # the file carries the directory's chat template (transformers 5 keeps it in chat_template.jinja)
+        template = check_gguf(backend.path).metadata.get("tokenizer.chat_template")
+        assert template and template == tiny_backend.tokenizer.chat_template
         logits = gguf_logits(backend.path, ids, list(range(len(ids))))
         assert (logits - expected).abs().max().item() <= 1e-3
         params = GenerationParams(max_new_tokens=12, greedy=True)

@@ -168,6 +168,9 @@ def hf_vocab(directory: Path) -> Vocab:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     ids = {name: vocab.get(_token_text(config.get(f"{name}_token"))) for name in ("bos", "eos", "unk", "pad")}
     template = config.get("chat_template") if isinstance(config.get("chat_template"), str) else None
+    jinja = directory / "chat_template.jinja"  # where transformers 5 saves a template
+    if template is None and jinja.is_file():
+        template = jinja.read_text(encoding="utf-8")
     if byte_level and model.get("type") == "BPE":
         return Vocab("gpt2", tokens, types, pre="default", merges=merges, special=ids,
                      add_bos=bool(config.get("add_bos_token")), chat_template=template)
