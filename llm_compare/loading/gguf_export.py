@@ -34,7 +34,7 @@ from llm_compare.loading.gguf_arch import ExportPlan, plan_export
 from llm_compare.loading.gguf_write import Progress, quantize, write_gguf
 
 log = logging.getLogger(__name__)
-EXPORTER_VERSION = "1"  # bump when the written files change meaning
+EXPORTER_VERSION = "2"  # bump when the written files change meaning (2: chat_template.jinja templates)
 # dtype -> (written by us in mode, then quantized by llama.cpp to, bytes per parameter)
 GGUF_TYPES = {
     "gguf-f32": ("f32", None, 4.0),
