@@ -167,9 +167,10 @@ def llama_server(tmp_path_factory):
 
 
 def start_app(args: list[str], workdir: Path):
-    """`python app.py ARGS` on a free port (context manager yielding its URL)."""
+    """`python app.py ARGS` on a free port (context manager yielding its URL), with Gradio's defaults
+    as a user has them (usage statistics on: `launch()` then compares themes, which once crashed)."""
     port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"} | {"PYTHONUNBUFFERED": "1"}
     env.setdefault("LLM_COMPARE_CACHE", str(Path.home() / ".cache" / "llm_compare"))
     url = f"http://127.0.0.1:{port}"
 

@@ -38,4 +38,12 @@ def create_app(args) -> tuple[gr.Blocks, dict]:
     ctx = context_from_args(args)
     convert_in_background([ctx.spec(args.model_a, "a"), ctx.spec(args.model_b, "b")])  # one-time work, before Send
     demo = build_app(ctx, concurrency=args.concurrency)
-    return demo, {"css": CSS, "theme": gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Noto Sans CJK SC", "sans-serif"], font_mono=["ui-monospace", "monospace"]), "footer_links": ["api", "gradio"]}
+    return demo, {"css": CSS, "theme": app_theme(), "footer_links": ["api", "gradio"]}
+
+
+def app_theme():
+    """Gradio's Soft theme with local fonts (CJK included; nothing fetched). Font objects, not strings:
+    `launch()` compares the theme with its built-in ones (for its usage statistics, on by default) and
+    crashed on plain strings."""
+    fonts = [gr.themes.Font(name) for name in ("ui-sans-serif", "system-ui", "Noto Sans CJK SC", "sans-serif")]
+    return gr.themes.Soft(font=fonts, font_mono=[gr.themes.Font("ui-monospace"), gr.themes.Font("monospace")])
