@@ -330,3 +330,29 @@ def test_pool_refuses_a_model_that_cannot_fit_before_reading_weights(tmp_path, m
     with pytest.raises(UserError, match=r"Qwen-7B-Chat needs ≈31\.0 GiB in float32 but .* is available"):
         pool.get(spec)
     assert pool.loaded() == []
+
+
+def test_gguf_header_keeps_per_layer_numbers_and_skips_the_vocabulary_unless_asked(tmp_path):
+    """Small numeric arrays (per-layer head counts of some GGUFs) come with the header; the
+    vocabulary (large, strings) only when asked for: the header stays fast to read."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    from llm_compare.loading.gguf import read_header
+
+    path = tmp_path / "per-layer.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_block_count(3)
+    writer.add_head_count_kv([4, 4, 2])
+    writer.add_token_list([f"t{i}" for i in range(3000)])
+    writer.add_array("llama.long_numbers", list(range(5000)))
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    meta = read_header(path).metadata
+    assert meta["llama.attention.head_count_kv"] == [4, 4, 2] and meta["llama.block_count"] == 3
+    assert "tokenizer.ggml.tokens" not in meta and "llama.long_numbers" not in meta
+    asked = read_header(path, arrays=frozenset({"tokenizer.ggml.tokens", "llama.long_numbers"})).metadata
+    assert asked["tokenizer.ggml.tokens"][2999] == "t2999" and asked["llama.long_numbers"][-1] == 4999

@@ -24,6 +24,7 @@ SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?"
 SCALAR_BYTES = {kind: struct.calcsize("<" + fmt) for kind, fmt in SCALAR_FORMATS.items()}
 STRING, ARRAY = 8, 9
 DEFAULT_ALIGNMENT = 32
+SMALL_ARRAY = 1024  # numeric arrays up to this long are read with the header (per-layer values)
 MAX_DIMS = 4  # ggml tensors have at most four
 # ggml tensor type → (elements per block, bytes per block), from the GGUF/ggml block layouts
 _K = 256
@@ -89,18 +90,22 @@ class _Reader:
         return self.take(self.num("Q"))
 
     def value(self, kind: int, array: bool = False):
-        """A number or string value; an array only when `array` (else skipped: None)."""
+        """A number or string value; an array when `array`, or when it holds at most SMALL_ARRAY
+        numbers (per-layer values such as head counts); other arrays (the vocabulary) are skipped: None."""
         if kind in SCALAR_FORMATS:
             return self.num(SCALAR_FORMATS[kind])
         if kind == STRING:
             return self.string().decode("utf-8", "replace")
-        if kind != ARRAY or not array:
+        if kind != ARRAY:
             self.skip_value(kind)
             return None
         item, count = self.num("I"), self.num("Q")
-        if item in SCALAR_FORMATS:
+        if item in SCALAR_FORMATS and (array or count <= SMALL_ARRAY):
             return list(struct.unpack(f"<{count}{SCALAR_FORMATS[item]}", self.take(count * SCALAR_BYTES[item])))
-        return [self.value(item) for _ in range(count)]
+        if array:
+            return [self.value(item) for _ in range(count)]
+        self.skip_items(item, count)
+        return None
 
     def skip_value(self, kind: int) -> None:
         if kind in SCALAR_BYTES:
@@ -108,14 +113,16 @@ class _Reader:
         elif kind == STRING:
             self.skip(self.num("Q"))
         elif kind == ARRAY:
-            item, count = self.num("I"), self.num("Q")
-            if item in SCALAR_BYTES:
-                self.skip(SCALAR_BYTES[item] * count)
-            else:
-                for _ in range(count):
-                    self.skip_value(item)
+            self.skip_items(self.num("I"), self.num("Q"))
         else:
             raise ValueError(f"unknown metadata value type {kind}")
+
+    def skip_items(self, item: int, count: int) -> None:
+        if item in SCALAR_BYTES:
+            self.skip(SCALAR_BYTES[item] * count)
+        else:
+            for _ in range(count):
+                self.skip_value(item)
 
 
 def read_header(path: Path, arrays: frozenset[str] = frozenset()) -> GgufHeader:
