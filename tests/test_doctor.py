@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from llm_compare.cli import main
+from conftest import LEGACY_FIXTURES as LEGACY
 from tests.test_memory import CHATGLM3_6B, QWEN_7B_CHAT
 
 
@@ -115,3 +116,20 @@ def test_odd_configs_are_problems_not_crashes(capsys, tmp_path):
     assert code == 1 and out.count("PROBLEM:") == 2
     assert "PROBLEM: config.json has no " in out and "fix: re-download the model's config.json" in out
     assert "cannot size model type 'no-such-architecture'" in out
+
+
+def test_loader_line_says_llama_cpp_and_its_context_for_gguf_paths(capsys, tmp_path):
+    """A GGUF on the llamacpp backend is run as it is; a directory at a gguf-* dtype is exported;
+    both name the context llama.cpp reserves at load (the registry's `context`, else the default)."""
+    from llm_compare.specs import LLAMACPP_CONTEXT
+
+    registry = tmp_path / "models.toml"
+    registry.write_text(
+        'default_pair = ["cpp", "glm"]\n'
+        '[models.cpp]\nsource = "embedded:smollm2"\nbackend = "llamacpp"\n'
+        '[models.glm]\nsource = "%s"\ndtype = "gguf-q8_0"\ncontext = 4096\n' % (LEGACY / "chatglm3-6b-tiny"))
+    code, out = doctor(capsys, "--registry", str(registry))
+    assert f"loader: GGUF file run by llama.cpp as it is ({LLAMACPP_CONTEXT}-token context)" in out
+    assert "exported once to gguf-q8_0 and run by llama.cpp (4096-token context)" in out
+    llamacpp_entry = out.split("cpp  [llamacpp")[1].split("glm  [")[0]
+    assert "transformers unpacks" not in llamacpp_entry

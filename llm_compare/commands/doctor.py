@@ -18,7 +18,7 @@ import psutil
 from llm_compare.errors import UserError
 from llm_compare.loading.memory import GiB
 from llm_compare.loading.memory import gib as _gib
-from llm_compare.specs import DTYPES, load_registry, spec_from_source
+from llm_compare.specs import DTYPES, GGUF_DTYPES, LLAMACPP_CONTEXT, load_registry, spec_from_source
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
@@ -164,7 +164,12 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
     except UserError as e:
         report.problem(str(e))
         return None
-    report.say(f"  loader: {LOADERS[source.kind]}")
+    loader = LOADERS[source.kind]
+    if spec.backend == "llamacpp" and source.kind == "gguf":
+        loader = f"GGUF file run by llama.cpp as it is ({spec.context or LLAMACPP_CONTEXT}-token context)"
+    elif spec.dtype in GGUF_DTYPES:
+        loader = f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({spec.context or LLAMACPP_CONTEXT}-token context)"
+    report.say(f"  loader: {loader}")
     if spec.backend == "llamacpp" and source.kind != "gguf":
         report.problem("the llamacpp backend reads .gguf files only", "use backend = \"transformers\" for this model")
         return None
