@@ -30,6 +30,16 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def anon_rss() -> int:
+    """This process's anonymous resident memory (Linux; RSS elsewhere): what it really holds, without
+    file pages such as a memory-mapped model, which the kernel can drop and read again."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+    except (OSError, StopIteration, ValueError):
+        return rss()
+
+
 def _cpuinfo_field(name: str) -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -255,3 +255,22 @@ def test_context_is_reserved_as_asked_and_a_longer_prompt_is_refused_with_the_fi
         small.close()
     with pytest.raises(UserError, match="context must be a whole number of tokens, at least 256"):
         spec(context=100)
+
+
+def test_a_second_instance_is_opened_only_when_ram_holds_its_copy(monkeypatch):
+    """Each llama.cpp instance holds its own repacked weights and KV cache (≈ 4 GiB for Qwen-7B):
+    two streams on one model share one instance, one after the other, when RAM has no room for two."""
+    small = LlamaCppBackend(spec(threads=1))
+    try:
+        assert small.instance_bytes > 0  # measured at load: what one more copy would hold
+        monkeypatch.setattr(small, "instance_bytes", 1 << 60)  # no machine has room for that
+        alone = reply(small).text
+        states = list(stream_pair(Job("a", small, MESSAGES), Job("b", small, MESSAGES), GREEDY))
+        assert states[-1].a.status == states[-1].b.status == "done"
+        assert states[-1].a.text == states[-1].b.text == alone
+        assert small._count == 1  # the second stream waited for the first one's instance
+        monkeypatch.setattr(small, "instance_bytes", 0)
+        list(stream_pair(Job("a", small, MESSAGES), Job("b", small, MESSAGES), GREEDY))
+        assert small._count == 2  # with room, each stream of the pair gets its own
+    finally:
+        small.close()

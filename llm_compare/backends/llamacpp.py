@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 
 from llm_compare import cpu_probe
 from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
-from llm_compare.machine import rss
+from llm_compare.loading.memory import APP_BYTES
+from llm_compare.machine import anon_rss, rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
 from llm_compare.specs import LLAMACPP_CONTEXT
@@ -143,10 +145,13 @@ class LlamaCppBackend(Backend):
         self.open_kwargs = open_kwargs or {}
         self.weight_bytes = self.path.stat().st_size  # the thread probe's model-size input
         self._best_threads: int | None = None
-        before, t0 = rss(), time.perf_counter()
+        before, before_anon, t0 = rss(), anon_rss(), time.perf_counter()
         first = self._open()
         self.load_seconds = time.perf_counter() - t0
         self.resident_bytes = max(0, rss() - before)
+        # what one more instance would add: llama.cpp's repacked weights, KV cache and buffers are per
+        # instance (the mapped file is shared); ≈ 4 GiB for Qwen-7B in gguf-q4_k_m
+        self.instance_bytes = max(0, anon_rss() - before_anon)
         trained = first._model.n_ctx_train() or first.n_ctx()
         if text is None:
             self.prompt = GgufPrompt(first, spec.chat_format, self.path)
@@ -191,25 +196,33 @@ class LlamaCppBackend(Backend):
         return self.text.chat_format.clean_reply(text) if self.text is not None else super().finish_text(text)
 
     def _acquire(self, stop: threading.Event):
-        """An idle instance, a new one (up to MAX_INSTANCES), or wait; None if stopped while waiting."""
+        """An idle instance, a new one (up to MAX_INSTANCES, and only while RAM has room for its own
+        copy), or wait; None if stopped while waiting."""
         try:
             return self._idle.get_nowait()
         except queue.Empty:
             pass
         with self._count_lock:
-            if self._count < MAX_INSTANCES:
+            if self._count < MAX_INSTANCES and self.room_for_another():
                 self._count += 1
                 try:
                     return self._open()
                 except BaseException:
                     self._count -= 1
                     raise
+        if self._count < MAX_INSTANCES:
+            status(f"waiting for {self.label}'s other stream to end: no free RAM for a second copy "
+                   f"(≈{self.instance_bytes / 2**30:.1f} GiB)")
         while not stop.is_set():
             try:
                 return self._idle.get(timeout=0.1)
             except queue.Empty:
                 continue
         return None
+
+    def room_for_another(self) -> bool:
+        """Whether free RAM holds one more instance and still leaves the app its margin."""
+        return psutil.virtual_memory().available >= self.instance_bytes + APP_BYTES
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         return len(self.prompt.encode(messages))
