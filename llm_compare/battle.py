@@ -60,8 +60,9 @@ class Battle:
             "self_identified": self.self_identified,
             "self_words": self.self_words,
             "source": self.source,
-            # how each answer ended: "stop" (the model ended it), "length" (max new tokens) or
-            # "stopped" (a user stopped it: the answer is partial); None for battles stored without it
+            # how each answer ended: "stop" (the model ended it), "length" (max new tokens), "context"
+            # (the model's context was full) or "stopped" (a user stopped it: the answer is partial);
+            # None for battles stored without it
             "finish_reason_a": self.metrics_a.get("finish_reason"),
             "finish_reason_b": self.metrics_b.get("finish_reason"),
         }

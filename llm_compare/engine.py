@@ -52,7 +52,7 @@ class ReplyUpdate:
     text: str
     metrics: Metrics
     done: bool = False
-    finish_reason: str | None = None  # "stop" (end of reply) | "length" | "stopped"
+    finish_reason: str | None = None  # "stop" (end of reply) | "length" | "context" (filled it) | "stopped"
 
 
 def last_user_text(messages: Messages) -> str:
@@ -107,6 +107,9 @@ def stream_reply(
 def _stream_counted(backend: Backend, messages: Messages, params: GenerationParams, stop) -> Iterator[ReplyUpdate]:
     t0 = time.perf_counter()
     n_prompt, max_new = check_prompt(backend, messages, params)
+    # the model's context, not the user's max new tokens, ends this reply if it runs long
+    context_bound = n_prompt is not None and bool(backend.context_length) and \
+        backend.context_length - n_prompt < params.max_new_tokens
     if max_new != params.max_new_tokens:
         params = params.replace(max_new_tokens=max_new)
     running = STREAMS.running if backend.runs_here else None  # a server's threads are its own business
@@ -137,7 +140,7 @@ def _stream_counted(backend: Backend, messages: Messages, params: GenerationPara
     if stop.is_set():
         reason = "stopped"
     elif m.new_tokens >= params.max_new_tokens:
-        reason = "length"
+        reason = "context" if context_bound else "length"
     else:
         reason = "stop"
     if reason != "stop":

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from llm_compare.backends.base import Backend
+from llm_compare.backends.base import Backend, Chunk
 from llm_compare.engine import Job, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
@@ -134,6 +134,26 @@ def test_max_new_tokens_is_capped_by_remaining_context(tiny_backend):
     n_prompt = tiny_backend.count_prompt_tokens(msgs)
     final = list(stream_reply(tiny_backend, msgs, GenerationParams(max_new_tokens=500, greedy=True)))[-1]
     assert final.metrics.new_tokens <= 256 - n_prompt
+
+
+class Talkative(Wrapping):
+    """Never ends a reply by itself: one token per chunk until the engine's limit."""
+
+    def stream(self, messages, params, stop, threads=None):
+        for _ in range(params.max_new_tokens):
+            yield Chunk("x", 1)
+
+
+def test_a_reply_cut_by_the_context_says_so(tiny_backend):
+    """A reply that fills the model's context ends with "context", not "length": the user learns it
+    was the context, not max new tokens, that cut it."""
+    msgs = [{"role": "user", "content": "sky " * 100}]
+    room = 256 - tiny_backend.count_prompt_tokens(msgs)
+    talkative = Talkative(tiny_backend)
+    full = list(stream_reply(talkative, msgs, GenerationParams(max_new_tokens=room + 50, greedy=True)))[-1]
+    assert (full.finish_reason, full.metrics.new_tokens) == ("context", room)
+    short = list(stream_reply(talkative, msgs, GenerationParams(max_new_tokens=room - 1, greedy=True)))[-1]
+    assert (short.finish_reason, short.metrics.new_tokens) == ("length", room - 1)
 
 
 def test_pair_concurrent_overlaps_and_sequential_does_not(tiny_backend):

@@ -217,6 +217,8 @@ def pane_text(st: SideState) -> str:
         text += "\n\n*[stopped]*"
     elif st.finish_reason == "length":
         text += "\n\n*[reached max new tokens]*"
+    elif st.finish_reason == "context":
+        text += "\n\n*[the conversation filled the model's context]*"
     return text
 
 
