@@ -138,6 +138,7 @@ def test_quantized_types_keep_a_q8_0_kv_cache_whose_drift_is_small(wide_model):
     backend = open_backend(spec_for(wide_model, "gguf-q4_k_m"))
     try:
         assert backend.open_kwargs == kv_cache_kwargs("gguf-q4_k_m", 64)  # 256 wide, 4 heads
+        assert backend.n_ctx == backend.context_length == 256  # trained for 256: no cache beyond it
         ids = backend.prompt.encode([{"role": "user", "content": "Write a short poem about the sea."}])
     finally:
         backend.close()

@@ -131,6 +131,17 @@ class GgufPrompt:
         )
 
 
+def reserved_context(path: Path, asked: int | None) -> int:
+    """Tokens of KV cache to reserve: the model's `context` (default LLAMACPP_CONTEXT), never more
+    than the file says the model was trained for (memory it could never use)."""
+    from llm_compare.loading.gguf import check_gguf
+
+    meta = check_gguf(path).metadata
+    trained = meta.get(f"{meta.get('general.architecture')}.context_length")
+    want = asked or LLAMACPP_CONTEXT
+    return min(want, trained) if isinstance(trained, int) and trained > 0 else want
+
+
 class LlamaCppBackend(Backend):
     """A GGUF file through llama.cpp. `text` (a `llamacpp_exported.TextSide`) marks a model exported
     from a directory: prompts, stops and decoding then go through the project's own tokenizer."""
@@ -144,6 +155,7 @@ class LlamaCppBackend(Backend):
         self.text = text
         self.open_kwargs = open_kwargs or {}
         self.weight_bytes = self.path.stat().st_size  # the thread probe's model-size input
+        self.n_ctx = reserved_context(self.path, spec.context)
         self._best_threads: int | None = None
         before, before_anon, t0 = rss(), anon_rss(), time.perf_counter()
         first = self._open()
@@ -175,7 +187,7 @@ class LlamaCppBackend(Backend):
         LLAMACPP_RAN.set()  # a llama.cpp context runs OpenMP work from creation on (threads.py)
         try:
             options = {
-                "n_ctx": self.spec.context or LLAMACPP_CONTEXT,  # KV cache size; prompts + replies beyond it are refused
+                "n_ctx": self.n_ctx,  # KV cache size; prompts + replies beyond it are refused
                 "n_threads": threads, "n_threads_batch": threads, "verbose": False,
                 **llama_kwargs(self.path),  # AMX handling for this machine (llamacpp_amx.py)
             }
