@@ -68,22 +68,24 @@ def require_prompt(text: str | None) -> None:
         raise UserError("the prompt is empty; type a question or pick a preset")
 
 
-def check_prompt(backend: Backend, messages: Messages, params: GenerationParams) -> tuple[int | None, int]:
-    """Refuse what the model cannot take; return (prompt tokens, max new tokens that fit)."""
+def check_prompt(backend: Backend, messages: Messages, params: GenerationParams) -> tuple[int | None, int, bool]:
+    """Refuse what the model cannot take; return (prompt tokens, max new tokens that fit, whether the
+    model's context rather than the user's max new tokens is what bounds the reply)."""
     require_prompt(last_user_text(messages))
     n_prompt = backend.count_prompt_tokens(messages)
     limit = backend.context_length
-    max_new = params.max_new_tokens
+    max_new, context_bound = params.max_new_tokens, False
     if n_prompt is not None and limit:
         if n_prompt >= limit:
             raise UserError(
                 f"the prompt is {n_prompt} tokens but {backend.label} takes at most {limit}; "
                 f"shorten it or clear the conversation{backend.context_fix}"
             )
+        context_bound = limit - n_prompt < max_new
         max_new = min(max_new, limit - n_prompt)
     if backend.drops_last_token and max_new > 1:
         max_new -= 1  # reproduce the original chat(): same reply text, honest token count
-    return n_prompt, max_new
+    return n_prompt, max_new, context_bound
 
 
 def stream_reply(
@@ -106,10 +108,7 @@ def stream_reply(
 
 def _stream_counted(backend: Backend, messages: Messages, params: GenerationParams, stop) -> Iterator[ReplyUpdate]:
     t0 = time.perf_counter()
-    n_prompt, max_new = check_prompt(backend, messages, params)
-    # the model's context, not the user's max new tokens, ends this reply if it runs long
-    context_bound = n_prompt is not None and bool(backend.context_length) and \
-        backend.context_length - n_prompt < params.max_new_tokens
+    n_prompt, max_new, context_bound = check_prompt(backend, messages, params)
     if max_new != params.max_new_tokens:
         params = params.replace(max_new_tokens=max_new)
     running = STREAMS.running if backend.runs_here else None  # a server's threads are its own business
@@ -215,6 +214,12 @@ class Job:
     seat: Seat | None = None  # its place in the account of running streams (taken by stream_pair)
     runs_here: bool | None = None  # uses this CPU (threads.runs_here of its spec); None: ask its backend
 
+    def uses_cpu(self) -> bool:
+        """Whether this side's stream takes a seat in the account of this machine's streams."""
+        if self.backend is not None:
+            return self.backend.runs_here
+        return self.runs_here is not False
+
 
 _DONE = object()
 
@@ -258,7 +263,7 @@ def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
         if job.backend is None and job.load is not None:
             _load(job, out)
         own = job.params or side_params(job.backend, params, job.recommended, job.user_set)
-        if seat is None and job.backend.runs_here:
+        if seat is None and job.uses_cpu():
             seat = STREAMS.take(1)[0]
         out.put((job.side, "start", (time.perf_counter(), own)))
         for upd in stream_reply(job.backend, job.messages, own, job.stop, seat=seat):
@@ -294,7 +299,7 @@ def stream_pair(
     states = {job.side: _initial_state(job) for job in (job_a, job_b)}
     runnable = [j for j in (job_a, job_b) if not j.error]
     if not sequential:
-        here = [j for j in runnable if (j.runs_here if j.runs_here is not None else j.backend is None or j.backend.runs_here)]
+        here = [j for j in runnable if j.uses_cpu()]
         for job, seat in zip(here, STREAMS.take(len(here))):
             job.seat = seat
     out: queue.Queue = queue.Queue()
