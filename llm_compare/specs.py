@@ -43,6 +43,13 @@ def check_threads(value, what: str) -> None:
         )
 
 
+def reserved_context(asked: int | None, trained: int | None) -> int:
+    """Tokens of KV cache llama.cpp reserves for a model: its `context` (default LLAMACPP_CONTEXT),
+    never more than it was trained for (memory it could never use)."""
+    want = asked or LLAMACPP_CONTEXT
+    return min(want, trained) if trained else want
+
+
 def check_context(value, what: str) -> None:
     """llama.cpp context for a model: None (LLAMACPP_CONTEXT) or a whole number of tokens, at least MIN_CONTEXT."""
     if value is not None and not (type(value) is int and value >= MIN_CONTEXT):

@@ -32,7 +32,8 @@ from llm_compare.loading.memory import APP_BYTES
 from llm_compare.machine import anon_rss, rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
-from llm_compare.specs import LLAMACPP_CONTEXT
+from llm_compare.loading.gguf import trained_context
+from llm_compare.specs import reserved_context
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
@@ -131,17 +132,6 @@ class GgufPrompt:
         )
 
 
-def reserved_context(path: Path, asked: int | None) -> int:
-    """Tokens of KV cache to reserve: the model's `context` (default LLAMACPP_CONTEXT), never more
-    than the file says the model was trained for (memory it could never use)."""
-    from llm_compare.loading.gguf import check_gguf
-
-    meta = check_gguf(path).metadata
-    trained = meta.get(f"{meta.get('general.architecture')}.context_length")
-    want = asked or LLAMACPP_CONTEXT
-    return min(want, trained) if isinstance(trained, int) and trained > 0 else want
-
-
 class LlamaCppBackend(Backend):
     """A GGUF file through llama.cpp. `text` (a `llamacpp_exported.TextSide`) marks a model exported
     from a directory: prompts, stops and decoding then go through the project's own tokenizer."""
@@ -155,7 +145,8 @@ class LlamaCppBackend(Backend):
         self.text = text
         self.open_kwargs = open_kwargs or {}
         self.weight_bytes = self.path.stat().st_size  # the thread probe's model-size input
-        self.n_ctx = reserved_context(self.path, spec.context)
+        trained = trained_context(self.path)
+        self.n_ctx = reserved_context(spec.context, trained)
         self._best_threads: int | None = None
         before, before_anon, t0 = rss(), anon_rss(), time.perf_counter()
         first = self._open()
@@ -164,7 +155,7 @@ class LlamaCppBackend(Backend):
         # what one more instance would add: llama.cpp's repacked weights, KV cache and buffers are per
         # instance (the mapped file is shared); ≈ 4 GiB for Qwen-7B in gguf-q4_k_m
         self.instance_bytes = max(0, anon_rss() - before_anon)
-        trained = first._model.n_ctx_train() or first.n_ctx()
+        trained = trained or first.n_ctx()
         if text is None:
             self.prompt = GgufPrompt(first, spec.chat_format, self.path)
         else:

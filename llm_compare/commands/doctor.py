@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import psutil
 
 from llm_compare.errors import UserError
+from llm_compare.loading.gguf import trained_context
 from llm_compare.loading.memory import GiB
 from llm_compare.loading.memory import gib as _gib
-from llm_compare.specs import DTYPES, GGUF_DTYPES, LLAMACPP_CONTEXT, load_registry, spec_from_source
+from llm_compare.specs import DTYPES, GGUF_DTYPES, load_registry, reserved_context, spec_from_source
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
@@ -166,9 +167,11 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
         return None
     loader = LOADERS[source.kind]
     if spec.backend == "llamacpp" and source.kind == "gguf":
-        loader = f"GGUF file run by llama.cpp as it is ({spec.context or LLAMACPP_CONTEXT}-token context)"
+        context = reserved_context(spec.context, trained_context(source.path))
+        loader = f"GGUF file run by llama.cpp as it is ({context}-token context)"
     elif spec.dtype in GGUF_DTYPES:
-        loader = f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({spec.context or LLAMACPP_CONTEXT}-token context)"
+        context = reserved_context(spec.context, None)  # the export's own limit is known once it exists
+        loader = f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
     report.say(f"  loader: {loader}")
     if spec.backend == "llamacpp" and source.kind != "gguf":
         report.problem("the llamacpp backend reads .gguf files only", "use backend = \"transformers\" for this model")

@@ -155,6 +155,13 @@ def read_header(path: Path, arrays: frozenset[str] = frozenset()) -> GgufHeader:
         return GgufHeader(version, tuple(tensors), start, metadata)
 
 
+def trained_context(path: Path) -> int | None:
+    """The context the file says its model was trained for (`{arch}.context_length`), if it says."""
+    meta = check_gguf(path).metadata
+    value = meta.get(f"{meta.get('general.architecture')}.context_length")
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def check_gguf(path: Path, arrays: frozenset[str] = frozenset()) -> GgufHeader:
     """The header of a complete GGUF file; a UserError naming the problem for a cut or foreign file.
     `arrays`: the metadata arrays to read too (e.g. the vocabulary)."""

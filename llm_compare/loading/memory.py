@@ -23,7 +23,7 @@ import psutil
 import torch
 
 from llm_compare.errors import UserError
-from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT
+from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT, reserved_context
 
 GiB = 1024**3
 MiB = 1024**2
@@ -201,7 +201,10 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
         count = count_gguf(source.path)
         if backend == "llamacpp":  # llama.cpp maps the file as is, plus its f16 KV cache
             size = source.path.stat().st_size
-            extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, "f16", context=context)
+            from llm_compare.loading.gguf import trained_context
+
+            reserved = reserved_context(context, trained_context(source.path))
+            extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, "f16", context=reserved)
             return Estimate(count.total, size, size + extra, size + extra)
         return _estimate_count(count, dtype, context)
     return _estimate_count(count_parameters(source.config), dtype, context)
