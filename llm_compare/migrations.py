@@ -108,3 +108,15 @@ def m003_one_vote_per_battle(db):
     # The database itself refuses a second vote, also across processes sharing the file.
     db.execute("CREATE UNIQUE INDEX votes_one_per_battle ON votes (battle_id)")
     db.execute("CREATE INDEX battles_created ON battles (created)")
+
+
+@migration
+def m004_judge_votes(db):
+    # A battle takes one human vote and one vote from each judge model (voter "judge:<name>");
+    # detail keeps a judge's two verdicts (answers in both orders) as JSON.
+    db.execute("ALTER TABLE votes ADD COLUMN detail TEXT")
+    db.execute("DROP INDEX votes_one_per_battle")
+    db.execute(
+        "CREATE UNIQUE INDEX votes_one_per_voter_kind ON votes "
+        "(battle_id, CASE WHEN substr(voter, 1, 6) = 'judge:' THEN voter ELSE '' END)"
+    )

@@ -52,6 +52,7 @@ class Leaderboard:
     models: list[str]  # matrix order (same as rows)
     win_rate: list[list[float | None]]  # [i][j]: row model's score against column model; None if never met
     battles: int  # how many records were rated
+    samples: np.ndarray | None = None  # (rounds, models) bootstrap ratings in `models` order
 
     def matrix_dict(self) -> dict[str, dict[str, float | None]]:
         return {a: {b: self.win_rate[i][j] for j, b in enumerate(self.models)} for i, a in enumerate(self.models)}
@@ -118,23 +119,36 @@ def bradley_terry(records: list[dict], models: list[str] | None = None) -> dict[
     return dict(zip(models, _to_scale(_fit(a, b, score, len(models))).tolist()))
 
 
-def bootstrap_intervals(
-    records: list[dict], models: list[str] | None = None, rounds: int = 200, seed: int = 0, level: float = 0.95
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap interval of each model's rating, resampling battles with replacement."""
+def bootstrap_samples(records: list[dict], models: list[str], rounds: int = 200, seed: int = 0) -> np.ndarray:
+    """(rounds, models) ratings refitted on battles resampled with replacement (fixed seed)."""
     if rounds < 100:
         raise ValueError("use at least 100 bootstrap rounds")
-    models = models or model_names(records)
-    if not records:
-        return {}
     a, b, score = _encode(records, models)
     rng = np.random.default_rng(seed)
     samples = np.empty((rounds, len(models)))
     for k in range(rounds):
         pick = rng.integers(0, len(records), len(records))
         samples[k] = _to_scale(_fit(a[pick], b[pick], score[pick], len(models)))
+    return samples
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the central `level` percentile interval (low, high)."""
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
+    return low, high
+
+
+def bootstrap_intervals(
+    records: list[dict], models: list[str] | None = None, rounds: int = 200, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval of each model's rating, resampling battles with replacement."""
+    models = models or model_names(records)
+    if not records:
+        if rounds < 100:
+            raise ValueError("use at least 100 bootstrap rounds")
+        return {}
+    low, high = percentile_interval(bootstrap_samples(records, models, rounds, seed), level)
     return {m: (float(lo), float(hi)) for m, lo, hi in zip(models, low, high)}
 
 
@@ -186,7 +200,9 @@ def leaderboard(records: list[dict], blind_only: bool = True, rounds: int = 200,
     used = rateable(records, blind_only)
     models = model_names(used)
     ratings = bradley_terry(used, models)
-    intervals = bootstrap_intervals(used, models, rounds=rounds, seed=seed)
+    samples = bootstrap_samples(used, models, rounds, seed) if used else np.zeros((rounds, 0))
+    low, high = percentile_interval(samples)
+    intervals = {m: (float(low[i]), float(high[i])) for i, m in enumerate(models)}
     elo = online_elo(sorted(used, key=lambda r: r.get("tstamp") or 0.0))
     counts = tallies(used)
     rows = [
@@ -194,4 +210,6 @@ def leaderboard(records: list[dict], blind_only: bool = True, rounds: int = 200,
         for m in sorted(models, key=lambda m: (-ratings[m], m))
     ]
     order = [row.model for row in rows]
-    return Leaderboard(rows=rows, models=order, win_rate=win_rate_matrix(used, order), battles=len(used))
+    columns = [models.index(m) for m in order]
+    return Leaderboard(rows=rows, models=order, win_rate=win_rate_matrix(used, order), battles=len(used),
+                       samples=samples[:, columns])

@@ -82,9 +82,15 @@ def as_dict(value) -> dict:
     return dict(value)
 
 
-SELECT_BATTLES = """
+JUDGE_PREFIX = "judge:"  # a vote whose voter starts so came from a judge model, not a person
+HUMAN_VOTE = "substr(COALESCE(votes.voter, ''), 1, 6) != 'judge:'"
+SELECT_BATTLES = f"""
     SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
-    FROM battles LEFT JOIN votes ON votes.battle_id = battles.id
+    FROM battles LEFT JOIN votes ON votes.battle_id = battles.id AND {HUMAN_VOTE}
+"""
+SELECT_JUDGED = """
+    SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
+    FROM battles JOIN votes ON votes.battle_id = battles.id AND substr(votes.voter, 1, 6) = 'judge:'
 """
 
 
@@ -301,7 +307,17 @@ class VoteStore:
             return cur.lastrowid
 
     def record_vote(self, battle_id: int, outcome: str, voter: str | None = None) -> int:
-        """Store the one vote a battle gets; returns the vote id once it is on disk."""
+        """Store the one human vote a battle gets; returns the vote id once it is on disk."""
+        if voter and voter.startswith(JUDGE_PREFIX):
+            raise UserError(f"voter names starting with {JUDGE_PREFIX!r} are kept for judge models; pick another name")
+        return self._insert_vote(battle_id, outcome, voter, None)
+
+    def record_judge_vote(self, battle_id: int, outcome: str, judge: str, detail: dict | None = None) -> int:
+        """Store a judge model's verdict on a battle (voter "judge:<judge>"), kept apart from human votes."""
+        return self._insert_vote(battle_id, outcome, JUDGE_PREFIX + judge,
+                                 json.dumps(detail or {}, ensure_ascii=False, default=str))
+
+    def _insert_vote(self, battle_id: int, outcome: str, voter: str | None, detail: str | None) -> int:
         if outcome not in OUTCOMES:
             raise UserError(f"unknown vote {outcome!r}; use one of {', '.join(OUTCOMES)} (a, b, tie, both bad)")
         if not isinstance(battle_id, int) or isinstance(battle_id, bool):
@@ -309,13 +325,15 @@ class VoteStore:
         with self._write("vote") as db:
             if db.execute("SELECT 1 FROM battles WHERE id = ?", (battle_id,)).fetchone() is None:
                 raise UserError(f"there is no battle {battle_id} in {self.path}; vote on a battle that was recorded")
-            earlier = db.execute("SELECT outcome FROM votes WHERE battle_id = ?", (battle_id,)).fetchone()
+            same_kind = "votes.voter = ?" if detail is not None else HUMAN_VOTE
+            earlier = db.execute(f"SELECT outcome FROM votes WHERE battle_id = ? AND {same_kind}",
+                                 (battle_id, voter) if detail is not None else (battle_id,)).fetchone()
             if earlier is not None:
                 raise UserError(f"battle {battle_id} already has a vote ({earlier[0]}); each battle takes one vote")
             try:
                 cur = db.execute(
-                    "INSERT INTO votes (battle_id, outcome, created, voter) VALUES (?, ?, ?, ?)",
-                    (battle_id, outcome, time.time(), voter),
+                    "INSERT INTO votes (battle_id, outcome, created, voter, detail) VALUES (?, ?, ?, ?, ?)",
+                    (battle_id, outcome, time.time(), voter, detail),
                 )
             except sqlite3.IntegrityError:  # another process voted in between
                 raise UserError(f"battle {battle_id} already has a vote; each battle takes one vote") from None
@@ -369,9 +387,28 @@ class VoteStore:
             records = [r for r in records if r["anony"] and not r["self_identified"]]
         return sorted(records, key=lambda r: (r["tstamp"], r["battle_id"]))
 
+    def judge_records(self, judge: str | None = None) -> list[dict]:
+        """Judge models' verdicts as clean-battle records ("judge": "judge:<name>"), oldest vote first."""
+        sql, args = SELECT_JUDGED, ()
+        if judge is not None:
+            sql, args = sql + " WHERE votes.voter = ?", (JUDGE_PREFIX + judge,)
+        records = [battle_from_row(r).record() for r in self._query(sql, args)]
+        return sorted(records, key=lambda r: (r["tstamp"], r["battle_id"]))
+
+    def judged_ids(self, judge: str) -> set[int]:
+        """Battles this judge has already given a verdict on (a resumed run skips them)."""
+        rows = self._query("SELECT battle_id FROM votes WHERE voter = ?", (JUDGE_PREFIX + judge,))
+        return {r[0] for r in rows}
+
+    def judges(self) -> list[str]:
+        """Names of the judge models with stored verdicts."""
+        rows = self._query("SELECT DISTINCT voter FROM votes WHERE substr(voter, 1, 6) = 'judge:' ORDER BY voter")
+        return [r[0][len(JUDGE_PREFIX):] for r in rows]
+
     def counts(self) -> dict:
         row = self._query(
-            "SELECT (SELECT COUNT(*) FROM battles) AS battles, (SELECT COUNT(*) FROM votes) AS votes"
+            "SELECT (SELECT COUNT(*) FROM battles) AS battles, "
+            f"(SELECT COUNT(*) FROM votes WHERE {HUMAN_VOTE}) AS votes"
         )[0]
         return {"battles": row["battles"], "votes": row["votes"], "unvoted": row["battles"] - row["votes"]}
 
