@@ -1,0 +1,220 @@
+"""The judge end to end: a scripted OpenAI-compatible server on loopback, and a tiny local model."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from llm_compare.cli import main
+from llm_compare.errors import UserError
+from llm_compare.judge import combine, judge_messages, parse_verdict, pick_battles, run_judge
+from llm_compare.judge_local import ProbabilityJudge, last_position_logits, make_judge
+from llm_compare.store import VoteStore
+from llm_compare.verdict import agreement, verdict
+
+# question -> how the scripted judge answers (it sees which answer comes first)
+SCRIPT = {
+    "What is the capital of France?": "prefers Paris",
+    "Name a prime number.": "always A",  # position bias: the two orders disagree
+    "Say something.": "tie",
+    "Tell me a secret.": "refuses",
+    "Pick one.": "garbage",
+    "Count to three.": "slow",
+    "法国的首都是哪里？": "prefers Paris",
+}
+
+
+def scripted_reply(question: str, user: str) -> str | None:
+    rule = SCRIPT[question]
+    if rule == "prefers Paris":
+        first_is_paris = user.index("Paris") < user.index("Lyon")
+        return ("[[A]]" if first_is_paris else "[[B]]") + " The answer naming Paris is right."
+    return {"always A": "[[A]] The first one.", "tie": "[[C]] Both fine.", "refuses": "I'm sorry, I can't judge that.",
+            "garbage": "[[A]] no, [[B]]", "slow": None}[rule]
+
+
+class JudgeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), JudgeHandler)
+        self.requests: list[dict] = []
+        self.release = threading.Event()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class JudgeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_body(200, "application/json", json.dumps({"data": [{"id": "judge-model"}]}))
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(body)
+        user = body["messages"][-1]["content"]
+        question = next(q for q in SCRIPT if q in user)
+        reply = scripted_reply(question, user)
+        if reply is None:
+            self.server.release.wait(10)
+            reply = "[[A]]"
+        events = [{"choices": [{"index": 0, "delta": {"content": reply}, "finish_reason": None}]},
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+        self.send_body(200, "text/event-stream", "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n")
+
+    def send_body(self, code, kind, text):
+        data = text.encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (the slow case)
+
+
+@pytest.fixture
+def judge_server():
+    srv = JudgeServer()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def add_battle(store, question, answer_a, answer_b, a="m1", b="m2"):
+    return store.record_battle(prompt=question, model_a=a, model_b=b, answer_a=answer_a, answer_b=answer_b,
+                               anony=True, source="batch", question_id=f"seeds/{question[:8]}")
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "votes.db"
+    with VoteStore(path) as store:
+        ids = {q: add_battle(store, q, "Paris.", "Lyon.") for q in SCRIPT}
+        ids["swapped"] = add_battle(store, "What is the capital of France?", "Lyon.", "Paris.", a="m2", b="m1")
+    return path, ids
+
+
+def test_parse_and_combine():
+    assert parse_verdict("[[B]] because") == "B" and parse_verdict("verdict: [[ C ]]") == "C"
+    assert parse_verdict("I refuse") is None and parse_verdict("[[A]] or [[B]]") is None
+    assert combine("A", "B") == "a" and combine("B", "A") == "b" and combine("C", "C") == "tie"
+    assert combine("A", "A") == "tie"  # the orders disagree: a tie
+    assert "评审" in judge_messages("法国的首都是哪里？", "x", "y")[0]["content"]
+    assert "impartial judge" in judge_messages("What?", "x", "y")[0]["content"]
+
+
+def test_judge_command_end_to_end(judge_server, db, capsys):
+    path, ids = db
+    code = main(["judge", "--judge", judge_server.url, "--db", str(path), "--timeout", "1"])
+    err = capsys.readouterr().err
+    assert code == 2  # some battles failed: errors, not the end of the run
+    for question in ("Tell me a secret.", "Pick one.", "Count to three."):
+        assert f"battle {ids[question]}: error:" in err
+    assert "sent nothing for 1 s" in err  # the timeout is named
+    with VoteStore(path) as store:
+        judged = {r["battle_id"]: r["outcome"] for r in store.judge_records()}
+        assert judged == {ids["What is the capital of France?"]: "a", ids["swapped"]: "b",
+                          ids["法国的首都是哪里？"]: "a", ids["Name a prime number."]: "tie", ids["Say something."]: "tie"}
+        assert store.clean_battles() == [] and store.counts()["votes"] == 0  # no human vote appeared
+        assert store.judges() == [judge_server.url]
+    chinese = [r for r in judge_server.requests if "法国" in r["messages"][-1]["content"]]
+    assert len(chinese) == 2 and all("评审" in r["messages"][0]["content"] for r in chinese)
+    orders = [r["messages"][-1]["content"].index("Paris") < r["messages"][-1]["content"].index("Lyon")
+              for r in judge_server.requests if "capital of France" in r["messages"][-1]["content"]]
+    assert sorted(orders) == [False, False, True, True]  # each battle in both orders
+    # a second run skips the judged battles and retries only the failed ones
+    judge_server.requests.clear()
+    judge_server.release.set()
+    assert main(["judge", "--judge", judge_server.url, "--db", str(path), "--timeout", "1"]) == 2
+    asked = {next(q for q in SCRIPT if q in r["messages"][-1]["content"]) for r in judge_server.requests}
+    assert asked == {"Tell me a secret.", "Pick one.", "Count to three."}  # only the failed battles again
+    assert "5 judged before, skipped" in capsys.readouterr().err
+
+
+def test_judge_votes_stay_apart_and_agreement_uses_battles_with_both(judge_server, db):
+    path, ids = db
+    main(["judge", "--judge", judge_server.url, "--db", str(path), "--limit", "3", "--timeout", "1"])
+    with VoteStore(path) as store:
+        store.record_vote(ids["What is the capital of France?"], "a")  # the judge said a too
+        store.record_vote(ids["Name a prime number."], "b")  # the judge said tie
+        store.record_vote(ids["Tell me a secret."], "a")  # not judged (outside --limit 3)
+        records = store.clean_battles() + store.judge_records()
+        assert len(store.clean_battles()) == 3 and store.counts() == {"battles": 8, "votes": 3, "unvoted": 5}
+    assert agreement(store_human := [r for r in records if r["judge"] == "anonymous"],
+                     [r for r in records if r["judge"].startswith("judge:")]) == {
+        judge_server.url: {"battles": 2, "agree": 1, "rate": 0.5}}
+    human = verdict(records, rounds=100)
+    assert human.board.battles == len(store_human) == 3
+    assert human.agreement[judge_server.url]["battles"] == 2
+    judged = verdict(records, voters=f"judge:{judge_server.url}", rounds=100)
+    assert judged.board.battles == 3
+
+
+def test_pick_battles_unvoted_all_and_limit(db):
+    path, ids = db
+    with VoteStore(path) as store:
+        store.record_vote(ids["Say something."], "a")
+        unvoted, skipped = pick_battles(store, "j", "unvoted")
+        assert ids["Say something."] not in [b.id for b in unvoted] and skipped == 0
+        assert len(pick_battles(store, "j", "all")[0]) == 8
+        assert len(pick_battles(store, "j", "all", limit=2)[0]) == 2
+
+
+@pytest.fixture(scope="module")
+def long_context_backend(tmp_path_factory):
+    """The tiny random chat model with room for the judge prompt (its default 256 tokens are too few)."""
+    from conftest import build_tiny_chat_model
+
+    from llm_compare.backends import open_backend
+    from llm_compare.specs import ModelSpec
+
+    directory = build_tiny_chat_model(tmp_path_factory.mktemp("tiny-judge"), context=2048)
+    return open_backend(ModelSpec(name="tiny-judge", source=str(directory), dtype="float32"))
+
+
+def test_local_judge_refuses_a_prompt_beyond_its_context(tiny_backend):
+    judge = make_judge(tiny_backend)
+    with pytest.raises(UserError, match="more than .* context of 256"):
+        judge.verdict(judge_messages("What is the capital of France?", "Paris. " * 40, "Lyon."))
+
+
+def test_local_judge_reads_next_token_probabilities(long_context_backend, db):
+    path, ids = db
+    tiny_backend = long_context_backend
+    judge = make_judge(tiny_backend)
+    assert isinstance(judge, ProbabilityJudge)
+    messages = judge_messages("What is the capital of France?", "Paris.", "Lyon.")
+    letter, detail = judge.verdict(messages)
+    probs = detail["probabilities"]
+    assert abs(sum(probs.values()) - 1) < 1e-3 and letter == max(probs, key=probs.get)
+    # independent reference: the same model's full forward pass through transformers
+    import torch
+
+    ids_ = list(tiny_backend.chat_format.encode(messages)) + judge.prefix
+    with torch.inference_mode():
+        logits = tiny_backend.model(input_ids=torch.tensor([ids_])).logits[0, -1].float().numpy()
+    chosen = logits[[judge.tokens[v] for v in "ABC"]]
+    expected = np.exp(chosen - chosen.max()) / np.exp(chosen - chosen.max()).sum()
+    assert np.allclose([probs[v] for v in "ABC"], expected, atol=1e-3)
+    assert np.allclose(last_position_logits(tiny_backend, ids_), logits, atol=1e-4)
+    with VoteStore(path) as store:
+        battles, _ = pick_battles(store, judge.name, limit=2)
+        run = run_judge(store, judge, battles)
+        assert len(run.judged) == 2 and not run.errors
+        stored = store.judge_records(judge.name)
+        assert [r["battle_id"] for r in stored] == [b.id for b in battles]
+        assert all(json.loads(json.dumps(r))["winner"] in ("model_a", "model_b", "tie") for r in stored)
