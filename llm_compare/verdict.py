@@ -192,3 +192,29 @@ def verdict(records: list[dict], *, voters: str = HUMAN, category: str = ALL, bl
         agreement=agreement(pick_voters(records, HUMAN), pick_voters(records, "judges")),
         categories=categories(pick_voters(records, voters), preset_groups),
     )
+
+
+def needed_text(gap: PairGap) -> str:
+    """"separated", "≈N more votes" or "no difference seen" (for tables)."""
+    if gap.separated:
+        return "separated"
+    return "no difference seen" if gap.needed is None else f"≈{gap.needed} more votes"
+
+
+def gap_line(gap: PairGap) -> str:
+    """One adjacent pair in words: difference, its interval, head-to-head battles, votes still needed."""
+    return (f"{gap.better} vs {gap.worse}: {gap.difference:+.0f} (95% {gap.ci_low:+.0f} to {gap.ci_high:+.0f}), "
+            f"{gap.battles} head-to-head battles: {needed_text(gap)}")
+
+
+def style_lines(style: StyleBoard | None) -> list[str]:
+    """The fitted style coefficients: rating points per standard deviation of each feature."""
+    if style is None:
+        return []
+    return [f"{name}: {value:+.0f} (95% {style.coefficient_intervals[name][0]:+.0f} to "
+            f"{style.coefficient_intervals[name][1]:+.0f})" for name, value in style.coefficients.items()]
+
+
+def agreement_lines(agree: dict) -> list[str]:
+    return [f"judge {name}: agrees with the human vote on {t['agree']} of {t['battles']} battles ({t['rate']:.0%})"
+            for name, t in agree.items()]

@@ -28,7 +28,7 @@ def test_table_and_plot_rank_the_winner_first_with_intervals(tmp_path):
     svg = board.plot_svg(blind, labels={"good": "Good <model>"})
     assert svg.count("<circle") == 2 and "Good &lt;model&gt;" in svg and "<model>" not in svg
     everything = board.compute(store, blind_only=False)
-    assert everything.battles == 8 and blind.battles == 7
+    assert everything.board.battles == 8 and blind.board.battles == 7
     assert "8" in board.summary(everything, False, store.counts())
     store.close()
 

@@ -134,3 +134,49 @@ def test_agreement_counts_only_battles_with_both_votes():
     judged = [battle(1, "X", "Y", "model_a", judge="judge:j"), battle(2, "X", "Y", "model_a", judge="judge:j"),
               battle(5, "X", "Y", "model_a", judge="judge:j")]
     assert agreement(human, judged) == {"j": {"battles": 2, "agree": 1, "rate": 0.5}}
+
+
+def stored(tmp_path, n=60, seed=5):
+    """A vote database: X beats Y 3 times in 4; a third of the prompts Chinese; one judge verdict per battle."""
+    from llm_compare.store import VoteStore
+
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "v.db"
+    with VoteStore(path) as store:
+        for i in range(n):
+            chinese = i % 3 == 0
+            prompt = f"问题{i}：请解释一下" if chinese else f"Question {i}: please explain"
+            a, b = ("X", "Y") if i % 2 else ("Y", "X")
+            bid = store.record_battle(prompt=prompt, model_a=a, model_b=b, answer_a="**A** " * (i % 5),
+                                      answer_b="- b\n" * (i % 4), anony=True, source="batch",
+                                      question_id=f"{'zh' if chinese else 'en'}-suite/p{i}", versions={})
+            x_wins = rng.random() < 0.75
+            store.record_vote(bid, "a" if x_wins == (a == "X") else "b")
+            store.record_judge_vote(bid, "a" if i % 4 else "tie", "tiny-judge", {"as_stored": "A"})
+    return path
+
+
+def test_leaderboard_command_json_has_style_gaps_categories_and_agreement(tmp_path, capsys):
+    import json
+
+    from llm_compare.cli import main
+
+    path = stored(tmp_path)
+    assert main(["leaderboard", "--db", str(path), "--json", "--rounds", "100"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["voters"] == "human" and data["battles"] == 60
+    assert {"style_rating", "style_ci_low", "style_ci_high"} <= set(data["rows"][0])
+    assert set(data["style"]["coefficients"]) == {"length", "headers", "lists", "bold"}
+    assert data["adjacent"][0]["better"] == "X" and "needed" in data["adjacent"][0]
+    assert "language:Chinese" in data["categories"] and "group:zh-suite" in data["categories"]
+    assert data["judge_agreement"]["tiny-judge"]["battles"] == 60
+    assert main(["leaderboard", "--db", str(path), "--json", "--rounds", "100", "--category", "language:Chinese"]) == 0
+    assert json.loads(capsys.readouterr().out)["battles"] == 20
+    assert main(["leaderboard", "--db", str(path), "--json", "--rounds", "100", "--voters", "judge:tiny-judge"]) == 0
+    judged = json.loads(capsys.readouterr().out)
+    assert judged["battles"] == 60 and judged["voters"] == "judge:tiny-judge"
+    assert main(["leaderboard", "--db", str(path), "--rounds", "100", "--category", "group:zh-suite"]) == 0
+    out = capsys.readouterr().out
+    assert "style coefficients" in out and "adjacent models" in out and "category group:zh-suite" in out
+    assert main(["leaderboard", "--db", str(path), "--voters", "judge:nobody"]) == 2
+    assert "judge:tiny-judge" in capsys.readouterr().err

@@ -1,32 +1,62 @@
-"""Print the leaderboard: Bradley-Terry ratings with bootstrap intervals, Elo, battles and win rates."""
+"""Print the leaderboard: plain and style-controlled Bradley-Terry ratings with bootstrap intervals,
+Elo, win rates, votes still needed between adjacent models, per category and voter kind."""
 
 from __future__ import annotations
 
 import json
 
-from llm_compare.ratings import leaderboard
+from llm_compare.errors import UserError
+from llm_compare.presets import load_presets
 from llm_compare.store import open_store
+from llm_compare.verdict import (ALL, HUMAN, agreement_lines, gap_line, needed_text, style_lines,
+                                 verdict)
 
 
 def configure(p):
     p.add_argument("--db", help="vote database (default: $LLM_COMPARE_DB or ./data/llm_compare.db)")
     p.add_argument("--all", action="store_true",
                    help="count every voted battle, not only blind ones whose answers did not name a model")
+    p.add_argument("--voters", default=HUMAN,
+                   help="whose votes: human (default), judge:NAME (a judge model's verdicts), judges, or all")
+    p.add_argument("--category", default=ALL,
+                   help="all (default), language:Chinese|English|other, or group:NAME (a preset group or report suite)")
     p.add_argument("--rounds", type=int, default=200, help="bootstrap rounds for the 95%% interval (>= 100)")
     p.add_argument("--json", action="store_true", help="print the board as JSON")
 
 
-def format_board(board, blind_only: bool) -> str:
+def preset_groups() -> dict[str, str]:
+    """Preset text -> group, so live battles started from a preset fall in its group."""
+    try:
+        return {p.text.strip(): p.group for p in load_presets()}
+    except UserError:
+        return {}
+
+
+def format_board(v, blind_only: bool) -> str:
+    board = v.board
     kind = "blind battles (self-identified answers left out)" if blind_only else "all voted battles"
+    scope = f"{kind}, {'human votes' if v.voters == HUMAN else v.voters}, category {v.category}"
     if not board.rows:
         hint = "; vote in blind mode, or pass --all to count every vote" if blind_only else ""
-        return f"no votes to rate among {kind}{hint}"
+        return f"no votes to rate among {scope}{hint}"
     width = max(5, *(len(r.model) for r in board.rows))
-    lines = [f"{'#':>2}  {'model':<{width}}  {'rating':>6}  {'95% CI':>13}  {'Elo':>6}  {'battles':>7}  {'win rate':>8}"]
+    lines = [f"{'#':>2}  {'model':<{width}}  {'rating':>6}  {'95% CI':>11}  {'style':>6}  {'style CI':>11}  "
+             f"{'Elo':>6}  {'battles':>7}  {'win rate':>8}  to the next model"]
     for rank, r in enumerate(board.rows, 1):
         ci = f"{r.ci_low:.0f}..{r.ci_high:.0f}"
-        lines.append(f"{rank:>2}  {r.model:<{width}}  {r.rating:6.0f}  {ci:>13}  {r.elo:6.0f}  {r.battles:7d}  {r.win_rate:8.0%}")
-    lines.append(f"\n{board.battles} {kind}; rating: Bradley-Terry, mean 1000; Elo: online, K=4.")
+        styled, style_ci = f"{v.style.ratings[r.model]:6.0f}", "{:.0f}..{:.0f}".format(*v.style.intervals[r.model])
+        gap = needed_text(v.gaps[rank - 1]) if rank <= len(v.gaps) else ""
+        lines.append(f"{rank:>2}  {r.model:<{width}}  {r.rating:6.0f}  {ci:>11}  {styled}  {style_ci:>11}  "
+                     f"{r.elo:6.0f}  {r.battles:7d}  {r.win_rate:8.0%}  {gap}")
+    lines.append(f"\n{board.battles} {scope}; rating: Bradley-Terry, mean 1000; style: the same with answer "
+                 "length, headers, lists and bold held out; Elo: online, K=4.")
+    lines += ["\nstyle coefficients (rating points per standard deviation):", *("  " + t for t in style_lines(v.style))]
+    if v.gaps:
+        lines += ["\nadjacent models (votes still needed until the 95% interval of the difference excludes 0):",
+                  *("  " + gap_line(g) for g in v.gaps)]
+    if v.agreement:
+        lines += ["", *agreement_lines(v.agreement)]
+    lines.append(f"\ncategories: {', '.join(v.categories)}")
     if len(board.models) > 1:
         lines.append("\nwin rate of row against column (ties count half):")
         cell = max(6, width)
@@ -37,14 +67,19 @@ def format_board(board, blind_only: bool) -> str:
     return "\n".join(lines)
 
 
+def check_choice(voters: str, category: str, judges: list[str]) -> None:
+    known = [HUMAN, "judges", ALL] + [f"judge:{j}" for j in judges]
+    if voters not in known:
+        raise UserError(f"--voters {voters!r} is not one of {', '.join(known)}")
+    if category != ALL and category.partition(":")[0] not in ("language", "group"):
+        raise UserError(f"--category {category!r}: use all, language:Chinese|English|other or group:NAME")
+
+
 def run(args) -> int:
     with open_store(args.db, must_exist=True) as store:
-        records = store.clean_battles()
-    board = leaderboard(records, blind_only=not args.all, rounds=max(100, args.rounds))
-    if args.json:
-        print(json.dumps({"battles": board.battles, "rows": [r.to_dict() for r in board.rows],
-                          "win_rate": board.matrix_dict()}, ensure_ascii=False, indent=2))
-    else:
-        print(format_board(board, blind_only=not args.all))
+        records = store.clean_battles() + store.judge_records()
+        check_choice(args.voters, args.category, store.judges())
+    v = verdict(records, voters=args.voters, category=args.category, blind_only=not args.all,
+                preset_groups=preset_groups(), rounds=max(100, args.rounds))
+    print(json.dumps(v.to_dict(), ensure_ascii=False, indent=2) if args.json else format_board(v, not args.all))
     return 0
-

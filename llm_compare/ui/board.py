@@ -1,40 +1,69 @@
 """The leaderboard as the app shows it: a table and a ratings plot with 95% intervals.
 
-Pure functions over `ratings.leaderboard`; the plot is a small inline SVG (no plotting
-dependency), one row per model: the interval as a bar, the rating as a dot.
+Pure functions over `verdict.verdict` (plain and style-controlled ratings, votes still needed);
+the plot is a small inline SVG (no plotting dependency), one row per model: the interval as a
+bar, the rating as a dot. Model names are escaped here: they and the answers are untrusted.
 """
 
 from __future__ import annotations
 
 import html
 
-from llm_compare.ratings import Leaderboard, leaderboard
+from llm_compare.ratings import Leaderboard
+from llm_compare.report import md_cell
+from llm_compare.verdict import HUMAN, Verdict, agreement_lines, needed_text, style_lines, verdict
 
-HEADERS = ["Rank", "Model", "Rating", "95% CI", "Elo", "Battles", "W / T / L", "Win rate"]
+HEADERS = ["Rank", "Model", "Rating", "95% CI", "Elo", "Battles", "W / T / L", "Win rate",
+           "Style-controlled", "Style 95% CI", "To the next model"]
 
 
-def compute(store, blind_only: bool) -> Leaderboard:
-    return leaderboard(store.clean_battles(), blind_only=blind_only)
+def compute(store, blind_only: bool, voters: str = HUMAN, category: str = "all",
+            preset_groups: dict | None = None) -> Verdict:
+    records = store.clean_battles() + store.judge_records()
+    return verdict(records, voters=voters, category=category, blind_only=blind_only, preset_groups=preset_groups)
 
 
-def table_rows(board: Leaderboard, labels: dict | None = None) -> list[list]:
+def table_rows(v: Verdict, labels: dict | None = None) -> list[list]:
     labels = labels or {}
     rows = []
-    for rank, r in enumerate(board.rows, 1):
-        name = labels.get(r.model, r.model)
+    for rank, r in enumerate(v.board.rows, 1):
+        name = labels.get(r.model, r.model)  # a Dataframe cell shows text as text
+        styled = ([round(v.style.ratings[r.model]), "{:.0f} – {:.0f}".format(*v.style.intervals[r.model])]
+                  if v.style else ["–", "–"])
+        gap = needed_text(v.gaps[rank - 1]) if rank <= len(v.gaps) else ""
         rows.append([rank, name, round(r.rating), f"{r.ci_low:.0f} – {r.ci_high:.0f}", round(r.elo), r.battles,
-                     f"{r.wins} / {r.ties} / {r.losses}", f"{100 * r.win_rate:.0f}%"])
+                     f"{r.wins} / {r.ties} / {r.losses}", f"{100 * r.win_rate:.0f}%", *styled, gap])
     return rows
 
 
-def summary(board: Leaderboard, blind_only: bool, counts: dict) -> str:
+def summary(v: Verdict, blind_only: bool, counts: dict) -> str:
     scope = "blind votes without self-identifying answers" if blind_only else "all votes"
-    return (f"**{board.battles}** rated battles ({scope}) · {counts['votes']} votes stored · "
+    who = "human votes" if v.voters == HUMAN else md_cell(v.voters)
+    where = "" if v.category == "all" else f" · category {md_cell(v.category)}"
+    return (f"**{v.board.battles}** rated battles ({who}, {scope}{where}) · {counts['votes']} human votes stored · "
             f"{counts['unvoted']} battles waiting for a vote")
 
 
-def plot_svg(board: Leaderboard, labels: dict | None = None, width: int = 640) -> str:
+def details(v: Verdict, labels: dict | None = None) -> str:
+    """Markdown under the table: style coefficients, adjacent pairs, judge agreement (all escaped)."""
+    if not v.board.rows:
+        return ""
+    lines = ["**Style coefficients** (rating points per standard deviation; what the style-controlled "
+             "rating holds out):", *[f"- {md_cell(t)}" for t in style_lines(v.style)]]
+    if v.gaps:
+        lines += ["", "**Adjacent models** (votes still needed until the 95% interval of the difference excludes 0):"]
+        for g in v.gaps:
+            name = lambda m: md_cell(str((labels or {}).get(m, m)))
+            lines.append(f"- {name(g.better)} vs {name(g.worse)}: {g.difference:+.0f} "
+                         f"({g.ci_low:+.0f} to {g.ci_high:+.0f}), {g.battles} head-to-head: **{needed_text(g)}**")
+    if v.agreement:
+        lines += ["", *[f"- {md_cell(t)}" for t in agreement_lines(v.agreement)]]
+    return "\n".join(lines)
+
+
+def plot_svg(board: Leaderboard | Verdict, labels: dict | None = None, width: int = 640) -> str:
     """Ratings with their 95% intervals; an empty board says so instead."""
+    board = board.board if isinstance(board, Verdict) else board
     if not board.rows:
         return "<p id='ratings-empty'>No rated battles yet: vote on a few answers first.</p>"
     labels = labels or {}

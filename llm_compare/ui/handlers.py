@@ -172,12 +172,12 @@ def make_clear(ctx: AppContext, view: CompareView):
 
 
 def make_vote(ctx: AppContext, view: CompareView, board: BoardView, outcome: str):
-    def cast(conv, blind_only):
+    def cast(conv, blind_only, voters, category):
         try:
             vote(ctx, conv, outcome)
         except UserError as e:
             raise notice(e) from None
-        return vote_outputs(view, conv) | leaderboard_outputs(ctx, board, blind_only)
+        return vote_outputs(view, conv) | leaderboard_outputs(ctx, board, blind_only, voters, category)
 
     return cast
 

@@ -174,5 +174,5 @@ def wire_votes(ctx: AppContext, view: CompareView, board: BoardView) -> None:
     """The Compare tab's vote buttons: they save the vote, reveal blind names and refresh the board."""
     outputs = [*(p.head for p in view.panes.values()), *view.votes.values(), view.note, *board.outputs]
     for outcome, button in view.votes.items():
-        button.click(handlers.make_vote(ctx, view, board, outcome), inputs=[view.conv, board.scope],
+        button.click(handlers.make_vote(ctx, view, board, outcome), inputs=[view.conv, *board.inputs],
                      outputs=outputs, **QUIET)

@@ -15,10 +15,14 @@ from llm_compare.errors import UserError
 from llm_compare.ui import board
 from llm_compare.ui.session import SIDES, AppContext
 from llm_compare.ui.widgets import OUTCOME_WORDS, heading, notice, vote_buttons, vote_row
+from llm_compare.verdict import ALL, HUMAN
 
 SCOPES = ["Blind votes only", "All votes"]
 RATING_NOTE = ("Rating: Bradley–Terry on the Elo scale (mean 1000), 95% bootstrap interval; Elo: online, "
-               "K=4. Blind votes whose answers named a model are only counted under *All votes*.")
+               "K=4. Blind votes whose answers named a model are only counted under *All votes*. "
+               "Style-controlled: the same fit with the answers' length, headers, lists and bold held out "
+               "(logit P(A wins) = R_A − R_B + Σ β_k · standardised (f_A − f_B)/(f_A + f_B)). "
+               "Judge verdicts count only when *Votes* picks them.")
 
 
 @dataclass
@@ -26,13 +30,20 @@ class BoardView:
     """The Leaderboard tab's components, by name."""
 
     scope: gr.Radio
+    voters: gr.Dropdown
+    category: gr.Dropdown
     summary: gr.Markdown
     table: gr.Dataframe
+    details: gr.Markdown
     plot: gr.HTML
 
     @property
+    def inputs(self) -> list:
+        return [self.scope, self.voters, self.category]
+
+    @property
     def outputs(self) -> list:
-        return [self.table, self.plot, self.summary]
+        return [self.table, self.plot, self.summary, self.details, self.voters, self.category]
 
 
 @dataclass
@@ -54,10 +65,17 @@ class StoredView:
 def add_leaderboard_tab(ctx: AppContext, demo: gr.Blocks) -> BoardView:
     """Build and wire the tab; returns its board, which the Compare tab's votes refresh too."""
     with gr.Tab("Leaderboard", id="leaderboard") as tab:
+        with gr.Row():
+            scope = gr.Radio(SCOPES, value=SCOPES[0], label="Count", elem_id="lb-scope")
+            voters = gr.Dropdown([HUMAN], value=HUMAN, label="Votes", elem_id="lb-voters",
+                                 info="human, a judge model's verdicts, or both")
+            category = gr.Dropdown([ALL], value=ALL, label="Category", elem_id="lb-category",
+                                   info="prompt language or preset group")
         view = BoardView(
-            scope=gr.Radio(SCOPES, value=SCOPES[0], label="Count", elem_id="lb-scope"),
+            scope=scope, voters=voters, category=category,
             summary=gr.Markdown("", elem_id="lb-summary"),
             table=gr.Dataframe(headers=board.HEADERS, interactive=False, elem_id="leaderboard", wrap=True),
+            details=gr.Markdown("", elem_id="lb-details"),
             plot=gr.HTML("", elem_id="ratings-plot"),
         )
         gr.Markdown(RATING_NOTE)
@@ -66,14 +84,14 @@ def add_leaderboard_tab(ctx: AppContext, demo: gr.Blocks) -> BoardView:
             stored = stored_panel()
     quiet = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
-    def refresh(blind_only):
-        return leaderboard_outputs(ctx, view, blind_only)
+    def refresh(blind_only, voters, category):
+        return leaderboard_outputs(ctx, view, blind_only, voters, category)
 
-    for trigger in (view.scope.change, tab.select, demo.load):
-        trigger(refresh, inputs=[view.scope], outputs=view.outputs, **quiet)
+    for trigger in (view.scope.change, view.voters.input, view.category.input, tab.select, demo.load):
+        trigger(refresh, inputs=view.inputs, outputs=view.outputs, **quiet)
     stored.next.click(make_next_battle(ctx, stored), inputs=[stored.battle_id], outputs=stored.outputs, **quiet)
     for outcome, button in stored.votes.items():
-        button.click(make_stored_vote(ctx, stored, view, outcome), inputs=[stored.battle_id, view.scope],
+        button.click(make_stored_vote(ctx, stored, view, outcome), inputs=[stored.battle_id, *view.inputs],
                      outputs=stored.outputs + view.outputs, **quiet)
     return view
 
@@ -92,15 +110,23 @@ def stored_panel() -> StoredView:
     return StoredView(next_button, note, heads, chats, votes, gr.State(None))
 
 
-def leaderboard_outputs(ctx: AppContext, view: BoardView, blind_only) -> dict:
-    """Table, plot and summary line of the Leaderboard tab."""
+def leaderboard_outputs(ctx: AppContext, view: BoardView, blind_only, voters=HUMAN, category=ALL) -> dict:
+    """Table, plot, summary line and details of the Leaderboard tab, and the pickers' choices."""
     if ctx.store is None:
-        return {view.table: [], view.plot: "", view.summary: "Votes are off: no vote database."}
+        return {view.table: [], view.plot: "", view.summary: "Votes are off: no vote database.", view.details: "",
+                view.voters: gr.Dropdown(), view.category: gr.Dropdown()}
     blind_only = blind_only != "All votes"
-    lb = board.compute(ctx.store, blind_only)
+    voter_choices = [HUMAN] + [f"judge:{j}" for j in ctx.store.judges()] + ["judges", ALL]
+    voters = voters if voters in voter_choices else HUMAN
+    groups = {p.text.strip(): p.group for p in ctx.presets}
+    lb = board.compute(ctx.store, blind_only, voters, category or ALL, groups)
+    if lb.category not in lb.categories:  # the category has no battles among these votes
+        lb = board.compute(ctx.store, blind_only, voters, ALL, groups)
     labels = {n: s.label for n, s in ctx.registry.models.items()}
     return {view.table: board.table_rows(lb, labels), view.plot: board.plot_svg(lb, labels),
-            view.summary: board.summary(lb, blind_only, ctx.store.counts())}
+            view.summary: board.summary(lb, blind_only, ctx.store.counts()), view.details: board.details(lb, labels),
+            view.voters: gr.Dropdown(choices=voter_choices, value=voters),
+            view.category: gr.Dropdown(choices=lb.categories, value=lb.category)}
 
 
 def _label(ctx: AppContext, name: str) -> str:
@@ -141,7 +167,7 @@ def make_next_battle(ctx: AppContext, view: StoredView):
 
 
 def make_stored_vote(ctx: AppContext, view: StoredView, board_view: BoardView, outcome: str):
-    def cast(current, blind_only):
+    def cast(current, blind_only, voters, category):
         if ctx.store is None or current is None:
             raise notice("no battle on screen; press Next battle first")
         try:
@@ -152,6 +178,6 @@ def make_stored_vote(ctx: AppContext, view: StoredView, board_view: BoardView, o
         names = " · ".join(f"**{s.upper()}** was **{_label(ctx, n)}**"
                            for s, n in (("a", battle.model_a), ("b", battle.model_b)))
         shown = _stored_view(ctx, view, battle, True, f"✅ Vote saved: *{OUTCOME_WORDS[outcome]}*. {names}")
-        return {**shown, **leaderboard_outputs(ctx, board_view, blind_only)}
+        return {**shown, **leaderboard_outputs(ctx, board_view, blind_only, voters, category)}
 
     return cast
