@@ -63,6 +63,7 @@ class Report:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     versions: dict = field(default_factory=software_versions)
     architecture: list = field(default_factory=list)  # architecture.describe_many of A and B
+    extra_sections: list = field(default_factory=list)  # (Markdown, HTML) after the summary: a judge's verdict
 
 
 def warm_up(backend, params: GenerationParams) -> None:
@@ -260,6 +261,7 @@ def render_markdown(report: Report) -> str:
     ids = battle_ids(report)
     if ids:
         out += ["", f"Stored as blind battles {ids[0]}–{ids[-1]} (random sides): vote on them in the app."]
+    out += [f"\n{section_md}" for section_md, _ in report.extra_sections]
     for n, r in enumerate(report.results, 1):
         out += ["", f"## {n}. {md_cell(r.preset.label)}", "", "> " + md_cell(r.preset.text), "",
                 f"| | A: {md_cell(a.label)} | B: {md_cell(b.label)} |", "|---|---|---|"]
@@ -334,6 +336,7 @@ machine: {esc(machine())}; {esc(versions)}<br>made {esc(report.created)}</p>
 <h2>Summary</h2>
 <table><tr><th></th><th>A: {esc(a.label)}</th><th>B: {esc(b.label)}</th></tr>{rows}</table>
 {stored}
+{"".join(section for _, section in report.extra_sections)}
 <table><tr><th>prompt</th>{head}</tr>{overview}</table>
 {prompts}
 </body></html>

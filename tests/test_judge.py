@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,8 +29,12 @@ SCRIPT = {
 }
 
 
-def scripted_reply(question: str, user: str) -> str | None:
-    rule = SCRIPT[question]
+def scripted_reply(question: str | None, user: str) -> str | None:
+    rule = SCRIPT.get(question, "prefers the longer answer")
+    if rule == "prefers the longer answer":  # any other question (a report's): a consistent verdict
+        first, second = re.findall(r"(?:\[Answer of assistant [AB]\]|\[助手 [AB] 的回答\])\n(.*?)\n"
+                                   r"(?:\[End of answer [AB]\]|\[回答 [AB] 结束\])", user, re.S)
+        return "[[A]]" if len(first) >= len(second) else "[[B]]"
     if rule == "prefers Paris":
         first_is_paris = user.index("Paris") < user.index("Lyon")
         return ("[[A]]" if first_is_paris else "[[B]]") + " The answer naming Paris is right."
@@ -63,7 +68,7 @@ class JudgeHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
         user = body["messages"][-1]["content"]
-        question = next(q for q in SCRIPT if q in user)
+        question = next((q for q in SCRIPT if q in user), None)
         reply = scripted_reply(question, user)
         if reply is None:
             self.server.release.wait(10)

@@ -174,3 +174,33 @@ def test_a_prompt_a_model_cannot_take_is_reported_not_stored(tmp_path, tiny_mode
     assert md.count("&#91;error&#93;") == 2 and "| prompts answered | 1/2 | 1/2 |" in md
     with VoteStore(db) as store:
         assert [b.question_id for b in store.battles()] == ["long/ok"]
+
+
+def test_report_with_a_judge_adds_its_verdict(tmp_path, tiny_models, capsys):
+    from test_judge import JudgeServer
+    import threading
+
+    server = JudgeServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE, encoding="utf-8")
+    out, db = tmp_path / "out", tmp_path / "v.db"
+    try:
+        code = main(["report", "--prompts", str(suite), "--model-a", tiny_models[0], "--model-b", tiny_models[1],
+                     "--dtype-a", "float32", "--dtype-b", "float32", "--out", str(out), "--db", str(db),
+                     "--max-new-tokens", "6", "--greedy", "--judge", server.url])
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "judged 3 battles" in err and len(server.requests) == 6, err  # three battles, both orders
+    with VoteStore(db) as store:
+        assert len(store.judge_records()) == 3 and store.clean_battles() == []
+    md, page = (out / "report.md").read_text(encoding="utf-8"), (out / "report.html").read_text(encoding="utf-8")
+    for text in (md, page):
+        assert "Judge verdict" in text and "style-controlled" in text and "style coefficients" in text
+        assert "tiny-left" in text.split("Judge verdict")[1]
+    assert "Chinese prompts" in md  # one of three prompts is Chinese: its own table
+    assert main(["report", "--prompts", str(suite), "--no-store", "--judge", server.url, "--out", str(out)]) == 2
+    assert "--no-store" in capsys.readouterr().err

@@ -6,10 +6,12 @@ import random
 import sys
 
 from llm_compare.commands.flags import add_generation_args, add_model_args, settings_from_args, specs_from_args
+from llm_compare.commands.judge import judge_spec, line_progress
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_suite
 from llm_compare.report import check_out_dir, progress_bar, run_suite, write_report
+from llm_compare.report_verdict import judge_report, verdict_status
 from llm_compare.store import open_store
 
 
@@ -21,6 +23,9 @@ def configure(p):
     p.add_argument("--db", help="vote database (default: $LLM_COMPARE_DB or ./data/llm_compare.db)")
     p.add_argument("--no-store", action="store_true", help="do not store the answers as battles to vote on")
     p.add_argument("--system", help="system prompt for both models")
+    p.add_argument("--judge", metavar="MODEL",
+                   help="then let this judge model vote on the stored battles and add its verdict to the report "
+                        "(registry name, model directory, .gguf file or OpenAI-compatible server URL)")
     add_model_args(p)
     add_generation_args(p)
 
@@ -40,14 +45,23 @@ def run(args) -> int:
     params, user_set = settings_from_args(args)
     spec_a, spec_b, _ = specs_from_args(args)
     check_out_dir(args.out)  # before an hour of generation, not after
+    if args.judge and args.no_store:
+        raise UserError("--judge votes on the stored battles: drop --no-store, or judge later with `judge --judge MODEL`")
+    judge = judge_spec(args.judge, args.registry) if args.judge else None  # a bad name fails before generation
     store = None if args.no_store else writable_store(args.db)  # refuse a bad database before any model loads
+    pool = ModelPool()
     try:
         print(f"{len(presets)} prompts from {suite!r}: A {spec_a.label} vs B {spec_b.label} (loading models …)",
               file=sys.stderr)
-        report = run_suite(presets, spec_a, spec_b, params, ModelPool(), suite=suite, store=store,
+        report = run_suite(presets, spec_a, spec_b, params, pool, suite=suite, store=store,
                            system=args.system, progress=progress_bar(),
                            rng=random.Random(args.seed) if args.seed is not None else None,
                            recommended=True, user_set=user_set)
+        if judge is not None and not report.interrupted and store is not None:
+            print(f"judging the stored battles with {judge.label} (loading …)", file=sys.stderr)
+            run = judge_report(report, store, pool, judge, progress=line_progress())
+            print(verdict_status(run), file=sys.stderr)
+            report.interrupted = run.interrupted
     finally:
         if store is not None:
             store.close()
