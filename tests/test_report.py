@@ -204,3 +204,31 @@ def test_report_with_a_judge_adds_its_verdict(tmp_path, tiny_models, capsys):
     assert "Chinese prompts" in md  # one of three prompts is Chinese: its own table
     assert main(["report", "--prompts", str(suite), "--no-store", "--judge", server.url, "--out", str(out)]) == 2
     assert "--no-store" in capsys.readouterr().err
+
+
+def test_report_tab_judge_option_stores_verdicts_and_adds_the_section(tmp_path, tiny_models):
+    import threading
+
+    from test_judge import JudgeServer
+
+    from llm_compare.specs import load_registry
+    from llm_compare.ui.report_tab import NO_JUDGE, make_report
+    from llm_compare.ui.session import AppContext
+
+    server = JudgeServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    presets = [Preset("t", "one", "hello, how are you?"), Preset("t", "two", "他知道我知道吗？")]
+    with VoteStore(tmp_path / "v.db") as store:
+        ctx = AppContext(registry=load_registry(), pool=ModelPool(), presets=presets, store=store,
+                         dtypes={"a": "float32", "b": "float32"})
+        run_report = make_report(ctx)
+        quiet = lambda *args, **kwargs: None
+        try:
+            files, preview, status = run_report("t", tiny_models[0], tiny_models[1], 6, True, server.url, progress=quiet)
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert "judged 2 battles" in status and "Judge verdict" in preview
+        assert len(store.judge_records()) == 2 and store.counts()["votes"] == 0
+        files, preview, status = run_report("t", tiny_models[0], tiny_models[1], 6, True, NO_JUDGE, progress=quiet)
+        assert "judged" not in status and "Judge verdict" not in preview

@@ -16,11 +16,14 @@ from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams, settings_from_input
 from llm_compare.presets import groups
 from llm_compare.report import run_suite, write_report
+from llm_compare.report_verdict import judge_report, verdict_status
 from llm_compare.ui.session import AppContext
 from llm_compare.ui.widgets import initial_picks, notice
 
 INTRO = ("Run a prompt group through two models, one at a time (fair timing), and get "
-         "`report.md` + `report.html`. Every pair is stored as a blind battle to vote on.")
+         "`report.md` + `report.html`. Every pair is stored as a blind battle to vote on. With a judge, a "
+         "judge model then votes on the stored battles (both answer orders) and the report gets its verdict.")
+NO_JUDGE = "no judge"
 
 
 def add_report_tab(ctx: AppContext, concurrency: int = 1) -> None:
@@ -38,11 +41,14 @@ def add_report_tab(ctx: AppContext, concurrency: int = 1) -> None:
             max_new = gr.Slider(1, 2048, value=GenerationParams().max_new_tokens, step=1, label="Max new tokens",
                                 elem_id="rp-max-new-tokens")
             greedy = gr.Checkbox(True, label="Greedy (reproducible)", elem_id="rp-greedy")
+            judge = gr.Dropdown([(NO_JUDGE, NO_JUDGE), *ctx.choices()], value=NO_JUDGE, label="Judge",
+                                allow_custom_value=True, elem_id="rp-judge",
+                                info="a registry model, model directory, .gguf or server URL; votes kept apart")
         run = gr.Button("Run report", variant="primary", elem_id="rp-run")
         status = gr.Markdown("", elem_id="rp-status")
         files = gr.File(label="Report files", file_count="multiple", interactive=False, elem_id="rp-files")
         preview = gr.Markdown("", elem_id="rp-preview")
-    run.click(make_report(ctx), inputs=[group, model_a, model_b, max_new, greedy], outputs=[files, preview, status],
+    run.click(make_report(ctx), inputs=[group, model_a, model_b, max_new, greedy, judge], outputs=[files, preview, status],
               api_name="report", concurrency_limit=concurrency, concurrency_id="turn")
 
 
@@ -51,9 +57,13 @@ def suite_choices(ctx: AppContext) -> list[str]:
 
 
 def make_report(ctx: AppContext):
-    def run_report(group, model_a, model_b, max_new_tokens, greedy, progress=gr.Progress()):
-        """Run a preset group through both models (fair sequential timing), write report.md/.html."""
+    def run_report(group, model_a, model_b, max_new_tokens, greedy, judge=NO_JUDGE, progress=gr.Progress()):
+        """Run a preset group through both models (fair sequential timing), judge it if asked, write report.md/.html."""
+        judged = ""
         try:
+            judge_spec = None if judge in (None, "", NO_JUDGE) else ctx.registry.resolve(str(judge).strip())
+            if judge_spec is not None and ctx.store is None:
+                raise UserError("a judge votes on stored battles, and votes are off here (no vote database)")
             presets = [p for p in ctx.presets if p.group == group]
             if not presets:
                 raise UserError(f"no prompts in group {group!r}; pick a group from the list")
@@ -67,6 +77,13 @@ def make_report(ctx: AppContext):
 
             report = run_suite(presets, spec_a, spec_b, params, ctx.pool, suite=group, store=ctx.store,
                                progress=show, recommended=True)
+            if judge_spec is not None:
+                progress(0, desc=f"loading the judge {judge_spec.label}")
+
+                def judging(n, total, battle, line):
+                    progress(n / total, desc=f"judge {n}/{total} · {line}")
+
+                judged = " · " + verdict_status(judge_report(report, ctx.store, ctx.pool, judge_spec, progress=judging))
             out = Path(tempfile.mkdtemp(prefix=f"report-{time.strftime('%Y%m%d-%H%M%S')}-"))
             md, page = write_report(report, out)
         except UserError as e:
@@ -78,6 +95,7 @@ def make_report(ctx: AppContext):
             line += f" · ⚠️ {failed} with an error (see the report)"
         if report.store_error:
             line += f" · ⚠️ {report.store_error}"
+        line += judged
         return [str(md), str(page)], md.read_text(encoding="utf-8"), line
 
     return run_report
