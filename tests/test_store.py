@@ -412,3 +412,30 @@ def test_unwritable_directory(tmp_path, monkeypatch):
                 s.record_vote(1, "a")
     finally:
         locked.chmod(0o755)
+
+
+def test_judge_votes_beside_the_human_vote_on_an_upgraded_database(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(FIRST_RELEASE_SCHEMA)
+    db.execute(
+        "INSERT INTO battles (created, prompt, conversation_a, conversation_b, model_a, model_b, spec_a, spec_b,"
+        " params, versions, answer_a, answer_b, metrics_a, metrics_b, source)"
+        " VALUES (1, 'old prompt', '[]', '[]', 'x', 'y', '{}', '{}', '{}', '{}', 'A', 'B', '{}', '{}', 'live')"
+    )
+    db.execute("INSERT INTO votes (battle_id, outcome, created) VALUES (1, 'a', 2)")
+    db.close()
+    with VoteStore(path) as s:
+        s.record_judge_vote(1, "b", "j1", {"as_stored": {"verdict": "B"}})
+        s.record_judge_vote(1, "tie", "j2")
+        with pytest.raises(UserError, match="already has a vote"):
+            s.record_judge_vote(1, "a", "j1")  # one verdict per judge
+        with pytest.raises(UserError, match="kept for judge models"):
+            s.record_vote(1, "a", voter="judge:me")
+        with pytest.raises(sqlite3.IntegrityError):  # the database itself holds one vote per voter kind
+            s._db.execute("INSERT INTO votes (battle_id, outcome, created, voter) VALUES (1, 'b', 3, 'judge:j1')")
+        assert s.get_battle(1).vote == "a" and s.counts() == {"battles": 1, "votes": 1, "unvoted": 0}
+        assert [r["winner"] for r in s.clean_battles()] == ["model_a"]  # the human vote, once
+        assert {r["judge"]: r["winner"] for r in s.judge_records()} == {"judge:j1": "model_b", "judge:j2": "tie"}
+        assert s.judges() == ["j1", "j2"] and s.judged_ids("j1") == {1} and s.judged_ids("j3") == set()
+        assert [b.id for b in s.battles(voted=True)] == [1]  # one row per battle, not one per vote
