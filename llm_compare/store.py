@@ -84,14 +84,12 @@ def as_dict(value) -> dict:
 
 JUDGE_PREFIX = "judge:"  # a vote whose voter starts so came from a judge model, not a person
 HUMAN_VOTE = "substr(COALESCE(votes.voter, ''), 1, 6) != 'judge:'"
-SELECT_BATTLES = f"""
+SELECT_VOTED = """
     SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
-    FROM battles LEFT JOIN votes ON votes.battle_id = battles.id AND {HUMAN_VOTE}
+    FROM battles {join} votes ON votes.battle_id = battles.id AND {which}
 """
-SELECT_JUDGED = """
-    SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
-    FROM battles JOIN votes ON votes.battle_id = battles.id AND substr(votes.voter, 1, 6) = 'judge:'
-"""
+SELECT_BATTLES = SELECT_VOTED.format(join="LEFT JOIN", which=HUMAN_VOTE)  # with the human vote, if any
+SELECT_JUDGED = SELECT_VOTED.format(join="JOIN", which=f"NOT ({HUMAN_VOTE})")  # one row per judge verdict
 
 
 class VoteStore:
@@ -325,18 +323,14 @@ class VoteStore:
         with self._write("vote") as db:
             if db.execute("SELECT 1 FROM battles WHERE id = ?", (battle_id,)).fetchone() is None:
                 raise UserError(f"there is no battle {battle_id} in {self.path}; vote on a battle that was recorded")
-            same_kind = "votes.voter = ?" if detail is not None else HUMAN_VOTE
-            earlier = db.execute(f"SELECT outcome FROM votes WHERE battle_id = ? AND {same_kind}",
-                                 (battle_id, voter) if detail is not None else (battle_id,)).fetchone()
-            if earlier is not None:
-                raise UserError(f"battle {battle_id} already has a vote ({earlier[0]}); each battle takes one vote")
-            try:
+            try:  # the unique index holds one human vote and one per judge, across processes too
                 cur = db.execute(
                     "INSERT INTO votes (battle_id, outcome, created, voter, detail) VALUES (?, ?, ?, ?, ?)",
                     (battle_id, outcome, time.time(), voter, detail),
                 )
-            except sqlite3.IntegrityError:  # another process voted in between
-                raise UserError(f"battle {battle_id} already has a vote; each battle takes one vote") from None
+            except sqlite3.IntegrityError:
+                whose = f"from {voter}" if detail is not None else "(a human vote)"
+                raise UserError(f"battle {battle_id} already has a vote {whose}; each battle takes one") from None
             return cur.lastrowid
 
     # -- reading ------------------------------------------------------------------------------
@@ -402,7 +396,7 @@ class VoteStore:
 
     def judges(self) -> list[str]:
         """Names of the judge models with stored verdicts."""
-        rows = self._query("SELECT DISTINCT voter FROM votes WHERE substr(voter, 1, 6) = 'judge:' ORDER BY voter")
+        rows = self._query(f"SELECT DISTINCT voter FROM votes WHERE NOT ({HUMAN_VOTE}) ORDER BY voter")
         return [r[0][len(JUDGE_PREFIX):] for r in rows]
 
     def counts(self) -> dict:

@@ -111,8 +111,8 @@ def _columns(db, table) -> list[tuple]:
     return [tuple(row[1:]) for row in db.execute(f"PRAGMA table_info({table})")]
 
 
-def test_migrations_build_empty_db_and_upgrade_an_older_one(tmp_path):
-    path = tmp_path / "old.db"
+def first_release_db(path):
+    """A database as the first release wrote it: one battle with one vote."""
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(FIRST_RELEASE_SCHEMA)
     db.execute(
@@ -122,6 +122,11 @@ def test_migrations_build_empty_db_and_upgrade_an_older_one(tmp_path):
     )
     db.execute("INSERT INTO votes (battle_id, outcome, created) VALUES (1, 'a', 2)")
     db.close()
+    return path
+
+
+def test_migrations_build_empty_db_and_upgrade_an_older_one(tmp_path):
+    path = first_release_db(tmp_path / "old.db")
     with VoteStore(path) as s:
         names = {r[0] for r in s._db.execute("SELECT name FROM _migrations")}
         assert names == {fn.__name__ for fn in migrations.MIGRATIONS}
@@ -415,16 +420,7 @@ def test_unwritable_directory(tmp_path, monkeypatch):
 
 
 def test_judge_votes_beside_the_human_vote_on_an_upgraded_database(tmp_path):
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(FIRST_RELEASE_SCHEMA)
-    db.execute(
-        "INSERT INTO battles (created, prompt, conversation_a, conversation_b, model_a, model_b, spec_a, spec_b,"
-        " params, versions, answer_a, answer_b, metrics_a, metrics_b, source)"
-        " VALUES (1, 'old prompt', '[]', '[]', 'x', 'y', '{}', '{}', '{}', '{}', 'A', 'B', '{}', '{}', 'live')"
-    )
-    db.execute("INSERT INTO votes (battle_id, outcome, created) VALUES (1, 'a', 2)")
-    db.close()
+    path = first_release_db(tmp_path / "old.db")
     with VoteStore(path) as s:
         s.record_judge_vote(1, "b", "j1", {"as_stored": {"verdict": "B"}})
         s.record_judge_vote(1, "tie", "j2")

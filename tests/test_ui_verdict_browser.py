@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import start_app
+from test_ui_browser import page  # noqa: F401  (the Chromium page, on this module's app_url)
 from test_verdict import stored
 
 pytestmark = pytest.mark.browser
@@ -27,19 +28,6 @@ def app_url(tmp_path_factory):
             store.record_judge_vote(battle.id, "b", EVIL_JUDGE)
     with start_app(["--db", str(path)], work) as url:
         yield url
-
-
-@pytest.fixture
-def page(app_url):
-    from playwright.sync_api import expect, sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url)
-        expect(page.locator("#send")).to_be_enabled(timeout=60_000)
-        yield page
-        browser.close()
 
 
 def pick(page, elem_id: str, choice: str) -> None:
