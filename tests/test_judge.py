@@ -223,3 +223,53 @@ def test_local_judge_reads_next_token_probabilities(long_context_backend, db):
         stored = store.judge_records(judge.name)
         assert [r["battle_id"] for r in stored] == [b.id for b in battles]
         assert all(json.loads(json.dumps(r))["winner"] in ("model_a", "model_b", "tie") for r in stored)
+
+
+def test_local_gguf_judge_reads_llama_cpp_logits():
+    """The llama.cpp path: the verdict probabilities are the softmax of the logits a separate llama.cpp
+    instance (logits for every position) gives after the same ids."""
+    import llama_cpp
+
+    from llm_compare.backends import open_backend
+    from llm_compare.specs import ModelSpec
+
+    backend = open_backend(ModelSpec(name="smol-judge", source="embedded:smollm2", backend="llamacpp"))
+    try:
+        judge = make_judge(backend)
+        messages = judge_messages("What is the capital of France?", "Paris.", "Lyon.")
+        letter, detail = judge.verdict(messages)
+        ids = list(backend.prompt.encode(messages)) + judge.prefix
+        reference = llama_cpp.Llama(model_path=str(backend.path), n_ctx=1024, logits_all=True, verbose=False)
+        reference.eval(ids)
+        logits = np.asarray(reference.scores[len(ids) - 1])[[judge.tokens[v] for v in "ABC"]]
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        probs = detail["probabilities"]
+        assert np.allclose([probs[v] for v in "ABC"], expected, atol=2e-3)
+        assert letter == "ABC"[int(np.argmax(expected))]
+        assert judge.verdict(messages) == (letter, detail)  # the instance went back clean
+    finally:
+        backend.close()
+
+
+def test_ctrl_c_keeps_the_verdicts_so_far_and_a_new_run_resumes(judge_server, db):
+    from llm_compare.backends.openai import OpenAIBackend
+    from llm_compare.judge import TextJudge
+    from llm_compare.specs import ModelSpec
+
+    path, ids = db
+    judge = TextJudge(OpenAIBackend(ModelSpec(name="j", source=judge_server.url, backend="openai", timeout_s=1)), "j")
+
+    def ctrl_c_after_the_second(n, total, battle, line):
+        if n == 2:
+            raise KeyboardInterrupt
+
+    with VoteStore(path) as store:
+        battles, _ = pick_battles(store, "j")
+        first = run_judge(store, judge, battles[:3], progress=ctrl_c_after_the_second)
+        assert first.interrupted and [bid for bid, _ in first.judged] == [battles[0].id, battles[1].id]
+        assert store.judged_ids("j") == {battles[0].id, battles[1].id}
+        stop = threading.Event()
+        stop.set()
+        assert run_judge(store, judge, battles[2:], stop=stop).interrupted  # the app's stop: before the next battle
+        rest, skipped = pick_battles(store, "j")
+        assert skipped == 2 and [b.id for b in rest] == [b.id for b in battles[2:]]
