@@ -91,6 +91,7 @@ class StyleBoard:
     coefficients: dict[str, float]  # rating points per standard deviation of the feature
     coefficient_intervals: dict[str, tuple[float, float]]
     samples: np.ndarray  # (rounds, models) bootstrap ratings, for intervals of differences
+    absent: tuple[str, ...] = ()  # features no battle told apart (no answer had any): coefficient 0
 
     def to_dict(self) -> dict:
         return {"ratings": self.ratings, "intervals": {m: list(v) for m, v in self.intervals.items()},
@@ -127,4 +128,5 @@ def style_board(records: list[dict], models: list[str], rounds: int = 200, seed:
         coefficients=dict(zip(FEATURES, coefs.tolist())),
         coefficient_intervals={f: (float(low[n + i]), float(high[n + i])) for i, f in enumerate(FEATURES)},
         samples=samples[:, :n],
+        absent=tuple(f for f, seen in zip(FEATURES, x.any(axis=0)) if not seen),
     )

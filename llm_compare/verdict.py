@@ -211,7 +211,8 @@ def style_lines(style: StyleBoard | None) -> list[str]:
     """The fitted style coefficients: rating points per standard deviation of each feature."""
     if style is None:
         return []
-    return [f"{name}: {value:+.0f} (95% {style.coefficient_intervals[name][0]:+.0f} to "
+    return [f"{name}: no answer differs in it" if name in style.absent else
+            f"{name}: {value:+.0f} (95% {style.coefficient_intervals[name][0]:+.0f} to "
             f"{style.coefficient_intervals[name][1]:+.0f})" for name, value in style.coefficients.items()]
 
 

@@ -273,3 +273,17 @@ def test_ctrl_c_keeps_the_verdicts_so_far_and_a_new_run_resumes(judge_server, db
         assert run_judge(store, judge, battles[2:], stop=stop).interrupted  # the app's stop: before the next battle
         rest, skipped = pick_battles(store, "j")
         assert skipped == 2 and [b.id for b in rest] == [b.id for b in battles[2:]]
+
+
+def test_judge_refuses_a_read_only_database_before_loading(db, capsys):
+    path, _ = db
+    path.chmod(0o444)
+    try:
+        with VoteStore(path) as probe:
+            if not probe.readonly:
+                pytest.skip("file permissions do not bind this user (root)")
+        assert main(["judge", "--judge", "http://127.0.0.1:9", "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "read-only" in err and "writable copy" in err and "cannot reach" not in err
+    finally:
+        path.chmod(0o644)

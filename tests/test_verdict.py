@@ -5,7 +5,7 @@ import pytest
 
 from llm_compare.style import style_counts, style_matrix
 from llm_compare.verdict import (Z95, agreement, categories, group_of, in_category, language_of, needed_votes,
-                                 verdict)
+                                 style_lines, verdict)
 
 
 def battle(i, a, b, winner, text_a="answer", text_b="answer", prompt="question", **extra):
@@ -72,6 +72,9 @@ def test_style_matrix_is_standardised_and_zero_when_both_lack_a_feature():
     assert x.shape == (20, 4)
     assert abs(x[:, 0].mean()) < 1e-9 and abs(x[:, 0].std() - 1) < 1e-9
     assert not x[:, 1:].any()  # no headers, lists or bold anywhere
+    v = verdict(records, rounds=100)
+    assert v.style.absent == ("headers", "lists", "bold")
+    assert style_lines(v.style)[1] == "headers: no answer differs in it" and style_lines(v.style)[0].startswith("length: ")
 
 
 def simulated_median(p, tie_rate, runs=4000, horizon=400, seed=0):

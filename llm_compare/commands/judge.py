@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
+from llm_compare.errors import UserError
 from llm_compare.specs import DTYPES, load_registry
 from llm_compare.store import open_store
 
@@ -62,7 +63,9 @@ def run(args) -> int:
     from llm_compare.judge_local import make_judge
 
     spec = judge_spec(args.judge, args.registry, args.dtype, args.timeout, args.trust_remote_code)
-    with open_store(args.db, must_exist=True) as store:
+    with open_store(args.db, must_exist=True, note_readonly=False) as store:
+        if store.readonly:
+            raise UserError(f"{store.readonly_note()}; the judge's verdicts are stored as votes: pass --db with a writable copy")
         battles, skipped = pick_battles(store, spec.name, args.battles, args.limit)
         if not battles:
             print(f"nothing to judge: {skipped} battles already judged by {spec.name}" if skipped
