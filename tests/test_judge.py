@@ -275,15 +275,12 @@ def test_ctrl_c_keeps_the_verdicts_so_far_and_a_new_run_resumes(judge_server, db
         assert skipped == 2 and [b.id for b in rest] == [b.id for b in battles[2:]]
 
 
-def test_judge_refuses_a_read_only_database_before_loading(db, capsys):
+def test_judge_refuses_a_read_only_database_before_loading(db):
+    from test_hardening import cli, needs_ro_mount, run_on_readonly_mount
+
+    if needs_ro_mount.args[0]:
+        pytest.skip(needs_ro_mount.kwargs.get("reason", "no read-only mount here"))
     path, _ = db
-    path.chmod(0o444)
-    try:
-        with VoteStore(path) as probe:
-            if not probe.readonly:
-                pytest.skip("file permissions do not bind this user (root)")
-        assert main(["judge", "--judge", "http://127.0.0.1:9", "--db", str(path)]) == 2
-        err = capsys.readouterr().err
-        assert "read-only" in err and "writable copy" in err and "cannot reach" not in err
-    finally:
-        path.chmod(0o644)
+    done = run_on_readonly_mount(path.parent, *cli("judge", "--judge", "http://127.0.0.1:9", "--db", str(path)))
+    assert done.returncode == 2, done.stderr
+    assert "read-only" in done.stderr and "writable copy" in done.stderr and "cannot reach" not in done.stderr
