@@ -11,11 +11,11 @@ import logging
 import os
 import sys
 
-from llm_compare.commands import arch, ask, doctor, export, leaderboard, models, report
+from llm_compare.commands import arch, ask, doctor, export, fidelity, leaderboard, models, report
 from llm_compare.errors import UserError
 
 COMMANDS = {"ask": ask, "models": models, "doctor": doctor, "report": report, "export": export,
-            "leaderboard": leaderboard, "arch": arch}
+            "leaderboard": leaderboard, "arch": arch, "fidelity": fidelity}
 
 
 def build_parser() -> argparse.ArgumentParser:
