@@ -99,8 +99,8 @@ class Backend(ABC):
         Yields `(start, logits)` in order: `logits` is a fresh float32 array [n, vocab] (the caller
         may keep it) whose row i is what the model predicts after reading ids[: start + i + 1], i.e.
         its scores for ids[start + i + 1]. The blocks cover positions 0 .. len(ids) - 1 without gap,
-        each `rows` rows (default `block_rows(vocab)`) except the last; two backends given the same
-        `rows` yield aligned blocks. `last_only`: one block `(len(ids) - 1, [1, vocab])`, without
+        in order, each at most `rows` rows (default `block_rows(vocab)`; llama.cpp also caps a block at
+        its batch size), so memory stays bounded whatever the length. `last_only`: one block `(len(ids) - 1, [1, vocab])`, without
         computing the other rows' logits (the cheap "next token after this prompt" case).
         `vocab` is the model's logits width (embedding rows; may exceed the tokenizer's size).
         Runs in the caller's thread with `threads` CPU threads (None: this model's lone-stream

@@ -254,7 +254,7 @@ class TransformersBackend(Backend):
     def text_ids(self, text: str) -> list[int]:
         from llm_compare.architecture.tokens import plain_ids
 
-        return plain_ids(self.tokenizer, text)
+        return plain_ids(self.tokenizer, text, split_specials=True)
 
     def prompt_logits(self, ids: Sequence[int], *, last_only: bool = False, rows: int | None = None,
                       threads: int | None = None) -> Iterator[LogitBlock]:
