@@ -11,11 +11,11 @@ import logging
 import os
 import sys
 
-from llm_compare.commands import arch, ask, doctor, export, judge, leaderboard, models, report
+from llm_compare.commands import arch, ask, doctor, export, fidelity, judge, leaderboard, models, report
 from llm_compare.errors import UserError
 
 COMMANDS = {"ask": ask, "models": models, "doctor": doctor, "report": report, "export": export,
-            "leaderboard": leaderboard, "judge": judge, "arch": arch}
+            "leaderboard": leaderboard, "judge": judge, "arch": arch, "fidelity": fidelity}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -193,7 +193,7 @@ def long_context_backend(tmp_path_factory):
 
 def test_local_judge_refuses_a_prompt_beyond_its_context(tiny_backend):
     judge = make_judge(tiny_backend)
-    with pytest.raises(UserError, match="more than .* context of 256"):
+    with pytest.raises(UserError, match="more than Tiny random's context of 256"):
         judge.verdict(judge_messages("What is the capital of France?", "Paris. " * 40, "Lyon."))
 
 
@@ -209,7 +209,8 @@ def test_local_judge_reads_next_token_probabilities(long_context_backend, db):
     # independent reference: the same model's full forward pass through transformers
     import torch
 
-    ids_ = list(tiny_backend.chat_format.encode(messages)) + judge.prefix
+    ids_ = list(tiny_backend.chat_format.encode(messages)) + tiny_backend.tokenizer.encode("[[", add_special_tokens=False)
+    assert judge.prefix == tiny_backend.tokenizer.encode("[[", add_special_tokens=False)
     with torch.inference_mode():
         logits = tiny_backend.model(input_ids=torch.tensor([ids_])).logits[0, -1].float().numpy()
     chosen = logits[[judge.tokens[v] for v in "ABC"]]

@@ -17,11 +17,12 @@ ENGLISH_SAMPLE = ("The quick brown fox jumps over the lazy dog. Memory bandwidth
                   "a language model writes its answer on a CPU: every new token reads all of the weights once.")
 
 
-def plain_ids(tokenizer, text: str) -> list[int]:
-    """Ids of text alone (no BOS / [gMASK] prefix, special strings as plain text)."""
+def plain_ids(tokenizer, text: str, split_specials: bool = False) -> list[int]:
+    """Ids of text alone (no BOS / [gMASK] prefix); `split_specials`: a special token's string in the
+    text is read as plain text (as llama.cpp's tokenize(special=False) reads it), not as that token."""
     if hasattr(tokenizer, "encode_plain"):
         return list(tokenizer.encode_plain(text))
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split_specials)["input_ids"])
 
 
 def piece(tokenizer, token_id: int) -> str:

@@ -12,13 +12,32 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
+
+from llm_compare.errors import UserError
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.specs import ModelSpec
 from llm_compare.threads import runs_here
 
 Messages = list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
+LogitBlock = tuple[int, np.ndarray]  # (first position, float32 logits [rows, vocab]) from `prompt_logits`
+LOGIT_BLOCK_VALUES = 2**23  # logits per block (32 MiB of float32): bounds memory on long texts
+
+
+def block_rows(vocab: int) -> int:
+    """Rows per logits block for a vocabulary this wide (≈170 for SmolLM2's 49152, ≈55 for Qwen's 151936)."""
+    return max(1, LOGIT_BLOCK_VALUES // max(1, vocab))
+
+
+def check_logit_ids(ids: Sequence[int], context_length: int | None, label: str) -> None:
+    """Refuse what `prompt_logits` cannot read: no ids, or more than the model's context."""
+    if not len(ids):
+        raise UserError(f"no tokens to score for {label}; pass a non-empty text")
+    if context_length and len(ids) > context_length:
+        raise UserError(f"{len(ids)} tokens are more than {label}'s context of {context_length}; "
+                        "cut the text to the context first (fidelity does)")
 
 
 @dataclass
@@ -62,6 +81,36 @@ class Backend(ABC):
         None: a lone stream's count). Raises UserError for input the model cannot take. Must leave no running worker behind,
         also when the caller closes the iterator early.
         """
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        """The formatted prompt's ids exactly as `stream` would feed them (chat format, generation prompt)."""
+        raise UserError(f"{self.label} runs remotely: its token ids are not available here; "
+                        "pick a local model (transformers or llama.cpp)")
+
+    def text_ids(self, text: str) -> list[int]:
+        """Ids of `text` alone through this model's tokenizer: no BOS, no chat format, specials as plain text."""
+        raise UserError(f"{self.label} runs remotely: its tokenizer is not available here; "
+                        "pick a local model (transformers or llama.cpp)")
+
+    def prompt_logits(self, ids: Sequence[int], *, last_only: bool = False, rows: int | None = None,
+                      threads: int | None = None) -> Iterator[LogitBlock]:
+        """Teacher-forced next-token logits of `ids`, in blocks, so memory stays bounded on long texts.
+
+        Yields `(start, logits)` in order: `logits` is a fresh float32 array [n, vocab] (the caller
+        may keep it) whose row i is what the model predicts after reading ids[: start + i + 1], i.e.
+        its scores for ids[start + i + 1]. The blocks cover positions 0 .. len(ids) - 1 without gap,
+        in order, each at most `rows` rows (default `block_rows(vocab)`; llama.cpp also caps a block at
+        its batch size), so memory stays bounded whatever the length. `last_only`: one block `(len(ids) - 1, [1, vocab])`, without
+        computing the other rows' logits (the cheap "next token after this prompt" case).
+        `vocab` is the model's logits width (embedding rows; may exceed the tokenizer's size).
+        Runs in the caller's thread with `threads` CPU threads (None: this model's lone-stream
+        count); nothing of the evaluation is kept after the generator ends or is closed. Raises
+        UserError for no ids or more than `context_length` (cut first); remote backends raise
+        UserError (no logits over the API).
+        """
+        raise UserError(f"{self.label} runs remotely: its API returns no logits for every position; "
+                        "pick a local model (transformers or llama.cpp)")
+        yield  # pragma: no cover - makes this a generator like the real ones
 
     def best_threads(self) -> int | None:
         """Threads a lone stream of this model runs fastest with here (measured once; None: not local)."""

@@ -19,12 +19,13 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import psutil
 
 from llm_compare import cpu_probe
-from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
+from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
+                                       run_in_worker)
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
@@ -228,7 +229,34 @@ class LlamaCppBackend(Backend):
         return psutil.virtual_memory().available >= self.instance_bytes + APP_BYTES
 
     def count_prompt_tokens(self, messages: Messages) -> int:
-        return len(self.prompt.encode(messages))
+        return len(self.prompt_ids(messages))
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        return list(self.prompt.encode(messages))
+
+    def text_ids(self, text: str) -> list[int]:
+        """Through the directory's tokenizer for an exported model, else the GGUF's own (llama.cpp)."""
+        if self.text is not None:
+            from llm_compare.architecture.tokens import plain_ids
+
+            return plain_ids(self.text.tokenizer, text, split_specials=True)
+        return self.prompt.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def prompt_logits(self, ids: Sequence[int], *, last_only: bool = False, rows: int | None = None,
+                      threads: int | None = None) -> Iterator[LogitBlock]:
+        """Base.prompt_logits on an idle instance (held until the generator ends), through the shared
+        evaluation primitive (llamacpp_eval.evaluate_blocks): batches of `rows` ids from an empty cache."""
+        from llm_compare.backends.llamacpp_eval import evaluate_blocks
+
+        check_logit_ids(ids, self.context_length, self.label)
+        threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())  # measures on an idle instance
+        llm = self._acquire(threading.Event())
+        try:
+            llama_cpp_threads(llm, threads)
+            rows = rows or block_rows(llm.n_vocab())
+            yield from evaluate_blocks(llm, ids, all_rows=not last_only, reuse=False, batch=rows)
+        finally:
+            self._idle.put(llm)
 
     def best_threads(self) -> int:
         """Measured once per machine and model size: llama.cpp's thread synchronisation costs more than

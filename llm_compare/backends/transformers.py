@@ -15,14 +15,15 @@ import queue
 import threading
 import time
 import unicodedata
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from llm_compare import cpu_probe
-from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
+from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
+                                       run_in_worker)
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
@@ -245,7 +246,37 @@ class TransformersBackend(Backend):
         return {**own, **super().recommended_generation()}
 
     def count_prompt_tokens(self, messages: Messages) -> int:
-        return len(self.chat_format.encode(messages))
+        return len(self.prompt_ids(messages))
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        return list(self.chat_format.encode(messages))
+
+    def text_ids(self, text: str) -> list[int]:
+        from llm_compare.architecture.tokens import plain_ids
+
+        return plain_ids(self.tokenizer, text, split_specials=True)
+
+    def prompt_logits(self, ids: Sequence[int], *, last_only: bool = False, rows: int | None = None,
+                      threads: int | None = None) -> Iterator[LogitBlock]:
+        """Base.prompt_logits: forward passes of `rows` ids at a time over one KV cache, logits kept only
+        for the rows asked for (HF `logits_to_keep`)."""
+        from transformers import DynamicCache
+
+        check_logit_ids(ids, self.context_length, self.label)
+        width = self.model.get_output_embeddings().out_features
+        rows = rows or block_rows(width)
+        use_torch_threads(threads or threads_for_stream(self.spec, 1, self.best_threads()))
+        cache = DynamicCache()
+        with torch.inference_mode():
+            for start in range(0, len(ids), rows):
+                chunk = torch.tensor([list(ids[start : start + rows])], dtype=torch.long)
+                last_chunk = start + rows >= len(ids)
+                keep = 1 if last_only else 0  # 0: every row
+                out = self.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+                if not last_only:
+                    yield start, out.logits[0].float().numpy().copy()
+                elif last_chunk:
+                    yield len(ids) - 1, out.logits[0, -1:].float().numpy().copy()
 
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
                threads: int | None = None) -> Iterator[Chunk]:
