@@ -1,5 +1,7 @@
-"""Print the leaderboard: plain and style-controlled Bradley-Terry ratings with bootstrap intervals,
-Elo, win rates, votes still needed between adjacent models, per category and voter kind."""
+"""Print the leaderboard: plain and style-controlled ratings, votes still needed, per category and voter.
+
+Bradley-Terry with bootstrap intervals, Elo and win rates, as `verdict.verdict` computes them.
+"""
 
 from __future__ import annotations
 
