@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from typing import Callable
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+# Migrations a database opened read-only may lack: reading works the same without them (it has no
+# judge votes yet), so a read-only copy made by an older version still serves the leaderboard.
+READABLE_WITHOUT = {"m004_judge_votes"}
 
 
 def migration(fn: Callable[[sqlite3.Connection], None]):

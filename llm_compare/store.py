@@ -24,7 +24,7 @@ from pathlib import Path
 from llm_compare.arena import detect_language, self_mentions
 from llm_compare.battle import JSON_COLUMNS, Battle, battle_from_row
 from llm_compare.errors import UserError
-from llm_compare.migrations import MIGRATIONS, migrate, transaction
+from llm_compare.migrations import MIGRATIONS, READABLE_WITHOUT, migrate, transaction
 
 log = logging.getLogger(__name__)
 DEFAULT_DB = Path("data") / "llm_compare.db"
@@ -194,7 +194,8 @@ class VoteStore:
         db.execute("PRAGMA busy_timeout = 5000")
         db.execute("PRAGMA foreign_keys = ON")
         if self.readonly:
-            missing = [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in self._applied_readonly(db, tables)]
+            done = self._applied_readonly(db, tables) | READABLE_WITHOUT
+            missing = [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in done]
             if missing:
                 raise UserError(
                     f"vote database {path} is read-only and needs a schema upgrade ({', '.join(missing)}); "

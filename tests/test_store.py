@@ -435,3 +435,20 @@ def test_judge_votes_beside_the_human_vote_on_an_upgraded_database(tmp_path):
         assert {r["judge"]: r["winner"] for r in s.judge_records()} == {"judge:j1": "model_b", "judge:j2": "tie"}
         assert s.judges() == ["j1", "j2"] and s.judged_ids("j1") == {1} and s.judged_ids("j3") == set()
         assert [b.id for b in s.battles(voted=True)] == [1]  # one row per battle, not one per vote
+
+
+def test_a_read_only_database_from_before_judge_votes_still_serves_the_board(tmp_path):
+    path = tmp_path / "older.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrations.migrate(db, upto="m003_one_vote_per_battle")  # the schema before judge votes
+    db.execute("INSERT INTO battles (created, prompt, conversation_a, conversation_b, model_a, model_b, spec_a, spec_b,"
+               " params, versions, answer_a, answer_b, metrics_a, metrics_b, source)"
+               " VALUES (1, 'p', '[]', '[]', 'x', 'y', '{}', '{}', '{}', '{}', 'A', 'B', '{}', '{}', 'live')")
+    db.execute("INSERT INTO votes (battle_id, outcome, created) VALUES (1, 'b', 2)")
+    db.close()
+    with VoteStore(path, readonly=True) as ro:
+        assert [r["winner"] for r in ro.clean_battles()] == ["model_b"]
+        assert ro.judge_records() == [] and ro.judges() == []
+    with VoteStore(path) as s:  # writable again: upgraded, nothing lost
+        assert s.get_battle(1).vote == "b"
+        s.record_judge_vote(1, "a", "j")
