@@ -59,14 +59,14 @@ class Fidelity:
 def merged(parts: list[Fidelity], label: str = "overall") -> Fidelity:
     """All parts' positions as one: sums, every KL value, and in how many parts the greedy choices part
     (`first_split` stays None: a position means something only within one text)."""
-    out = Fidelity(label, parts=len(parts))
+    out = Fidelity(label, parts=sum(p.parts or 1 for p in parts))
     for p in parts:
         out.positions += p.positions
         out.agree += p.agree
         out.nll_a += p.nll_a
         out.nll_b += p.nll_b
         out.kl.extend(p.kl)
-    out.parted = sum(p.first_split is not None for p in parts)
+    out.parted = sum(p.parted if p.parts else p.first_split is not None for p in parts)
     out.note = "; ".join(f"{p.label}: {p.note}" for p in parts if p.note)
     return out
 
@@ -269,3 +269,19 @@ def text_fidelity(a, b, text: str, label: str = "text",
     """Both models over a plain text (no chat format), all positions scored."""
     check_same_tokenizer(a, b)
     return score_all(a, b, [reading_of_text(a, label, text)], progress)
+
+
+def answers_fidelity(a, b, answers: list[tuple[str, list[dict], str]],
+                     progress: Callable[[float, int, str], None] | None = None) -> tuple[list[Fidelity], str]:
+    """B against A over (label, messages, A's answer) triples, e.g. a report's; ([], why) when the two
+    do not share a tokenizer (or one is remote), there is no answer, or Ctrl-C stopped it."""
+    answers = [item for item in answers if item[2]]
+    if not answers:
+        return [], "A gave no answer to score"
+    try:
+        check_same_tokenizer(a, b)
+        return score_all(a, b, [reading_of_answer(a, b, *item) for item in answers], progress), ""
+    except UserError as e:
+        return [], str(e)
+    except KeyboardInterrupt:
+        return [], "interrupted (Ctrl-C)"

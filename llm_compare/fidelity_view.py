@@ -37,9 +37,9 @@ def split_text(f: Fidelity) -> str:
     return "—" if f.first_split is None else f"token {f.first_split}"
 
 
-def table_lines(parts: list[Fidelity], overall: Fidelity) -> list[str]:
-    """The terminal table: one row per prompt (or text), then the overall row, then the notes."""
-    rows = [(p.label, cells(p)) for p in parts] + ([("overall", cells(overall))] if len(parts) > 1 else [])
+def table_lines(parts: list[Fidelity], overall: Fidelity | None = None) -> list[str]:
+    """The terminal table: one row per prompt (or text), then the overall row (if given), then the notes."""
+    rows = [(p.label, cells(p)) for p in parts] + ([("overall", cells(overall))] if overall and len(parts) > 1 else [])
     name_width = min(32, max(len(label) for label, _ in rows + [("prompt", [])]))
     widths = [max(len(c), max(len(r[i]) for _, r in rows)) for i, c in enumerate(COLUMNS)]
     line = lambda name, values: "  ".join([name[:name_width].ljust(name_width)] + [v.rjust(w) for v, w in zip(values, widths)])

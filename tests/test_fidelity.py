@@ -160,3 +160,21 @@ def test_command_prints_json_and_refuses_bad_text(tiny_model_dir, tmp_path, caps
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     assert main(["fidelity", str(tiny_model_dir), str(tiny_model_dir), "--text", str(tmp_path / "bad.txt")]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_report_has_a_fidelity_section_only_for_one_tokenizer(tiny_model_dir, tmp_path, capsys):
+    suite = tmp_path / "suite.toml"
+    suite.write_text('[[prompts]]\ngroup = "t"\nlabel = "sky <b>"\ntext = "Why is the sky blue?"\n', encoding="utf-8")
+    common = ["report", "--prompts", str(suite), "--no-store", "--max-new-tokens", "8", "--greedy"]
+    out = tmp_path / "same"
+    assert main([*common, "--model-a", str(tiny_model_dir), "--model-b", str(tiny_model_dir), "--dtype-a", "float32",
+                 "--dtype-b", "bfloat16", "--out", str(out)]) == 0, capsys.readouterr().err
+    md, page = (out / "report.md").read_text(encoding="utf-8"), (out / "report.html").read_text(encoding="utf-8")
+    assert "## Token fidelity (B against reference A)" in md and "top-1 agree" in md
+    row = next(line for line in md.splitlines() if line.startswith("| sky &lt;b&gt; |"))
+    assert int(row.split("|")[2]) > 0 and row.count("%") == 1  # scored positions, agreement
+    assert "Token fidelity (B against reference A)" in page and "sky &lt;b&gt;" in page and "<b>" not in page
+    out = tmp_path / "other"
+    assert main([*common, "--model-a", str(tiny_model_dir), "--model-b", "smollm2-llamacpp", "--out", str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Token fidelity" in md and "Not computed:" in md and "do not share a tokenizer" in md

@@ -21,6 +21,8 @@ def configure(p):
     p.add_argument("--db", help="vote database (default: $LLM_COMPARE_DB or ./data/llm_compare.db)")
     p.add_argument("--no-store", action="store_true", help="do not store the answers as battles to vote on")
     p.add_argument("--system", help="system prompt for both models")
+    p.add_argument("--no-fidelity", action="store_true",
+                   help="skip the token-fidelity section (B against A over A's answers; needs one tokenizer)")
     add_model_args(p)
     add_generation_args(p)
 
@@ -35,6 +37,17 @@ def writable_store(flag):
     return store
 
 
+def add_fidelity(report, pool, system) -> None:
+    """The report's token-fidelity section: B teacher-forced over A's answers (skipped with a reason)."""
+    from llm_compare.fidelity import answers_fidelity
+    from llm_compare.turn import messages_for
+
+    print("token fidelity: B reads A's answers …", file=sys.stderr)
+    answers = [(r.preset.label, messages_for(r.preset.text, system), r.a.text) for r in report.results if not r.a.error]
+    report.fidelity, report.fidelity_skipped = answers_fidelity(pool.get(report.spec_a), pool.get(report.spec_b),
+                                                                answers)
+
+
 def run(args) -> int:
     suite, presets = load_suite(args.prompts, args.presets)
     params, user_set = settings_from_args(args)
@@ -44,10 +57,13 @@ def run(args) -> int:
     try:
         print(f"{len(presets)} prompts from {suite!r}: A {spec_a.label} vs B {spec_b.label} (loading models …)",
               file=sys.stderr)
-        report = run_suite(presets, spec_a, spec_b, params, ModelPool(), suite=suite, store=store,
+        pool = ModelPool()
+        report = run_suite(presets, spec_a, spec_b, params, pool, suite=suite, store=store,
                            system=args.system, progress=progress_bar(),
                            rng=random.Random(args.seed) if args.seed is not None else None,
                            recommended=True, user_set=user_set)
+        if report.results and not args.no_fidelity:
+            add_fidelity(report, pool, args.system)
     finally:
         if store is not None:
             store.close()
