@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 
+from llm_compare.errors import UserError
 from llm_compare.fidelity import Fidelity
 
 COLUMNS = ("tokens", "top-1 agree", "KL mean", "KL median", "KL p99", "ppl A", "ppl B", "greedy parts at")
@@ -86,3 +87,19 @@ def section_html(parts: list[Fidelity] | None, overall: Fidelity | None, skipped
     notes = "".join(f"<li>{esc(p.label)}: {esc(p.note)}</li>" for p in parts if p.note)
     return (f"<h2>Token fidelity (B against reference A)</h2><p>{esc(HOW_TO_READ)}</p>"
             f"<table><tr>{head}</tr>{rows}</table>" + (f"<ul>{notes}</ul>" if notes else ""))
+
+
+def last_answer_line(pool, spec_a, spec_b, messages_a: list[dict]) -> str:
+    """The Compare tab's line for the turn just answered: both models read A's conversation (each in
+    its own chat format) and B is scored over A's last answer. UserError says why it cannot be done."""
+    from llm_compare.fidelity import answers_fidelity
+
+    if not messages_a or messages_a[-1].get("role") != "assistant" or not messages_a[-1].get("content"):
+        raise UserError("no answer from A to measure yet: send a prompt and wait for A's answer")
+    if pool.max_resident is not None and pool.max_resident < 2:
+        raise UserError("token fidelity needs both models in memory; it is off with --one-model-at-a-time")
+    a, b = pool.get(spec_a), pool.get(spec_b)
+    parts, skipped = answers_fidelity(a, b, [("last answer", messages_a[:-1], messages_a[-1]["content"])])
+    if skipped:
+        raise UserError(skipped)
+    return summary_line(parts[0])

@@ -178,3 +178,21 @@ def test_report_has_a_fidelity_section_only_for_one_tokenizer(tiny_model_dir, tm
     assert main([*common, "--model-a", str(tiny_model_dir), "--model-b", "smollm2-llamacpp", "--out", str(out)]) == 0
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "## Token fidelity" in md and "Not computed:" in md and "do not share a tokenizer" in md
+
+
+def test_compare_tab_line_measures_the_turn_just_answered():
+    from llm_compare.params import GenerationParams
+    from llm_compare.pool import ModelPool
+    from llm_compare.specs import load_registry
+    from llm_compare.ui.handlers import make_fidelity
+    from llm_compare.ui.session import AppContext, Conversation, run_turn
+
+    ctx, conv = AppContext(registry=load_registry(), pool=ModelPool()), Conversation()
+    measure = make_fidelity(ctx)
+    assert measure(conv).startswith("⚠️ no answer from A")
+    pair = {"a": "smollm2-fp32", "b": "smollm2-fp32"}
+    list(run_turn(ctx, conv, "Name a colour.", pair, GenerationParams(max_new_tokens=8, greedy=True)))
+    line = measure(conv)
+    n = len(ctx.pool.get(ctx.spec("smollm2-fp32", "a")).text_ids(conv.messages["a"][-1]["content"]))
+    assert line.startswith(f"Token fidelity of B to A over A's answer ({n} tokens): top-1 agreement 100.0 %")
+    assert "KL mean 0.0000" in line and "greedy choices part never" in line
