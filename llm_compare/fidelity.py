@@ -118,30 +118,6 @@ def paired(rows_a: Iterator[np.ndarray], rows_b: Iterator[np.ndarray]) -> Iterat
         a, b = a[n:], b[n:]
 
 
-class tee_blocks:
-    """One block stream read by two consumers in lockstep (`paired` alternates between them)."""
-
-    def __new__(cls, blocks):
-        import itertools
-
-        first, second = itertools.tee(blocks, 2)
-        return _Closing(first, blocks), _Closing(second, blocks)
-
-
-class _Closing:
-    def __init__(self, it, source):
-        self.it, self.source = it, source
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.it)
-
-    def close(self):
-        self.source.close()
-
-
 @dataclass
 class Reading:
     """One text as each model reads it: its own ids, the first scored position in them, and the
@@ -182,18 +158,21 @@ def score(a, b, reading: Reading, progress: Callable[[int, int], None] | None = 
 
     rows = block_rows(1 << 17)  # the same block size on both sides, small enough for any vocabulary
     blocks_a = a.prompt_logits(reading.ids_a[:-1], rows=rows)
-    if a is b and reading.ids_a == reading.ids_b:  # one loaded model on both sides: the same logits, read once
-        blocks_a, blocks_b = tee_blocks(blocks_a)
+    blocks_b = None if a is b and reading.ids_a == reading.ids_b else b.prompt_logits(reading.ids_b[:-1], rows=rows)
+    rows_a = scored_rows(blocks_a, reading.first_a)
+    if blocks_b is None:  # one loaded model on both sides (the same name picked twice): its logits, read once
+        pairs = ((part, part) for part in rows_a)
     else:
-        blocks_b = b.prompt_logits(reading.ids_b[:-1], rows=rows)
+        pairs = paired(rows_a, scored_rows(blocks_b, reading.first_b))
     try:
-        for part_a, part_b in paired(scored_rows(blocks_a, reading.first_a), scored_rows(blocks_b, reading.first_b)):
+        for part_a, part_b in pairs:
             add_rows(stats, part_a, part_b, targets[stats.positions : stats.positions + len(part_a)])
             if progress:
                 progress(stats.positions, len(targets))
     finally:
         blocks_a.close()
-        blocks_b.close()
+        if blocks_b is not None:
+            blocks_b.close()
     return stats
 
 
