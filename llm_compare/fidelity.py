@@ -152,7 +152,7 @@ def score(a, b, reading: Reading, progress: Callable[[int, int], None] | None = 
     stats = Fidelity(reading.label, note=reading.note)
     targets = np.asarray(reading.ids_a[reading.first_a + 1:], dtype=np.int64)
     if not len(targets):
-        stats.note = stats.note or "nothing to score (the text has no token after the prompt)"
+        stats.note = (stats.note + "; " if stats.note else "") + "nothing to score: no answer token fits after the prompt"
         return stats
     from llm_compare.backends.base import block_rows
 
@@ -238,7 +238,8 @@ def presets_fidelity(a, b, presets, max_new_tokens: int = 128, system: str | Non
         if progress:
             progress(n, len(presets), f"{preset.label} · A answers")
         messages = messages_for(preset.text, system)
-        answer = greedy_answer(a, messages, max_new_tokens)
+        fits = not a.context_length or len(a.prompt_ids(messages)) < a.context_length
+        answer = greedy_answer(a, messages, max_new_tokens) if fits else ""  # too long: cut below, with a note
         readings.append(reading_of_answer(a, b, preset.label, messages, answer))
     return score_all(a, b, readings, progress)
 

@@ -196,3 +196,12 @@ def test_compare_tab_line_measures_the_turn_just_answered():
     n = len(ctx.pool.get(ctx.spec("smollm2-fp32", "a")).text_ids(conv.messages["a"][-1]["content"]))
     assert line.startswith(f"Token fidelity of B to A over A's answer ({n} tokens): top-1 agreement 100.0 %")
     assert "KL mean 0.0000" in line and "greedy choices part never" in line
+
+
+def test_a_prompt_longer_than_the_context_is_noted_not_an_error(tiny_pair):
+    a, b = tiny_pair
+    parts = presets_fidelity(a, b, [Preset("g", "long", TEXT * 12), Preset("g", "short", "Why is the sky blue?")],
+                             max_new_tokens=6)
+    assert parts[0].positions == 0 and "cut to 256 tokens" in parts[0].note and "nothing to score" in parts[0].note
+    assert parts[1].positions > 0 and not parts[1].note
+    assert "long: cut to 256 tokens" in merged(parts).note
