@@ -59,14 +59,14 @@ class Fidelity:
 def merged(parts: list[Fidelity], label: str = "overall") -> Fidelity:
     """All parts' positions as one: sums, every KL value, and in how many parts the greedy choices part
     (`first_split` stays None: a position means something only within one text)."""
-    out = Fidelity(label, parts=len(parts))
+    out = Fidelity(label, parts=sum(p.parts or 1 for p in parts))
     for p in parts:
         out.positions += p.positions
         out.agree += p.agree
         out.nll_a += p.nll_a
         out.nll_b += p.nll_b
         out.kl.extend(p.kl)
-    out.parted = sum(p.first_split is not None for p in parts)
+    out.parted = sum(p.parted if p.parts else p.first_split is not None for p in parts)
     out.note = "; ".join(f"{p.label}: {p.note}" for p in parts if p.note)
     return out
 
@@ -118,30 +118,6 @@ def paired(rows_a: Iterator[np.ndarray], rows_b: Iterator[np.ndarray]) -> Iterat
         a, b = a[n:], b[n:]
 
 
-class tee_blocks:
-    """One block stream read by two consumers in lockstep (`paired` alternates between them)."""
-
-    def __new__(cls, blocks):
-        import itertools
-
-        first, second = itertools.tee(blocks, 2)
-        return _Closing(first, blocks), _Closing(second, blocks)
-
-
-class _Closing:
-    def __init__(self, it, source):
-        self.it, self.source = it, source
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.it)
-
-    def close(self):
-        self.source.close()
-
-
 @dataclass
 class Reading:
     """One text as each model reads it: its own ids, the first scored position in them, and the
@@ -176,24 +152,27 @@ def score(a, b, reading: Reading, progress: Callable[[int, int], None] | None = 
     stats = Fidelity(reading.label, note=reading.note)
     targets = np.asarray(reading.ids_a[reading.first_a + 1:], dtype=np.int64)
     if not len(targets):
-        stats.note = stats.note or "nothing to score (the text has no token after the prompt)"
+        stats.note = (stats.note + "; " if stats.note else "") + "nothing to score: no answer token fits after the prompt"
         return stats
     from llm_compare.backends.base import block_rows
 
     rows = block_rows(1 << 17)  # the same block size on both sides, small enough for any vocabulary
     blocks_a = a.prompt_logits(reading.ids_a[:-1], rows=rows)
-    if a is b and reading.ids_a == reading.ids_b:  # one loaded model on both sides: the same logits, read once
-        blocks_a, blocks_b = tee_blocks(blocks_a)
+    blocks_b = None if a is b and reading.ids_a == reading.ids_b else b.prompt_logits(reading.ids_b[:-1], rows=rows)
+    rows_a = scored_rows(blocks_a, reading.first_a)
+    if blocks_b is None:  # one loaded model on both sides (the same name picked twice): its logits, read once
+        pairs = ((part, part) for part in rows_a)
     else:
-        blocks_b = b.prompt_logits(reading.ids_b[:-1], rows=rows)
+        pairs = paired(rows_a, scored_rows(blocks_b, reading.first_b))
     try:
-        for part_a, part_b in paired(scored_rows(blocks_a, reading.first_a), scored_rows(blocks_b, reading.first_b)):
+        for part_a, part_b in pairs:
             add_rows(stats, part_a, part_b, targets[stats.positions : stats.positions + len(part_a)])
             if progress:
                 progress(stats.positions, len(targets))
     finally:
         blocks_a.close()
-        blocks_b.close()
+        if blocks_b is not None:
+            blocks_b.close()
     return stats
 
 
@@ -259,7 +238,8 @@ def presets_fidelity(a, b, presets, max_new_tokens: int = 128, system: str | Non
         if progress:
             progress(n, len(presets), f"{preset.label} · A answers")
         messages = messages_for(preset.text, system)
-        answer = greedy_answer(a, messages, max_new_tokens)
+        fits = not a.context_length or len(a.prompt_ids(messages)) < a.context_length
+        answer = greedy_answer(a, messages, max_new_tokens) if fits else ""  # too long: cut below, with a note
         readings.append(reading_of_answer(a, b, preset.label, messages, answer))
     return score_all(a, b, readings, progress)
 
@@ -269,3 +249,19 @@ def text_fidelity(a, b, text: str, label: str = "text",
     """Both models over a plain text (no chat format), all positions scored."""
     check_same_tokenizer(a, b)
     return score_all(a, b, [reading_of_text(a, label, text)], progress)
+
+
+def answers_fidelity(a, b, answers: list[tuple[str, list[dict], str]],
+                     progress: Callable[[float, int, str], None] | None = None) -> tuple[list[Fidelity], str]:
+    """B against A over (label, messages, A's answer) triples, e.g. a report's; ([], why) when the two
+    do not share a tokenizer (or one is remote), there is no answer, or Ctrl-C stopped it."""
+    answers = [item for item in answers if item[2]]
+    if not answers:
+        return [], "A gave no answer to score"
+    try:
+        check_same_tokenizer(a, b)
+        return score_all(a, b, [reading_of_answer(a, b, *item) for item in answers], progress), ""
+    except UserError as e:
+        return [], str(e)
+    except KeyboardInterrupt:
+        return [], "interrupted (Ctrl-C)"

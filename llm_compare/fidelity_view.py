@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 
+from llm_compare.errors import UserError
 from llm_compare.fidelity import Fidelity
 
 COLUMNS = ("tokens", "top-1 agree", "KL mean", "KL median", "KL p99", "ppl A", "ppl B", "greedy parts at")
@@ -37,9 +38,9 @@ def split_text(f: Fidelity) -> str:
     return "—" if f.first_split is None else f"token {f.first_split}"
 
 
-def table_lines(parts: list[Fidelity], overall: Fidelity) -> list[str]:
-    """The terminal table: one row per prompt (or text), then the overall row, then the notes."""
-    rows = [(p.label, cells(p)) for p in parts] + ([("overall", cells(overall))] if len(parts) > 1 else [])
+def table_lines(parts: list[Fidelity], overall: Fidelity | None = None) -> list[str]:
+    """The terminal table: one row per prompt (or text), then the overall row (if given), then the notes."""
+    rows = [(p.label, cells(p)) for p in parts] + ([("overall", cells(overall))] if overall and len(parts) > 1 else [])
     name_width = min(32, max(len(label) for label, _ in rows + [("prompt", [])]))
     widths = [max(len(c), max(len(r[i]) for _, r in rows)) for i, c in enumerate(COLUMNS)]
     line = lambda name, values: "  ".join([name[:name_width].ljust(name_width)] + [v.rjust(w) for v, w in zip(values, widths)])
@@ -86,3 +87,19 @@ def section_html(parts: list[Fidelity] | None, overall: Fidelity | None, skipped
     notes = "".join(f"<li>{esc(p.label)}: {esc(p.note)}</li>" for p in parts if p.note)
     return (f"<h2>Token fidelity (B against reference A)</h2><p>{esc(HOW_TO_READ)}</p>"
             f"<table><tr>{head}</tr>{rows}</table>" + (f"<ul>{notes}</ul>" if notes else ""))
+
+
+def last_answer_line(pool, spec_a, spec_b, messages_a: list[dict]) -> str:
+    """The Compare tab's line for the turn just answered: both models read A's conversation (each in
+    its own chat format) and B is scored over A's last answer. UserError says why it cannot be done."""
+    from llm_compare.fidelity import answers_fidelity
+
+    if not messages_a or messages_a[-1].get("role") != "assistant" or not messages_a[-1].get("content"):
+        raise UserError("no answer from A to measure yet: send a prompt and wait for A's answer")
+    if pool.max_resident is not None and pool.max_resident < 2:
+        raise UserError("token fidelity needs both models in memory; it is off with --one-model-at-a-time")
+    a, b = pool.get(spec_a), pool.get(spec_b)
+    parts, skipped = answers_fidelity(a, b, [("last answer", messages_a[:-1], messages_a[-1]["content"])])
+    if skipped:
+        raise UserError(skipped)
+    return summary_line(parts[0])

@@ -28,6 +28,8 @@ from llm_compare.architecture.table import section_html, section_markdown
 from llm_compare.arena import not_votable, record_pair
 from llm_compare.engine import PairState, SideState, stream_reply
 from llm_compare.errors import UserError
+from llm_compare.fidelity import merged
+from llm_compare.fidelity_view import section_html as fidelity_html, section_markdown as fidelity_markdown
 from llm_compare.params import GenerationParams
 from llm_compare.presets import Preset
 from llm_compare.store import VoteStore, software_versions
@@ -64,6 +66,8 @@ class Report:
     versions: dict = field(default_factory=software_versions)
     architecture: list = field(default_factory=list)  # architecture.describe_many of A and B
     extra_sections: list = field(default_factory=list)  # (Markdown, HTML) after the summary: a judge's verdict
+    fidelity: list = field(default_factory=list)  # fidelity.Fidelity per prompt: B against A over A's answers
+    fidelity_skipped: str = ""  # why there are none (different tokenizers, a remote model, ...)
 
 
 def warm_up(backend, params: GenerationParams) -> None:
@@ -258,6 +262,7 @@ def render_markdown(report: Report) -> str:
         "|---|---|---|",
     ]
     out += [f"| {label} | {va} | {vb} |" for label, va, vb in summary_rows(report)]
+    out += ["", *fidelity_markdown(report.fidelity, merged(report.fidelity), report.fidelity_skipped)]
     ids = battle_ids(report)
     if ids:
         out += ["", f"Stored as blind battles {ids[0]}–{ids[-1]} (random sides): vote on them in the app."]
@@ -338,6 +343,7 @@ machine: {esc(machine())}; {esc(versions)}<br>made {esc(report.created)}</p>
 {stored}
 {"".join(section for _, section in report.extra_sections)}
 <table><tr><th>prompt</th>{head}</tr>{overview}</table>
+{fidelity_html(report.fidelity, merged(report.fidelity), report.fidelity_skipped)}
 {prompts}
 </body></html>
 """

@@ -160,3 +160,48 @@ def test_command_prints_json_and_refuses_bad_text(tiny_model_dir, tmp_path, caps
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     assert main(["fidelity", str(tiny_model_dir), str(tiny_model_dir), "--text", str(tmp_path / "bad.txt")]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_report_has_a_fidelity_section_only_for_one_tokenizer(tiny_model_dir, tmp_path, capsys):
+    suite = tmp_path / "suite.toml"
+    suite.write_text('[[prompts]]\ngroup = "t"\nlabel = "sky <b>"\ntext = "Why is the sky blue?"\n', encoding="utf-8")
+    common = ["report", "--prompts", str(suite), "--no-store", "--max-new-tokens", "8", "--greedy"]
+    out = tmp_path / "same"
+    assert main([*common, "--model-a", str(tiny_model_dir), "--model-b", str(tiny_model_dir), "--dtype-a", "float32",
+                 "--dtype-b", "bfloat16", "--out", str(out)]) == 0, capsys.readouterr().err
+    md, page = (out / "report.md").read_text(encoding="utf-8"), (out / "report.html").read_text(encoding="utf-8")
+    assert "## Token fidelity (B against reference A)" in md and "top-1 agree" in md
+    row = next(line for line in md.splitlines() if line.startswith("| sky &lt;b&gt; |"))
+    assert int(row.split("|")[2]) > 0 and row.count("%") == 1  # scored positions, agreement
+    assert "Token fidelity (B against reference A)" in page and "sky &lt;b&gt;" in page and "<b>" not in page
+    out = tmp_path / "other"
+    assert main([*common, "--model-a", str(tiny_model_dir), "--model-b", "smollm2-llamacpp", "--out", str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Token fidelity" in md and "Not computed:" in md and "do not share a tokenizer" in md
+
+
+def test_compare_tab_line_measures_the_turn_just_answered():
+    from llm_compare.params import GenerationParams
+    from llm_compare.pool import ModelPool
+    from llm_compare.specs import load_registry
+    from llm_compare.ui.handlers import make_fidelity
+    from llm_compare.ui.session import AppContext, Conversation, run_turn
+
+    ctx, conv = AppContext(registry=load_registry(), pool=ModelPool()), Conversation()
+    measure = make_fidelity(ctx)
+    assert measure(conv).startswith("⚠️ no answer from A")
+    pair = {"a": "smollm2-fp32", "b": "smollm2-fp32"}
+    list(run_turn(ctx, conv, "Name a colour.", pair, GenerationParams(max_new_tokens=8, greedy=True)))
+    line = measure(conv)
+    n = len(ctx.pool.get(ctx.spec("smollm2-fp32", "a")).text_ids(conv.messages["a"][-1]["content"]))
+    assert line.startswith(f"Token fidelity of B to A over A's answer ({n} tokens): top-1 agreement 100.0 %")
+    assert "KL mean 0.0000" in line and "greedy choices part never" in line
+
+
+def test_a_prompt_longer_than_the_context_is_noted_not_an_error(tiny_pair):
+    a, b = tiny_pair
+    parts = presets_fidelity(a, b, [Preset("g", "long", TEXT * 12), Preset("g", "short", "Why is the sky blue?")],
+                             max_new_tokens=6)
+    assert parts[0].positions == 0 and "cut to 256 tokens" in parts[0].note and "nothing to score" in parts[0].note
+    assert parts[1].positions > 0 and not parts[1].note
+    assert "long: cut to 256 tokens" in merged(parts).note

@@ -67,7 +67,7 @@ def test_tiny_llama_types_keep_their_order(tmp_path):
     directory = build_wide_model(tmp_path / "wide")
     reference = open_backend(spec(directory, "float32"))
     figures = figures_against(reference, TYPES, directory, lambda a, b: text_fidelity(a, b, TEXT)[0])
-    print("\n".join(table_lines([figures[t] for t in TYPES], merged([figures[t] for t in TYPES]))))
+    print("\n".join(table_lines([figures[t] for t in TYPES])))
     assert_in_order(figures)
 
 
@@ -112,6 +112,6 @@ def test_embedded_smollm2_figures(capsys):
     q4_1.close()
     with capsys.disabled():
         print("\nSmolLM2-135M-Instruct against float32, A's greedy answers to the English presets:")
-        print("\n".join(table_lines(list(figures.values()), merged(list(figures.values())))))
+        print("\n".join(table_lines(list(figures.values()))))
     assert_in_order(figures)
     assert figures["bfloat16"].positions == figures["q4_1"].positions > 100

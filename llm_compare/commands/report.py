@@ -26,6 +26,8 @@ def configure(p):
     p.add_argument("--judge", metavar="MODEL",
                    help="then let this judge model vote on the stored battles and add its verdict to the report "
                         "(registry name, model directory, .gguf file or OpenAI-compatible server URL)")
+    p.add_argument("--no-fidelity", action="store_true",
+                   help="skip the token-fidelity section (B against A over A's answers; needs one tokenizer)")
     add_model_args(p)
     add_generation_args(p)
 
@@ -38,6 +40,17 @@ def writable_store(flag):
         raise UserError(f"{store.readonly_note()}; pass --no-store to run the report without storing the answers, "
                         "or --db with a writable path")
     return store
+
+
+def add_fidelity(report, pool, system) -> None:
+    """The report's token-fidelity section: B teacher-forced over A's answers (skipped with a reason)."""
+    from llm_compare.fidelity import answers_fidelity
+    from llm_compare.turn import messages_for
+
+    print("token fidelity: B reads A's answers …", file=sys.stderr)
+    answers = [(r.preset.label, messages_for(r.preset.text, system), r.a.text) for r in report.results if not r.a.error]
+    report.fidelity, report.fidelity_skipped = answers_fidelity(pool.get(report.spec_a), pool.get(report.spec_b),
+                                                                answers)
 
 
 def run(args) -> int:
@@ -57,6 +70,8 @@ def run(args) -> int:
                            system=args.system, progress=progress_bar(),
                            rng=random.Random(args.seed) if args.seed is not None else None,
                            recommended=True, user_set=user_set)
+        if report.results and not args.no_fidelity:
+            add_fidelity(report, pool, args.system)
         if judge is not None and not report.interrupted and store is not None:
             print(f"judging the stored battles with {judge.label} (loading …)", file=sys.stderr)
             run = judge_report(report, store, pool, judge, progress=line_progress())

@@ -158,6 +158,22 @@ def make_stop(ctx: AppContext, view: CompareView):
     return stop_both, settle, side_stopper("a"), side_stopper("b")
 
 
+def make_fidelity(ctx: AppContext):
+    def measure(conv):
+        """Token fidelity of B to A over A's last answer, on request (fidelity_view.last_answer_line)."""
+        from llm_compare.fidelity_view import last_answer_line
+
+        if conv.running:
+            return "⏳ wait until both answers have finished, then measure"
+        try:
+            specs = [ctx.spec(conv.names.get(s), s) for s in SIDES]
+            return last_answer_line(ctx.pool, *specs, conv.messages["a"])
+        except UserError as e:
+            return f"⚠️ {e}"
+
+    return measure
+
+
 def make_clear(ctx: AppContext, view: CompareView):
     def clear(conv):
         if conv.running:

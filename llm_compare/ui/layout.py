@@ -60,6 +60,10 @@ def add_compare_tab(ctx: AppContext, concurrency: int = 1) -> CompareView:
             named |= model_pickers(ctx, picks)
         with gr.Row(equal_height=False):
             panes = {side: pane(ctx, side, picks[side]) for side in SIDES}
+        with gr.Row(equal_height=True):
+            named["fidelity_button"] = gr.Button("Token fidelity of B to A", size="sm", scale=0, min_width=180,
+                                                 elem_id="fidelity-button")
+            named["fidelity"] = gr.Markdown("", elem_id="fidelity", elem_classes="stats")
         votes = vote_row()
         named["note"] = gr.Markdown("", elem_id="vote-note")
         named |= prompt_controls(ctx)
@@ -159,6 +163,8 @@ def wire_compare(ctx: AppContext, view: CompareView, named: dict, concurrency: i
     clear_fn = handlers.make_clear(ctx, view)
     for trigger in (named["clear"].click, *(p.chat.clear for p in view.panes.values())):  # a pane's trash: all
         trigger(clear_fn, inputs=conv, outputs=outputs, **QUIET)
+    named["fidelity_button"].click(handlers.make_fidelity(ctx), inputs=conv, outputs=named["fidelity"],
+                                   api_visibility="private", concurrency_id="turn")
     named["preset"].change(handlers.make_preset(ctx), inputs=[named["preset"]], outputs=[view.prompt], **QUIET)
     for side, picker in view.pickers.items():
         picker.change(handlers.make_load(ctx, side), inputs=[picker, view.conv],
