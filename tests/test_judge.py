@@ -124,12 +124,12 @@ def test_parse_and_combine():
 
 def test_judge_command_end_to_end(judge_server, db, capsys):
     path, ids = db
-    code = main(["judge", "--judge", judge_server.url, "--db", str(path), "--timeout", "1"])
+    code = main(["judge", "--judge", judge_server.url, "--db", str(path), "--timeout", "3"])
     err = capsys.readouterr().err
     assert code == 2  # some battles failed: errors, not the end of the run
     for question in ("Tell me a secret.", "Pick one.", "Count to three."):
         assert f"battle {ids[question]}: error:" in err
-    assert "sent nothing for 1 s" in err  # the timeout is named
+    assert "sent nothing for 3 s" in err  # the timeout is named
     with VoteStore(path) as store:
         judged = {r["battle_id"]: r["outcome"] for r in store.judge_records()}
         assert judged == {ids["What is the capital of France?"]: "a", ids["swapped"]: "b",
@@ -144,7 +144,7 @@ def test_judge_command_end_to_end(judge_server, db, capsys):
     # a second run skips the judged battles and retries only the failed ones
     judge_server.requests.clear()
     judge_server.release.set()
-    assert main(["judge", "--judge", judge_server.url, "--db", str(path), "--timeout", "1"]) == 2
+    assert main(["judge", "--judge", judge_server.url, "--db", str(path), "--timeout", "3"]) == 2
     asked = {next(q for q in SCRIPT if q in r["messages"][-1]["content"]) for r in judge_server.requests}
     assert asked == {"Tell me a secret.", "Pick one.", "Count to three."}  # only the failed battles again
     assert "5 judged before, skipped" in capsys.readouterr().err
@@ -152,7 +152,7 @@ def test_judge_command_end_to_end(judge_server, db, capsys):
 
 def test_judge_votes_stay_apart_and_agreement_uses_battles_with_both(judge_server, db):
     path, ids = db
-    main(["judge", "--judge", judge_server.url, "--db", str(path), "--limit", "3", "--timeout", "1"])
+    main(["judge", "--judge", judge_server.url, "--db", str(path), "--limit", "3", "--timeout", "3"])
     with VoteStore(path) as store:
         store.record_vote(ids["What is the capital of France?"], "a")  # the judge said a too
         store.record_vote(ids["Name a prime number."], "b")  # the judge said tie
@@ -258,7 +258,7 @@ def test_ctrl_c_keeps_the_verdicts_so_far_and_a_new_run_resumes(judge_server, db
     from llm_compare.specs import ModelSpec
 
     path, ids = db
-    judge = TextJudge(OpenAIBackend(ModelSpec(name="j", source=judge_server.url, backend="openai", timeout_s=1)), "j")
+    judge = TextJudge(OpenAIBackend(ModelSpec(name="j", source=judge_server.url, backend="openai", timeout_s=3)), "j")
 
     def ctrl_c_after_the_second(n, total, battle, line):
         if n == 2:
