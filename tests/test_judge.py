@@ -180,15 +180,32 @@ def test_pick_battles_unvoted_all_and_limit(db):
 
 
 @pytest.fixture(scope="module")
-def long_context_backend(tmp_path_factory):
+def long_context_dir(tmp_path_factory):
     """The tiny random chat model with room for the judge prompt (its default 256 tokens are too few)."""
     from conftest import build_tiny_chat_model
 
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-judge"), context=2048)
+
+
+@pytest.fixture(scope="module")
+def long_context_backend(long_context_dir):
     from llm_compare.backends import open_backend
     from llm_compare.specs import ModelSpec
 
-    directory = build_tiny_chat_model(tmp_path_factory.mktemp("tiny-judge"), context=2048)
-    return open_backend(ModelSpec(name="tiny-judge", source=str(directory), dtype="float32"))
+    return open_backend(ModelSpec(name="tiny-judge", source=str(long_context_dir), dtype="float32"))
+
+
+def test_judge_command_with_a_local_model_stores_its_probabilities(long_context_dir, db, capsys):
+    path, _ = db
+    assert main(["judge", "--judge", str(long_context_dir), "--dtype", "float32", "--db", str(path),
+                 "--limit", "2"]) == 0, capsys.readouterr().err
+    assert "2 battles judged" in capsys.readouterr().err
+    with VoteStore(path) as store:
+        judged = store.battles()[:2]
+        rows = store._query("SELECT detail FROM votes WHERE voter LIKE 'judge:%' ORDER BY battle_id")
+    details = [json.loads(r[0]) for r in rows]
+    assert len(details) == 2 and all(set(d["as_stored"]["probabilities"]) == set("ABC") for d in details)
+    assert all(d["swapped"]["verdict"] in "ABC" for d in details) and len(judged) == 2
 
 
 def test_local_judge_refuses_a_prompt_beyond_its_context(tiny_backend):

@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 
 from llm_compare.errors import UserError
+from llm_compare.pool import ModelPool
 from llm_compare.specs import DTYPES, load_registry
 from llm_compare.store import open_store
 
@@ -58,7 +59,6 @@ def summary(run, judge_name: str) -> str:
 
 
 def run(args) -> int:
-    from llm_compare.backends import open_backend
     from llm_compare.judge import pick_battles, run_judge
     from llm_compare.judge_local import make_judge
 
@@ -72,7 +72,7 @@ def run(args) -> int:
                   else "no stored battles to judge; run a report first", file=sys.stderr)
             return 0
         print(f"judging {len(battles)} battles with {spec.label} (loading …)", file=sys.stderr)
-        backend = open_backend(spec)
+        backend = ModelPool().get(spec)  # dtype "auto" resolved and the memory checked, as for the sides
         try:
             judge = make_judge(backend, decode=args.decode)
             result = run_judge(store, judge, battles, skipped=skipped, progress=line_progress())
