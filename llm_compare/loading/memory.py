@@ -219,6 +219,19 @@ def kv_cache_bytes(count: ParamCount, llamacpp_kv: str | None = None, dtype: str
     return count.kv_per_token * KV_TOKENS * (4 if dtype == "float32" else 2)
 
 
+SAVED_CONTEXTS = 4  # full contexts of KV cache a model may keep for conversations waiting their turn
+SAVED_SHARE = 0.25  # ... but never more than this share of the RAM free after loading it
+
+
+def saved_caches_budget(context_kv_bytes: int, free: int) -> int:
+    """Bytes of saved conversation caches a loaded model keeps (backends/kv_states.py): SAVED_CONTEXTS
+    full contexts of its KV cache (a few sessions of a class arena, a report beside a chat), at most
+    SAVED_SHARE of the RAM left free (all of that share when the KV size is unknown: 0); each kept
+    cache spares re-reading its conversation."""
+    share = int(free * SAVED_SHARE)
+    return max(0, min(SAVED_CONTEXTS * context_kv_bytes, share) if context_kv_bytes else share)
+
+
 def _estimate_count(count: ParamCount, dtype: str, context: int | None = None) -> Estimate:
     weights = weight_bytes(count, dtype)
     extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, GGUF_KV_CACHE.get(dtype), dtype, context)
@@ -238,12 +251,15 @@ def gib(n: int | float) -> str:
 
 def _accounted(backend) -> int:
     """What a loaded backend holds: its measured RSS growth, or the estimate when that is larger
-    (memory-mapped weights count as reclaimable "available" memory although they are in use)."""
+    (memory-mapped weights count as reclaimable "available" memory although they are in use), plus
+    what its saved conversation caches hold now."""
     try:
         est = estimate(backend.spec.source, backend.spec.dtype, backend.spec.backend, backend.spec.context)
     except UserError:
         est = None
-    return max(int(getattr(backend, "resident_bytes", 0) or 0), est.resident_bytes if est else 0)
+    held = max(int(getattr(backend, "resident_bytes", 0) or 0), est.resident_bytes if est else 0)
+    saved = getattr(backend, "saved", None)  # its saved conversation caches (they shrink when RAM runs short)
+    return held + (saved.used if saved is not None else 0)
 
 
 def available_bytes(loaded=()) -> int:
