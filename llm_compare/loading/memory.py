@@ -58,6 +58,7 @@ class Estimate:
     weights_bytes: int
     resident_bytes: int  # weights + overhead + KV cache: what stays in RAM while it answers
     peak_bytes: int  # the highest point during the load
+    kv_bytes: int = 0  # the KV cache counted in resident_bytes (a whole context: saved_caches_budget's unit)
 
 
 def weight_bytes(count: ParamCount, dtype: str) -> int:
@@ -204,8 +205,8 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
             from llm_compare.loading.gguf import trained_context
 
             reserved = reserved_context(context, trained_context(source.path))
-            extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, "f16", context=reserved)
-            return Estimate(count.total, size, size + extra, size + extra)
+            kv = kv_cache_bytes(count, "f16", context=reserved)
+            return Estimate(count.total, size, size + RUNTIME_OVERHEAD + kv, size + RUNTIME_OVERHEAD + kv, kv)
         return _estimate_count(count, dtype, context)
     return _estimate_count(count_parameters(source.config), dtype, context)
 
@@ -234,9 +235,10 @@ def saved_caches_budget(context_kv_bytes: int, free: int) -> int:
 
 def _estimate_count(count: ParamCount, dtype: str, context: int | None = None) -> Estimate:
     weights = weight_bytes(count, dtype)
-    extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, GGUF_KV_CACHE.get(dtype), dtype, context)
+    kv = kv_cache_bytes(count, GGUF_KV_CACHE.get(dtype), dtype, context)
+    extra = RUNTIME_OVERHEAD + kv
     loaded_as = weight_bytes(count, "bfloat16") if dtype == "int8" else weights
-    return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra)
+    return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra, kv)
 
 
 def estimate_bytes(source_or_config, dtype: str = "bfloat16") -> int:
@@ -292,7 +294,9 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
         what += f" while loading (≈{gib(est.resident_bytes)} after)"
     msg = f"{spec.label} needs ≈{gib(est.peak_bytes)} {what} but {gib(free)} is available"
     if loaded:
-        msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded)"
+        saved = sum(b.saved.used for b in loaded if getattr(b, "saved", None) is not None)
+        held = f", holding {gib(saved)} of saved conversation caches" if saved else ""
+        msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded{held})"
     fixes = []
     if spec.backend == "transformers" and spec.dtype in (*DTYPE_FALLBACKS, "float16", "auto"):
         # "auto" (not resolved yet) is sized as its smallest candidate, bfloat16
