@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import header  # noqa: E402
-from seven_b import SEEDS, fit, long_prompt  # noqa: E402
+from seven_b import SEEDS, fit, long_prompt, prepare  # noqa: E402
 
 from llm_compare.machine import cpu_model  # noqa: E402
 
@@ -176,24 +176,6 @@ def run_child(directory: Path, path: str, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def prepare(args) -> dict[tuple[str, int], Path]:
-    """Checkpoints (legacy layout, random bf16 weights) and their gguf-q4_k_m export, built once."""
-    from memory import build_checkpoint
-
-    from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_export import exported_gguf, terminal_progress
-
-    dirs = {}
-    for name in args.models:
-        config, layers_key = SEEDS[name]
-        for layers in args.layers:
-            directory = Path(args.workdir) / f"{name}-{layers}"
-            build_checkpoint(name, config | {layers_key: layers}, directory)
-            exported_gguf(resolve_source(str(directory)), "gguf-q4_k_m", terminal_progress())
-            dirs[name, layers] = directory
-    return dirs
-
-
 def best_of(runs: list[dict]) -> dict:
     """Per turn, the least disturbed of the repeated runs (the machine is shared)."""
     out = {}
@@ -290,12 +272,12 @@ def main() -> None:
         child(*args.child, args)
         return
     if args.prepare:
-        prepare(args)
+        prepare(args, ("gguf-q4_k_m",))
         return
     header("conversations at seed size: first token per turn, with and without prefix reuse")
     lines = preamble(sys.argv[1:])
     print("\n".join(lines), flush=True)
-    dirs = prepare(args)
+    dirs = prepare(args, ("gguf-q4_k_m",))
     for name in args.models:
         results: dict = {"depth": FULL_DEPTH[name]}
         for layers in args.layers:
