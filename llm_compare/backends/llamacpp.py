@@ -9,6 +9,10 @@ A `Llama` object holds one KV cache and is not safe to use from two threads at o
 backend keeps a small set of instances of the same file: a second stream running at the same
 time (both panes on one model) gets its own instance, loaded on first need (the weights are
 memory-mapped, so the second costs little memory and ≈0.3 s).
+
+Each instance keeps the KV cache of its last request: the next one evaluates only the ids after
+their common prefix, and another conversation's cache is saved and restored around it
+(backends/kv_states.py, docs/conversations.md).
 """
 
 from __future__ import annotations
@@ -297,12 +301,12 @@ class LlamaCppBackend(Backend):
             llm = self._acquire(stop, ids)
             if llm is None:
                 return
-            reused[0] = prepare_llama(llm, ids, self.saved, self.reuse)
 
             def emit_counted(item):  # with the threads this instance's context runs with now
                 emit((*item, llama_cpp.llama_n_threads(llm._ctx.ctx)))
 
             try:
+                reused[0] = prepare_llama(llm, ids, self.saved, self.reuse)
                 if self.text is not None:
                     from llm_compare.backends.llamacpp_exported import generate_ids
 

@@ -7,6 +7,9 @@ Three small pieces make it measurable and controllable:
 - `StopOnEvent` ends generation within one token of `stop.set()`.
 - `SeededSampler` samples with its own `torch.Generator`, so two sampled streams running at once
   are each reproducible from their seed (torch's global RNG would interleave them).
+
+A reply's `DynamicCache` is kept (backends/kv_states.py): the next request whose ids share a
+prefix with it crops it to that prefix and passes it to `generate`, which evaluates only the rest.
 """
 
 from __future__ import annotations
