@@ -112,6 +112,17 @@ def test_model_against_itself_llamacpp_gguf():
         d = f.to_dict()
         assert d["positions"] == len(a.text_ids(TEXT)) - 1
         assert d["top1_agreement"] == 1.0 and d["kl_mean"] == 0.0 and d["ppl_a"] == d["ppl_b"]
+        ids = a.text_ids(TEXT)
+        rows = all_logits(a, ids, rows=16)
+        assert rows.shape == (len(ids), a.prompt.llm.n_vocab())
+        lasts = []
+        for _ in range(2):  # from the cached prefix: only the last id is evaluated, alone
+            (start, last), = a.prompt_logits(ids, last_only=True)
+            assert start == len(ids) - 1 and last.shape == (1, rows.shape[1])
+            lasts.append(last[0])
+        assert np.array_equal(lasts[0], lasts[1])
+        # one id alone runs other llama.cpp kernels than a batch (Q4_1: up to ~0.9 logits apart)
+        assert np.abs(lasts[0] - rows[-1]).max() < 0.1 * np.abs(rows[-1]).max()
         # one loaded model on both sides reads its logits once and agrees with itself as well
         (same,) = text_fidelity(a, a, TEXT)
         assert same.to_dict()["kl_max"] == 0.0 and same.positions == f.positions

@@ -47,6 +47,7 @@ class Chunk:
     first_token_at: float | None = None  # time.perf_counter() of the first new token, when known
     prompt_tokens: int | None = None  # known only to some backends, reported once
     threads: int | None = None  # CPU threads its generating thread runs with, read there (None: not local)
+    reused_tokens: int | None = None  # prompt tokens kept from the model's KV cache (not re-read), reported once
 
 
 class Backend(ABC):

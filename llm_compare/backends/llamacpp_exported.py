@@ -122,17 +122,10 @@ class NextToken:
         return int(scores[0].argmax())
 
 
-def last_logits(llm) -> np.ndarray:
-    """A copy of the logits llama.cpp computed for the last evaluated token."""
-    import llama_cpp
-
-    pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).copy()
-
-
 def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit) -> None:
     """Evaluate the prompt, then pick, emit and feed back one token at a time until a stop id,
     max_new_tokens or `stop`. Emits (text, tokens, first_token_at) like the plain llama.cpp path."""
+    from llm_compare.backends.llamacpp_eval import evaluate
     from llm_compare.threads import use_torch_threads
 
     # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
@@ -142,10 +135,9 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
     stop_ids = set(text.chat_format.stop_token_ids)
     history = list(ids)
     first_at, n = None, 0
-    llm.reset()
-    llm.eval(ids)
+    logits = evaluate(llm, ids).logits  # reuses what the cache holds of `ids` (kv_states.prepare_llama)
     while not stop.is_set():
-        token = choose(last_logits(llm), history)
+        token = choose(logits, history)
         history.append(token)
         if first_at is None:
             first_at = time.perf_counter()
@@ -153,7 +145,7 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
         emit((decoder.feed(token), 1, first_at))
         if token in stop_ids or n >= params.max_new_tokens:
             break
-        llm.eval([token])
+        logits = evaluate(llm, history).logits
     tail = decoder.flush()
     if tail:
         emit((tail, 0, first_at))

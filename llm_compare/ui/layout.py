@@ -165,6 +165,8 @@ def wire_compare(ctx: AppContext, view: CompareView, named: dict, concurrency: i
         trigger(clear_fn, inputs=conv, outputs=outputs, **QUIET)
     named["fidelity_button"].click(handlers.make_fidelity(ctx), inputs=conv, outputs=named["fidelity"],
                                    api_visibility="private", concurrency_id="turn")
+    for evt in (compare_evt, regen_evt):  # a new answer: the line measured the one before
+        evt.then(lambda: "", outputs=named["fidelity"], **QUIET)
     named["preset"].change(handlers.make_preset(ctx), inputs=[named["preset"]], outputs=[view.prompt], **QUIET)
     for side, picker in view.pickers.items():
         picker.change(handlers.make_load(ctx, side), inputs=[picker, view.conv],
