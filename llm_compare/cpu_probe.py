@@ -13,7 +13,8 @@ in a few seconds at first use:
   tokens (a matrix-vector product each, as the decode path runs it), per candidate precision. The
   candidates keep the model's answers (float32, bfloat16; int8 and float16 change them and are only
   used when asked for). The cheapest that fits in free memory becomes the default for a model whose
-  precision nobody chose (`dtype = "auto"`, the default). `LLM_COMPARE_DTYPE` or `--dtype-a/-b` override it.
+  precision nobody chose (`dtype = "auto"`, the default; for a big model directory a quantized GGUF
+  export may win instead: dtype_choice.py). `LLM_COMPARE_DTYPE` or `--dtype-a/-b` override it.
 - **threads** (`best_threads`): seconds per decoded token of the loaded model itself with 1 thread
   and with every core, per backend and model size (and for torch, whether llama.cpp has run in the
   process: they share the OpenMP runtime). The faster count is what a lone stream gets; several
@@ -52,7 +53,7 @@ def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
         return _cached_probe(name, key, measure)
 
 
-def _versions() -> str:
+def versions() -> str:
     """torch's version and the kernels it may use (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA change them)."""
     import torch
 
@@ -147,13 +148,13 @@ def matvec_pays(out_features: int, in_features: int) -> bool:
 
     Both vary by CPU: on a Zen 4 with avx512_bf16, mv differed from F.linear in a few elements at
     4096 -> 11008 (not at 4096 -> 4096), on AVX2-only CPUs it matched everywhere tried."""
-    key = machine_key("matvec", _versions(), f"{out_features}x{in_features}")
+    key = machine_key("matvec", versions(), f"{out_features}x{in_features}")
     return bool(cached_probe("matvec", key, lambda: measure_matvec(out_features, in_features))["use_mv"])
 
 
 def dtype_costs(hidden: int, mlp: int) -> dict:
     """The cached per-dtype turn costs at this width on this machine (measured on first use)."""
-    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}")
+    key = machine_key("dtype", versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}")
     return cached_probe("dtype", key, lambda: measure_turn_costs(hidden, mlp))
 
 
@@ -171,43 +172,6 @@ def model_width(source: str) -> tuple[int, int]:
         return DEFAULT_WIDTH
 
 
-def choose_dtype(spec, fits: Callable[[str], bool] | None = None) -> tuple[str, str]:
-    """(dtype, why) for a transformers spec whose dtype is "auto"."""
-    forced = os.environ.get(DTYPE_ENV, "").strip()
-    if forced:
-        return forced, f"{DTYPE_ENV}={forced}"
-    hidden, mlp = model_width(spec.source)
-    ranked = ranked_dtypes(hidden, mlp)
-    for dtype in ranked:
-        if fits is None or fits(dtype):
-            why = "fastest measured turn" if dtype == ranked[0] else f"{ranked[0]} does not fit in free memory"
-            return dtype, f"{why} at width {hidden}x{mlp}"
-    return ranked[-1], "nothing fits; the smallest candidate"
-
-
-def resolve_dtype(spec):
-    """`spec` with its "auto" precision replaced by the measured choice (others are returned as they are)."""
-    from llm_compare.specs import AUTO_DTYPE, DTYPES
-
-    if spec.backend != "transformers" or spec.dtype != AUTO_DTYPE:
-        return spec
-    from llm_compare.loading.memory import available_bytes, estimate
-
-    def fits(dtype: str) -> bool:
-        try:
-            est = estimate(spec.source, dtype, spec.backend, spec.context)
-        except Exception:
-            return True
-        return est is None or est.peak_bytes <= available_bytes()
-
-    dtype, _ = choose_dtype(spec, fits)
-    if dtype not in DTYPES:
-        from llm_compare.errors import UserError
-
-        raise UserError(f"{DTYPE_ENV}={dtype} is not a precision; use one of {', '.join(DTYPES)}")
-    return spec.with_overrides(dtype=dtype)
-
-
 def size_bucket(weight_bytes: int | None) -> str:
     """Model sizes within a factor of 2 share one thread measurement."""
     return "unknown" if not weight_bytes else f"2^{round(math.log2(max(1, weight_bytes)))}"
@@ -221,7 +185,7 @@ def best_threads(backend: str, weight_bytes: int | None, seconds_per_token: Call
     from llm_compare.threads import cpu_cores
 
     counts = sorted({1, cpu_cores()})
-    key = machine_key("threads", backend, size_bucket(weight_bytes), _versions(), extra)
+    key = machine_key("threads", backend, size_bucket(weight_bytes), versions(), extra)
 
     def measure():
         rounds = [{str(n): seconds_per_token(n) for n in counts} for _ in range(2)]  # interleaved: fair under load
