@@ -181,3 +181,44 @@ def test_doctor_says_what_auto_chose_and_why(cache, tmp_path, monkeypatch, capsy
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "auto:" in ln)
     assert line.strip() == dtype_choice.resolve(ModelSpec(name="m", source=source), available=64 * 2**30)[1].line
     assert "gguf-q4_k_m, 4-bit quantized" in line
+
+
+def test_ask_json_and_the_load_line_say_what_auto_chose(cache, tiny_model_dir, monkeypatch, capsys):
+    """The tiny model keeps an unquantized precision, and every surface says which and why."""
+    from llm_compare import progress
+    from llm_compare.cli import main
+    from llm_compare.pool import ModelPool
+
+    inject(monkeypatch)
+    no_gguf_probe(monkeypatch)
+    assert main(["ask", "hi", "--model-a", str(tiny_model_dir), "--model-b", str(tiny_model_dir),
+                 "--dtype-b", "float32", "--greedy", "--max-new-tokens", "2", "--json"]) == 0
+    a, b = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert a["dtype"] == "bfloat16" and a["dtype_choice"].startswith(f"auto: {a['dtype']}, ")
+    assert "too quick to be worth quantizing" in a["dtype_choice"]
+    assert b["dtype"] == "float32" and b["dtype_choice"] is None  # set explicitly: nothing was chosen
+    lines = []
+    with progress.reporting(lines.append):
+        backend = ModelPool().get(ModelSpec(name="tiny", source=str(tiny_model_dir)))
+    assert backend.dtype_choice == a["dtype_choice"]
+    assert f"loading tiny · {a['dtype_choice']}" in lines
+
+
+def test_the_gguf_probe_measures_an_export_at_the_width_and_caches_it(cache, monkeypatch):
+    """A real (tiny) probe: every type has positive figures per parameter, its files are gone, the
+    second call reads the cache. No speed is asserted."""
+    pytest.importorskip("llama_cpp")
+    monkeypatch.setattr(gguf_probe, "PROBE_PARAMS", 1_000_000)
+    monkeypatch.setattr(gguf_probe, "MAX_LAYERS", 2)
+    from llm_compare import machine
+
+    monkeypatch.setattr(machine, "BUSY_SHARE", 2.0)  # kept even on a busy machine: this tests caching
+    found = gguf_probe.gguf_costs(256, 512)
+    assert set(found) == set(gguf_probe.PROBE_TYPES)
+    for c in found.values():
+        assert c["width"] == "256x512" and c["turn_s"] == pytest.approx(c["prefill_s"] + cpu_probe.TURN_NEW * c["decode_s"])
+        assert c["turn_s_per_param"] == pytest.approx(c["turn_s"] / c["params"]) and c["export_s_per_param"] > 0
+    assert not list(cache.glob("gguf-probe-*"))  # the probe checkpoint and its exports are deleted
+    monkeypatch.setattr(gguf_probe, "measure_gguf_costs", lambda *a: pytest.fail("measured again"))
+    assert gguf_probe.gguf_costs(256, 512) == found
+    assert any("256x512 gguf-q4_k_m" in line for line in gguf_probe.summary_lines())
