@@ -29,6 +29,7 @@ from pathlib import Path
 
 from llm_compare.cpu_probe import TURN_NEW, TURN_PROMPT, cached_probe, versions
 from llm_compare.machine import cache_root, machine_key
+from llm_compare.progress import status
 
 PROBE_TYPES = ("gguf-q4_k_m", "gguf-q8_0")  # the quantized exports "auto" may choose
 PROBE_PARAMS = 150_000_000  # parameters of the probe checkpoint (≈ 90 MiB in Q4_K_M: beyond any L3)
@@ -159,7 +160,12 @@ def gguf_costs(hidden: int, mlp: int) -> dict:
 
     key = machine_key("gguf", versions(), f"llama.cpp {llama_cpp.__version__}", f"{hidden}x{mlp}",
                       ",".join(PROBE_TYPES), f"params>{PROBE_PARAMS}")
-    return cached_probe("gguf", key, lambda: measure_gguf_costs(hidden, mlp))
+
+    def measure():
+        status(f"measuring the GGUF export paths at width {hidden}x{mlp} (once per machine, ≈10–30 s)")
+        return measure_gguf_costs(hidden, mlp)
+
+    return cached_probe("gguf", key, measure)
 
 
 def summary_lines() -> list[str]:
