@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from llm_compare import cpu_probe, dtype_choice, gguf_probe
 from llm_compare.errors import UserError
 from llm_compare.loading.memory import estimate
-from llm_compare.specs import ModelSpec
+from llm_compare.specs import ModelSpec, load_registry
 
 from conftest import LEGACY_FIXTURES
 
@@ -150,6 +150,10 @@ def test_an_explicit_dtype_is_never_overridden(cache, tmp_path, monkeypatch):
             ModelSpec(name="m", source=source, dtype=dtype), None)
     gguf_spec = ModelSpec(name="m", source="x.gguf", backend="llamacpp")
     assert dtype_choice.resolve(gguf_spec) == (gguf_spec, None)
+    registry = load_registry()  # the embedded default pair sets its precisions: bf16 against fp32
+    pair = [registry.models[name] for name in registry.default_pair]
+    assert [dtype_choice.resolve(s) for s in pair] == [(s, None) for s in pair]
+    assert [s.dtype for s in pair] == ["bfloat16", "float32"]
     monkeypatch.setenv(cpu_probe.DTYPE_ENV, "float32")
     spec, choice = dtype_choice.resolve(ModelSpec(name="m", source=source))
     assert spec.dtype == "float32" and choice.line == "auto: float32, set by LLM_COMPARE_DTYPE=float32"
