@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,12 +67,16 @@ def report(name: str, source: str) -> None:
     for d in sorted(per_param, key=per_param.get):
         print(f"| {d} | {per_param[d] * 1e9:.2f} s | {per_param[d] * params:.1f} s | – | "
               f"{per_param[quick] / per_param[d]:.2f}× |")
-    if params * per_param[quick] >= dtype_choice.QUICK_TURN_S and gguf_probe.available() is None:
-        for d, c in gguf_probe.gguf_costs(hidden, mlp).items():
+    if gguf_probe.available() is None:  # measured at every width here, also where auto would not ask
+        t0 = time.perf_counter()
+        figures = gguf_probe.gguf_costs(hidden, mlp)
+        probe_s = time.perf_counter() - t0
+        for d, c in figures.items():
             turn, export = c["turn_s_per_param"] * params, c["export_s_per_param"] * params
             counted = turn + export / dtype_choice.EXPORT_TURNS
             print(f"| {d} | {c['turn_s_per_param'] * 1e9:.2f} s | {turn:.1f} s | {export:.0f} s | "
                   f"{per_param[quick] * params / counted:.2f}× |")
+        print(f"(the GGUF probe took {probe_s:.0f} s: a first use at this width pays it once)")
     print(dtype_choice.resolve(ModelSpec(name=name, source=source))[1].line)  # RAM: this machine's
 
 
