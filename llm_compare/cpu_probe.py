@@ -53,7 +53,7 @@ def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
         return _cached_probe(name, key, measure)
 
 
-def versions() -> str:
+def _versions() -> str:
     """torch's version and the kernels it may use (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA change them)."""
     import torch
 
@@ -148,13 +148,13 @@ def matvec_pays(out_features: int, in_features: int) -> bool:
 
     Both vary by CPU: on a Zen 4 with avx512_bf16, mv differed from F.linear in a few elements at
     4096 -> 11008 (not at 4096 -> 4096), on AVX2-only CPUs it matched everywhere tried."""
-    key = machine_key("matvec", versions(), f"{out_features}x{in_features}")
+    key = machine_key("matvec", _versions(), f"{out_features}x{in_features}")
     return bool(cached_probe("matvec", key, lambda: measure_matvec(out_features, in_features))["use_mv"])
 
 
 def dtype_costs(hidden: int, mlp: int) -> dict:
     """The cached per-dtype turn costs at this width on this machine (measured on first use)."""
-    key = machine_key("dtype", versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}")
+    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}")
     return cached_probe("dtype", key, lambda: measure_turn_costs(hidden, mlp))
 
 
@@ -185,7 +185,7 @@ def best_threads(backend: str, weight_bytes: int | None, seconds_per_token: Call
     from llm_compare.threads import cpu_cores
 
     counts = sorted({1, cpu_cores()})
-    key = machine_key("threads", backend, size_bucket(weight_bytes), versions(), extra)
+    key = machine_key("threads", backend, size_bucket(weight_bytes), _versions(), extra)
 
     def measure():
         rounds = [{str(n): seconds_per_token(n) for n in counts} for _ in range(2)]  # interleaved: fair under load

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from llm_compare.cpu_probe import TURN_NEW, TURN_PROMPT, cached_probe, versions
+from llm_compare.cpu_probe import TURN_NEW, TURN_PROMPT, _versions, cached_probe
 from llm_compare.machine import cache_root, machine_key
 from llm_compare.progress import status
 
@@ -158,7 +158,7 @@ def gguf_costs(hidden: int, mlp: int) -> dict:
     """The cached GGUF figures at this width on this machine (measured on first use, ≈10–30 s at 7B widths)."""
     import llama_cpp
 
-    key = machine_key("gguf", versions(), f"llama.cpp {llama_cpp.__version__}", f"{hidden}x{mlp}",
+    key = machine_key("gguf", _versions(), f"llama.cpp {llama_cpp.__version__}", f"{hidden}x{mlp}",
                       ",".join(PROBE_TYPES), f"params>{PROBE_PARAMS}")
 
     def measure():
