@@ -121,7 +121,7 @@ def _parameters(source: str) -> int | None:
 
     try:
         est = estimate(source, "bfloat16")
-    except UserError:
+    except Exception:  # noqa: BLE001 - a size we cannot read only means no projection (today's choice)
         return None
     return est.params if est else None
 
@@ -145,6 +145,8 @@ def _export_refusal(source_text: str) -> tuple[str | None, dict]:
         _, free_disk, needed = disk_needs(source)
     except UserError as e:
         return str(e).split("; ")[0], {}
+    except Exception as e:  # noqa: BLE001 - an odd config must not stop a model that loads on transformers
+        return f"cannot plan its export: {type(e).__name__}: {e}", {}
     return None, {d: need == 0 for d, need in needed.items() if d in QUANTIZED and need <= free_disk}
 
 
