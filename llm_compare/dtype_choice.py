@@ -128,11 +128,14 @@ def _parameters(source: str) -> int | None:
 
 def _export_refusal(source_text: str) -> tuple[str | None, dict]:
     """(why this source cannot take a GGUF export here, or None; {gguf dtype: already exported} for
-    the types whose export fits on disk — a type missing from it does not)."""
+    the types exported already or whose export fits in free disk and RAM now, as `check_room` will
+    require — a type missing from it does not)."""
+    import psutil
+
     from llm_compare import gguf_probe
     from llm_compare.loading import resolve_source
     from llm_compare.loading.gguf_arch import check_supported, plan_export
-    from llm_compare.loading.gguf_export import disk_needs
+    from llm_compare.loading.gguf_export import disk_needs, needs
 
     missing = gguf_probe.available()
     if missing:
@@ -141,13 +144,17 @@ def _export_refusal(source_text: str) -> tuple[str | None, dict]:
         source = resolve_source(source_text)
         if source.kind not in EXPORTABLE:
             return f"a {source.kind} source is not a model directory", {}
-        check_supported(plan_export(source))
+        plan = plan_export(source)
+        check_supported(plan)
         _, free_disk, needed = disk_needs(source)
+        free_ram = psutil.virtual_memory().available
+        room = {d: need == 0 or (need <= free_disk and needs(plan, d)[1] <= free_ram)
+                for d, need in needed.items() if d in QUANTIZED}
     except UserError as e:
         return str(e).split("; ")[0], {}
     except Exception as e:  # noqa: BLE001 - an odd config must not stop a model that loads on transformers
         return f"cannot plan its export: {type(e).__name__}: {e}", {}
-    return None, {d: need == 0 for d, need in needed.items() if d in QUANTIZED and need <= free_disk}
+    return None, {d: needed[d] == 0 for d, fits in room.items() if fits}
 
 
 def ram_fits(spec, loaded=(), available: int | None = None) -> Callable[[str], bool]:

@@ -236,3 +236,25 @@ def test_a_config_the_export_planner_chokes_on_keeps_transformers(cache, tmp_pat
     monkeypatch.setattr(gguf_arch, "check_supported", lambda plan: 1 / 0)
     choice = dtype_choice.choose(ModelSpec(name="m", source=model_dir(tmp_path, "llama-7b", LLAMA_7B)))
     assert choice.dtype == "bfloat16" and "cannot plan its export: ZeroDivisionError" in choice.why
+
+
+def test_export_disk_is_checked_and_a_done_export_costs_nothing(cache, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from llm_compare.loading import gguf_export, resolve_source
+    from llm_compare.loading.gguf_arch import plan_export
+
+    inject(monkeypatch)
+    source = model_dir(tmp_path, "llama-7b", LLAMA_7B)
+    spec = ModelSpec(name="m", source=source)
+    real_usage = gguf_export.shutil.disk_usage
+    monkeypatch.setattr(gguf_export.shutil, "disk_usage", lambda p: namedtuple("U", "free")(0))
+    choice = dtype_choice.choose(spec)
+    assert choice.dtype == "bfloat16" and "no GGUF type fits in free memory and disk" in choice.why
+    monkeypatch.setattr(gguf_export.shutil, "disk_usage", real_usage)
+    folder = gguf_export.cache_dir(plan_export(resolve_source(source)))
+    folder.mkdir(parents=True)
+    (folder / "gguf-q4_k_m.gguf").write_bytes(b"GGUF")  # exported before (a later load checks the file itself)
+    choice = dtype_choice.choose(spec)
+    assert choice.dtype == "gguf-q4_k_m" and "already exported" in choice.why and choice.export_s["gguf-q4_k_m"] == 0
+    assert f"{RATES['bfloat16'] / RATES['gguf-q4_k_m']:.1f}× faster" in choice.why
