@@ -106,7 +106,8 @@ def _with_gguf(kept: Choice, hidden: int, mlp: int, params: int, fits, export_do
     plain_s, best_s = turn_s[plain], turn_s[best] + export_s[best] / EXPORT_TURNS
     speedup = plain_s / best_s
     if plain_fits and speedup < MIN_SPEEDUP:
-        return Choice(kept.dtype, f"{kept.why}; {best} would be only {speedup:.1f}× faster here", turn_s, export_s)
+        return Choice(kept.dtype, f"{kept.why}; {best} would be only {speedup:.1f}× faster here (≈{_seconds(best_s)} "
+                                  f"vs ≈{_seconds(plain_s)} a turn, export counted)", turn_s, export_s)
     export = f", one-time export ≈{_duration(export_s[best])} counted" if export_s[best] else ", already exported"
     only = "" if plain_fits else ", the only type that fits in free memory"
     return Choice(best, f"{QUANTIZED.get(best, 'quantized')} weights run by llama.cpp{only}, {speedup:.1f}× faster "
