@@ -258,3 +258,23 @@ def test_export_disk_is_checked_and_a_done_export_costs_nothing(cache, tmp_path,
     choice = dtype_choice.choose(spec)
     assert choice.dtype == "gguf-q4_k_m" and "already exported" in choice.why and choice.export_s["gguf-q4_k_m"] == 0
     assert f"{RATES['bfloat16'] / RATES['gguf-q4_k_m']:.1f}× faster" in choice.why
+
+
+def test_the_chosen_export_is_what_loads_and_answers(cache, tmp_path, monkeypatch, capsys):
+    """End to end through `ask`: figures that make an export worth it for this (tiny, exportable)
+    model send it through the export and llama.cpp, and the record says so."""
+    pytest.importorskip("llama_cpp")
+    from gguf_helpers import build_wide_model
+
+    from llm_compare.cli import main
+
+    slow = {d: rate * 1e5 for d, rate in RATES.items()}  # every turn of this tiny model "takes minutes"
+    inject(monkeypatch, slow, {d: 0.0 for d in EXPORT_RATE})
+    source = str(build_wide_model(tmp_path / "wide"))
+    assert main(["ask", "hi", "--model-a", source, "--model-b", source, "--dtype-b", "float32",
+                 "--greedy", "--max-new-tokens", "4", "--json"]) == 0
+    a, b = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert a["dtype"] == "gguf-q4_k_m" and a["error"] is None and a["new_tokens"] == 4
+    assert a["dtype_choice"].startswith("auto: gguf-q4_k_m, 4-bit quantized weights run by llama.cpp, ")
+    assert b["dtype"] == "float32" and b["dtype_choice"] is None
+    assert list((cache / "gguf-export").glob("*/gguf-q4_k_m.gguf"))
