@@ -38,6 +38,9 @@ from llm_compare.machine import machine_key
 
 CANDIDATES = ("float32", "bfloat16")  # precisions that keep the model's answers
 DECODE_BYTES = 384 * 2**20  # decode is timed over this much float32 weight: more than a CPU's caches
+# ...in at most this many copies: a tiny test model's weight would need 49152, whose per-call overhead
+# (minutes on a busy machine: `doctor` on a tiny model) measures Python, not memory
+MAX_COPIES = 1024
 DTYPE_ENV = "LLM_COMPARE_DTYPE"
 TURN_PROMPT, TURN_NEW = 300, 200  # the representative turn the precision is chosen for
 DEFAULT_WIDTH = (2048, 5632)  # hidden, MLP width when the model's config does not say
@@ -97,7 +100,7 @@ def measure_turn_costs(hidden: int, mlp: int, dtypes=CANDIDATES) -> dict:
     from llm_compare.threads import cpu_cores, use_torch_threads
 
     rows = min(TURN_PROMPT, max(8, int(2e9 / (2 * hidden * mlp))))  # keep the probe to seconds
-    copies = -(-DECODE_BYTES // (4 * hidden * mlp))
+    copies = min(MAX_COPIES, -(-DECODE_BYTES // (4 * hidden * mlp)))
     out = {}
 
     def run():
@@ -154,7 +157,7 @@ def matvec_pays(out_features: int, in_features: int) -> bool:
 
 def dtype_costs(hidden: int, mlp: int) -> dict:
     """The cached per-dtype turn costs at this width on this machine (measured on first use)."""
-    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}")
+    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}", f"copies<={MAX_COPIES}")
     return cached_probe("dtype", key, lambda: measure_turn_costs(hidden, mlp))
 
 

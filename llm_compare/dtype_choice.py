@@ -109,10 +109,13 @@ def _with_gguf(kept: Choice, hidden: int, mlp: int, params: int, fits, export_do
         return Choice(kept.dtype, f"{kept.why}; {best} would be only {speedup:.1f}× faster here (≈{_seconds(best_s)} "
                                   f"vs ≈{_seconds(plain_s)} a turn, export counted)", turn_s, export_s)
     export = f", one-time export ≈{_duration(export_s[best])} counted" if export_s[best] else ", already exported"
-    only = "" if plain_fits else ", the only type that fits in free memory"
-    return Choice(best, f"{QUANTIZED.get(best, 'quantized')} weights run by llama.cpp{only}, {speedup:.1f}× faster "
-                        f"than {plain} here (≈{_seconds(turn_s[best])} vs ≈{_seconds(plain_s)} for a "
-                        f"{TURN_PROMPT}-token prompt + {TURN_NEW} new tokens{export}); "
+    turn = f"for a {TURN_PROMPT}-token prompt + {TURN_NEW} new tokens{export}"
+    if not plain_fits:
+        return Choice(best, f"{QUANTIZED.get(best, 'quantized')} weights run by llama.cpp, the only type that fits in "
+                            f"free memory (≈{_seconds(turn_s[best])} {turn}; {plain} would take "
+                            f"≈{_seconds(plain_s)})", turn_s, export_s)
+    return Choice(best, f"{QUANTIZED.get(best, 'quantized')} weights run by llama.cpp, {speedup:.1f}× faster than "
+                        f"{plain} here (≈{_seconds(turn_s[best])} vs ≈{_seconds(plain_s)} {turn}); "
                         f"choose dtype {plain} for the unquantized weights", turn_s, export_s)
 
 

@@ -105,6 +105,7 @@ def test_an_export_that_fits_where_no_unquantized_precision_does_is_chosen(cache
     bf16 = estimate(source, "bfloat16").peak_bytes
     spec, choice = dtype_choice.resolve(ModelSpec(name="m", source=source), available=bf16 - 1)
     assert spec.dtype in gguf_probe.PROBE_TYPES and "the only type that fits in free memory" in choice.why
+    assert "faster" not in choice.why and "bfloat16 would take ≈" in choice.why
 
 
 def test_a_small_model_keeps_todays_choice_without_probing_gguf(cache, tmp_path, monkeypatch):
