@@ -155,14 +155,14 @@ def measure_gguf_costs(hidden: int, mlp: int) -> dict:
 
 
 def gguf_costs(hidden: int, mlp: int) -> dict:
-    """The cached GGUF figures at this width on this machine (measured on first use, ≈10–30 s at 7B widths)."""
+    """The cached GGUF figures at this width on this machine (measured on first use: 82 s at 7B widths on a busy 2-core EPYC)."""
     import llama_cpp
 
     key = machine_key("gguf", _versions(), f"llama.cpp {llama_cpp.__version__}", f"{hidden}x{mlp}",
                       ",".join(PROBE_TYPES), f"params>{PROBE_PARAMS}")
 
     def measure():
-        status(f"measuring the GGUF export paths at width {hidden}x{mlp} (once per machine, ≈10–30 s)")
+        status(f"measuring the GGUF export paths at width {hidden}x{mlp} (once per machine; a minute or so)")
         return measure_gguf_costs(hidden, mlp)
 
     return cached_probe("gguf", key, measure)
