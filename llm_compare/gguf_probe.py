@@ -14,6 +14,9 @@ the project's own writer and llama.cpp's quantizer, and run by llama.cpp with th
 
 llama.cpp's fixed cost per evaluation is counted as if it grew with the parameters too, which
 overstates the GGUF paths for big models: the choice errs toward the unquantized weights.
+
+It runs the exported backend's llama.cpp options, so it sits above `backends/` (beside `pool`, whose
+`dtype_choice` is its one user), unlike `cpu_probe`, which the backends use.
 """
 
 from __future__ import annotations
