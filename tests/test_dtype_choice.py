@@ -279,3 +279,24 @@ def test_the_chosen_export_is_what_loads_and_answers(cache, tmp_path, monkeypatc
     assert a["dtype_choice"].startswith("auto: gguf-q4_k_m, 4-bit quantized weights run by llama.cpp, ")
     assert b["dtype"] == "float32" and b["dtype_choice"] is None
     assert list((cache / "gguf-export").glob("*/gguf-q4_k_m.gguf"))
+
+
+def test_the_pickers_load_line_says_what_auto_chose_except_in_blind_mode(cache, tiny_model_dir, monkeypatch):
+    from llm_compare.pool import ModelPool
+    from llm_compare.specs import Registry
+    from llm_compare.ui.handlers import make_load
+    from llm_compare.ui.session import AppContext, Conversation
+
+    inject(monkeypatch)
+    no_gguf_probe(monkeypatch)
+    spec = ModelSpec(name="tiny", source=str(tiny_model_dir), label="Tiny")
+    ctx = AppContext(registry=Registry(models={"tiny": spec}, default_pair=("tiny", "tiny")), pool=ModelPool())
+    *_, (_, shown) = make_load(ctx, "a")("tiny", Conversation())
+    line = ctx.pool.get(spec).dtype_choice
+    assert line.startswith("auto: bfloat16, ") and "too quick to be worth quantizing" in line
+    assert shown.startswith("Tiny: loaded in ") and shown.endswith(f" s · {line}")
+    blind = Conversation()
+    blind.blind = True
+    ctx.pool = ModelPool()
+    *_, (_, shown) = make_load(ctx, "a")("tiny", blind)
+    assert "auto:" not in shown  # it would hint at the hidden model
