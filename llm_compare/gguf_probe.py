@@ -158,14 +158,14 @@ def measure_gguf_costs(hidden: int, mlp: int) -> dict:
 
 
 def gguf_costs(hidden: int, mlp: int) -> dict:
-    """The cached GGUF figures at this width on this machine (measured on first use: 82 s at 7B widths on a busy 2-core EPYC)."""
+    """The cached GGUF figures at this width on this machine (first use: 15 s at 7B widths, 2-core EPYC)."""
     import llama_cpp
 
     key = machine_key("gguf", _versions(), f"llama.cpp {llama_cpp.__version__}", f"{hidden}x{mlp}",
                       ",".join(PROBE_TYPES), f"params>{PROBE_PARAMS}")
 
     def measure():
-        status(f"measuring the GGUF export paths at width {hidden}x{mlp} (once per machine; a minute or so)")
+        status(f"measuring the GGUF export paths at width {hidden}x{mlp} (once per machine and width, ≈15 s)")
         return measure_gguf_costs(hidden, mlp)
 
     return cached_probe("gguf", key, measure)
