@@ -202,6 +202,9 @@ def test_ask_json_and_the_load_line_say_what_auto_chose(cache, tiny_model_dir, m
     assert a["dtype"] == "bfloat16" and a["dtype_choice"].startswith(f"auto: {a['dtype']}, ")
     assert "too quick to be worth quantizing" in a["dtype_choice"]
     assert b["dtype"] == "float32" and b["dtype_choice"] is None  # set explicitly: nothing was chosen
+    assert main(["ask", "hi", "--model-a", str(tiny_model_dir), "--model-b", str(tiny_model_dir),
+                 "--dtype-b", "float32", "--greedy", "--max-new-tokens", "1"]) == 0
+    assert capsys.readouterr().out.count(f"-- {a['dtype_choice']}\n") == 1  # under side A only
     lines = []
     with progress.reporting(lines.append):
         backend = ModelPool().get(ModelSpec(name="tiny", source=str(tiny_model_dir)))
