@@ -13,7 +13,8 @@ in a few seconds at first use:
   tokens (a matrix-vector product each, as the decode path runs it), per candidate precision. The
   candidates keep the model's answers (float32, bfloat16; int8 and float16 change them and are only
   used when asked for). The cheapest that fits in free memory becomes the default for a model whose
-  precision nobody chose (`dtype = "auto"`, the default). `LLM_COMPARE_DTYPE` or `--dtype-a/-b` override it.
+  precision nobody chose (`dtype = "auto"`, the default; for a big model directory a quantized GGUF
+  export may win instead: dtype_choice.py). `LLM_COMPARE_DTYPE` or `--dtype-a/-b` override it.
 - **threads** (`best_threads`): seconds per decoded token of the loaded model itself with 1 thread
   and with every core, per backend and model size (and for torch, whether llama.cpp has run in the
   process: they share the OpenMP runtime). The faster count is what a lone stream gets; several
@@ -37,6 +38,9 @@ from llm_compare.machine import machine_key
 
 CANDIDATES = ("float32", "bfloat16")  # precisions that keep the model's answers
 DECODE_BYTES = 384 * 2**20  # decode is timed over this much float32 weight: more than a CPU's caches
+# ...in at most this many copies: a tiny test model's weight would need 49152, whose per-call overhead
+# (minutes on a busy machine: `doctor` on a tiny model) measures Python, not memory
+MAX_COPIES = 1024
 DTYPE_ENV = "LLM_COMPARE_DTYPE"
 TURN_PROMPT, TURN_NEW = 300, 200  # the representative turn the precision is chosen for
 DEFAULT_WIDTH = (2048, 5632)  # hidden, MLP width when the model's config does not say
@@ -96,7 +100,7 @@ def measure_turn_costs(hidden: int, mlp: int, dtypes=CANDIDATES) -> dict:
     from llm_compare.threads import cpu_cores, use_torch_threads
 
     rows = min(TURN_PROMPT, max(8, int(2e9 / (2 * hidden * mlp))))  # keep the probe to seconds
-    copies = -(-DECODE_BYTES // (4 * hidden * mlp))
+    copies = min(MAX_COPIES, -(-DECODE_BYTES // (4 * hidden * mlp)))
     out = {}
 
     def run():
@@ -153,7 +157,7 @@ def matvec_pays(out_features: int, in_features: int) -> bool:
 
 def dtype_costs(hidden: int, mlp: int) -> dict:
     """The cached per-dtype turn costs at this width on this machine (measured on first use)."""
-    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}")
+    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}", f"copies<={MAX_COPIES}")
     return cached_probe("dtype", key, lambda: measure_turn_costs(hidden, mlp))
 
 
@@ -169,43 +173,6 @@ def model_width(source: str) -> tuple[int, int]:
         return source_widths(source) or DEFAULT_WIDTH
     except Exception:  # a width we cannot read only means the default width
         return DEFAULT_WIDTH
-
-
-def choose_dtype(spec, fits: Callable[[str], bool] | None = None) -> tuple[str, str]:
-    """(dtype, why) for a transformers spec whose dtype is "auto"."""
-    forced = os.environ.get(DTYPE_ENV, "").strip()
-    if forced:
-        return forced, f"{DTYPE_ENV}={forced}"
-    hidden, mlp = model_width(spec.source)
-    ranked = ranked_dtypes(hidden, mlp)
-    for dtype in ranked:
-        if fits is None or fits(dtype):
-            why = "fastest measured turn" if dtype == ranked[0] else f"{ranked[0]} does not fit in free memory"
-            return dtype, f"{why} at width {hidden}x{mlp}"
-    return ranked[-1], "nothing fits; the smallest candidate"
-
-
-def resolve_dtype(spec):
-    """`spec` with its "auto" precision replaced by the measured choice (others are returned as they are)."""
-    from llm_compare.specs import AUTO_DTYPE, DTYPES
-
-    if spec.backend != "transformers" or spec.dtype != AUTO_DTYPE:
-        return spec
-    from llm_compare.loading.memory import available_bytes, estimate
-
-    def fits(dtype: str) -> bool:
-        try:
-            est = estimate(spec.source, dtype, spec.backend, spec.context)
-        except Exception:
-            return True
-        return est is None or est.peak_bytes <= available_bytes()
-
-    dtype, _ = choose_dtype(spec, fits)
-    if dtype not in DTYPES:
-        from llm_compare.errors import UserError
-
-        raise UserError(f"{DTYPE_ENV}={dtype} is not a precision; use one of {', '.join(DTYPES)}")
-    return spec.with_overrides(dtype=dtype)
 
 
 def size_bucket(weight_bytes: int | None) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from llm_compare.backends import open_backend
 from llm_compare.backends.base import Backend
-from llm_compare.cpu_probe import resolve_dtype
+from llm_compare.dtype_choice import resolve
 from llm_compare.loading.memory import check_fits
 from llm_compare.progress import status
 from llm_compare.specs import ModelSpec
@@ -73,12 +73,14 @@ class ModelPool:
             t0 = time.perf_counter()
             unloaded = self._make_room()
             t1 = time.perf_counter()
-            resolved = resolve_dtype(spec)  # dtype "auto": the precision measured fastest here that fits
+            # dtype "auto": the path measured fastest here that fits (dtype_choice.py says why)
+            resolved, choice = resolve(spec, loaded=list(self._backends.values()))
             check_fits(resolved, loaded=list(self._backends.values()))  # before any weights are read
-            log.info("loading %s from %s", spec.name, spec.source)
-            status(f"loading {spec.label}" + (f" in {resolved.dtype} (measured fastest here)"
-                                              if resolved.dtype != spec.dtype else ""))
-            self._backends[key] = open_backend(resolved, progress or _status_progress)
+            log.info("loading %s from %s%s", spec.name, spec.source, f" ({choice.line})" if choice else "")
+            status(f"loading {spec.label}" + (f" · {choice.line}" if choice else ""))
+            backend = open_backend(resolved, progress or _status_progress)
+            backend.dtype_choice = choice.line if choice else ""
+            self._backends[key] = backend
             if unloaded:
                 self.last_swap = Swap(unloaded, spec.label, t1 - t0, time.perf_counter() - t1)
                 log.info("swapped out %s for %s in %.1f s", ", ".join(unloaded), spec.label, self.last_swap.seconds)

@@ -31,7 +31,7 @@ KV_VALUE_BYTES = {"f32": 4, "f16": 2, "q8_0": 34 / 32}  # per cached value (q8_0
 # and what lets both seed models fit 10 GiB (README, "Memory")
 LLAMACPP_CONTEXT = 2048
 MIN_CONTEXT = 256
-AUTO_DTYPE = "auto"  # nobody chose: the precision measured fastest on this machine (cpu_probe)
+AUTO_DTYPE = "auto"  # nobody chose: the path measured fastest on this machine that fits (dtype_choice)
 CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
 
 

@@ -8,10 +8,7 @@ import os
 import pytest
 
 from llm_compare import cpu_probe
-from llm_compare.errors import UserError
-from llm_compare.specs import ModelSpec
 
-from conftest import LEGACY_FIXTURES
 
 
 @pytest.fixture
@@ -29,36 +26,6 @@ def test_turn_costs_are_measured_once_per_machine_and_width(cache, monkeypatch):
     monkeypatch.setattr(cpu_probe, "measure_turn_costs", lambda *a: pytest.fail("measured again"))
     assert cpu_probe.dtype_costs(64, 128) == first  # from <cache>/probes/dtype.json
     assert len(json.loads((cache / "probes" / "dtype.json").read_text())) == 1
-
-
-def fake_costs(monkeypatch, fp32: float, bf16: float):
-    costs = {"float32": {"turn_s": fp32}, "bfloat16": {"turn_s": bf16}}
-    monkeypatch.setattr(cpu_probe, "dtype_costs", lambda hidden, mlp: costs)
-
-
-@pytest.mark.parametrize("fp32, bf16, expected", [(1.0, 2.0, "float32"), (2.0, 1.0, "bfloat16")])
-def test_auto_precision_is_the_cheapest_measured(cache, monkeypatch, fp32, bf16, expected):
-    fake_costs(monkeypatch, fp32, bf16)
-    spec = ModelSpec(name="m", source=str(LEGACY_FIXTURES / "qwen-7b-chat-tiny"))
-    assert spec.dtype == "auto" and cpu_probe.resolve_dtype(spec).dtype == expected
-
-
-def test_a_precision_that_does_not_fit_falls_to_the_next(cache, monkeypatch):
-    fake_costs(monkeypatch, 1.0, 2.0)
-    spec = ModelSpec(name="m", source="x")
-    assert cpu_probe.choose_dtype(spec, fits=lambda d: d != "float32")[0] == "bfloat16"
-
-
-def test_chosen_or_forced_precisions_are_kept(cache, monkeypatch):
-    fake_costs(monkeypatch, 1.0, 2.0)
-    fixture = str(LEGACY_FIXTURES / "qwen-7b-chat-tiny")
-    assert cpu_probe.resolve_dtype(ModelSpec(name="m", source=fixture, dtype="bfloat16")).dtype == "bfloat16"
-    assert cpu_probe.resolve_dtype(ModelSpec(name="m", source="x.gguf", backend="llamacpp")).dtype == "auto"
-    monkeypatch.setenv(cpu_probe.DTYPE_ENV, "bfloat16")
-    assert cpu_probe.resolve_dtype(ModelSpec(name="m", source=fixture)).dtype == "bfloat16"
-    monkeypatch.setenv(cpu_probe.DTYPE_ENV, "fp64")
-    with pytest.raises(UserError, match="LLM_COMPARE_DTYPE=fp64 is not a precision"):
-        cpu_probe.resolve_dtype(ModelSpec(name="m", source=fixture))
 
 
 def test_model_width_is_the_sources_widths_or_the_default():

@@ -59,6 +59,7 @@ class Backend(ABC):
     load_seconds: float = 0.0  # how long loading this backend took (`ask --json`: "load_s")
     resident_bytes: int = 0  # memory the loaded weights added to the process (RSS delta)
     weight_bytes: int | None = None  # every byte of the weights (parameters and buffers): sizes, ceilings
+    dtype_choice: str = ""  # what dtype "auto" chose for it and why (dtype_choice.Choice.line; "" when set)
     drops_last_token: bool = False  # the model's original chat() keeps max_new_tokens - 1 tokens
 
     @property

@@ -53,6 +53,7 @@ def side_record(spec, state, job=None) -> dict:
         "params": state.params.to_dict() if state.params else None,
         "model_wait_s": state.model_wait_s,  # how long this side waited for its model (load or swap)
         "dtype": getattr(getattr(backend, "spec", None), "dtype", None),
+        "dtype_choice": getattr(backend, "dtype_choice", "") or None,  # why, when dtype "auto" chose it
     }
 
 
@@ -139,6 +140,8 @@ def run(args) -> int:
                 swap = f" (waited {st.model_wait_s:.1f} s for it)" if st.model_wait_s is not None else ""
                 print(f"-- loaded in {job.backend.load_seconds:.1f} s, "
                       f"+{job.backend.resident_bytes / 2**20:.0f} MiB resident{swap}")
+                if job.backend.dtype_choice:
+                    print(f"-- {job.backend.dtype_choice}")
             print()
     errors = [f"side {st.side.upper()} ({spec.label}): {st.error}" for spec, st in states if st.error]
     for line in errors:

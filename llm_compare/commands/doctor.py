@@ -19,7 +19,7 @@ from llm_compare.errors import UserError
 from llm_compare.loading.gguf import trained_context
 from llm_compare.loading.memory import GiB
 from llm_compare.loading.memory import gib as _gib
-from llm_compare.specs import DTYPES, GGUF_DTYPES, load_registry, reserved_context, spec_from_source
+from llm_compare.specs import AUTO_DTYPE, DTYPES, GGUF_DTYPES, load_registry, reserved_context, spec_from_source
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
@@ -135,13 +135,13 @@ def check_system(report: DoctorReport) -> None:
 
 def check_cpu_defaults(report: DoctorReport) -> None:
     """What the CPU probe measured here and chose (cpu_probe.py; measured now if not cached)."""
-    from llm_compare import cpu_probe
+    from llm_compare import cpu_probe, gguf_probe
     from llm_compare.machine import cpu_model
 
     report.say(f"CPU model: {cpu_model()}; defaults measured on it (cached per machine, see cpu_probe.py):")
     for line in cpu_probe.summary_lines(*cpu_probe.model_width("embedded:smollm2")):
         report.say(f"  {line}")
-    for line in cpu_probe.threads_lines():
+    for line in cpu_probe.threads_lines() + gguf_probe.summary_lines():
         report.say(f"  {line}")
 
 
@@ -179,8 +179,12 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
     if source.kind == "hub":
         report.say("  size: unknown until downloaded (no config.json here)")
         return None
-    dtypes = list(DTYPES) if all_dtypes and spec.backend == "transformers" else [spec.dtype]
     free = available_bytes() if free is None else free
+    if spec.backend == "transformers" and spec.dtype == AUTO_DTYPE:
+        from llm_compare.dtype_choice import choose, ram_fits
+
+        report.say(f"  {choose(spec, ram_fits(spec, available=free)).line}")
+    dtypes = list(DTYPES) if all_dtypes and spec.backend == "transformers" else [spec.dtype]
     estimates = {}
     for dtype in dtypes:
         try:

@@ -244,7 +244,8 @@ def make_load(ctx: AppContext, side: str):
         except Exception as e:  # shown, not raised: the other side stays usable
             yield shown, f"⚠️ {spec.label} failed to load: {type(e).__name__}: {e}"
             return
-        yield shown, f"{spec.label}: loaded in {backend.load_seconds:.1f} s{notes}"
+        choice = "" if conv.hidden or not backend.dtype_choice else f" · {backend.dtype_choice}"
+        yield shown, f"{spec.label}: loaded in {backend.load_seconds:.1f} s{choice}{notes}"
 
     return load
 
