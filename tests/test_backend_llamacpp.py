@@ -253,7 +253,7 @@ def test_context_is_reserved_as_asked_and_a_longer_prompt_is_refused_with_the_fi
         assert list(stream_reply(small, MESSAGES, GREEDY))[-1].done  # a short prompt still answers
     finally:
         small.close()
-    with pytest.raises(UserError, match="context must be a whole number of tokens, at least 256"):
+    with pytest.raises(UserError, match=r"context \(tokens\) must be a whole number from 256 to"):
         spec(context=100)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from llm_compare.ratings import leaderboard
+from llm_compare.specs import BOOTSTRAP_ROUNDS, check_rounds
 from llm_compare.store import open_store
 
 
@@ -12,7 +13,7 @@ def configure(p):
     p.add_argument("--db", help="vote database (default: $LLM_COMPARE_DB or ./data/llm_compare.db)")
     p.add_argument("--all", action="store_true",
                    help="count every voted battle, not only blind ones whose answers did not name a model")
-    p.add_argument("--rounds", type=int, default=200, help="bootstrap rounds for the 95%% interval (>= 100)")
+    p.add_argument("--rounds", type=int, default=200, help=f"bootstrap rounds for the 95%% interval ({BOOTSTRAP_ROUNDS[0]}-{BOOTSTRAP_ROUNDS[1]})")
     p.add_argument("--json", action="store_true", help="print the board as JSON")
 
 
@@ -38,9 +39,10 @@ def format_board(board, blind_only: bool) -> str:
 
 
 def run(args) -> int:
+    check_rounds(args.rounds, "--rounds")
     with open_store(args.db, must_exist=True) as store:
         records = store.clean_battles()
-    board = leaderboard(records, blind_only=not args.all, rounds=max(100, args.rounds))
+    board = leaderboard(records, blind_only=not args.all, rounds=args.rounds)
     if args.json:
         print(json.dumps({"battles": board.battles, "rows": [r.to_dict() for r in board.rows],
                           "win_rate": board.matrix_dict()}, ensure_ascii=False, indent=2))

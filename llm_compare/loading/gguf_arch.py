@@ -53,6 +53,8 @@ LAYER_NAMES = {
 }
 DROPPED = re.compile(r".*rotary_emb\.inv_freq$")
 
+UNSTATED_CONTEXT = 4096  # written when config.json states no trained context
+
 
 @dataclass
 class ExportPlan:
@@ -65,6 +67,11 @@ class ExportPlan:
     convert: Callable  # (source name, tensor) -> [(native name, tensor)], [] to drop, None unknown
     tokenizer_kind: str  # "chatglm3" | "qwen" | "hf"
     what: str  # names the family in messages
+
+    @property
+    def trained_context(self) -> int:
+        """The context the export states (`{arch}.context_length`): what llama.cpp caps its KV cache at."""
+        return self.config.max_position_embeddings or UNSTATED_CONTEXT
 
     @property
     def files(self) -> list[Path]:

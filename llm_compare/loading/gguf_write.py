@@ -57,7 +57,7 @@ def write_gguf(plan: ExportPlan, path: Path, mode: str, progress: Progress | Non
     try:
         writer.add_name(plan.directory.name)
         writer.add_file_type(FILE_TYPES[mode])
-        write_hparams(writer, plan, plan.config.max_position_embeddings or 4096)
+        write_hparams(writer, plan, plan.trained_context)
         vocab.write(writer)
         planned = []
         for entry in entries(plan):
