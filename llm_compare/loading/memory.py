@@ -210,9 +210,9 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
             return Estimate(count.total, size, size + extra, size + extra)
         return _estimate_count(count, dtype, context)
     if dtype in GGUF_KV_CACHE:  # exported once, then llama.cpp caps its KV cache at the trained context
-        from llm_compare.loading.gguf_arch import plan_export
+        from llm_compare.loading.gguf_arch import exported_context
 
-        context = reserved_context(context, plan_export(source).trained_context)
+        context = reserved_context(context, exported_context(source))
     return _estimate_count(count_parameters(source.config), dtype, context)
 
 
