@@ -102,6 +102,17 @@ def test_gguf_header_counts_beyond_any_model_are_refused(value, what, tmp_path):
         check_gguf(gguf_with_value(tmp_path / "big.gguf", value + b"\0" * 64))
 
 
+def test_gguf_header_sizes_no_model_has_are_refused_before_a_model_is_built():
+    from llm_compare.loading.gguf import GgufHeader
+    from llm_compare.loading.gguf_unpack import llama_config
+
+    meta = {"general.architecture": "llama", "llama.embedding_length": 64, "llama.attention.head_count": 4,
+            "tokenizer.ggml.tokens": ["a", "b"]}
+    assert llama_config(GgufHeader(3, (), 0, meta | {"llama.block_count": 2})).num_hidden_layers == 2
+    with pytest.raises(UserError, match="invalid in the GGUF header: num_hidden_layers = 1000000000"):
+        llama_config(GgufHeader(3, (), 0, meta | {"llama.block_count": 10**9}))
+
+
 # -- 5. the memory check caps the context of a directory exported to gguf-* ------------------------
 
 @pytest.fixture(scope="module")
