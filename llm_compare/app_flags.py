@@ -13,6 +13,7 @@ from pathlib import Path
 
 from llm_compare.errors import UserError
 from llm_compare.commands.flags import add_model_args, check_model_args
+from llm_compare.specs import MAX_TEXT_BYTES, check_range, max_threads, read_capped
 
 SHARE_API = "https://api.gradio.app/v3/tunnel-request"
 
@@ -44,10 +45,8 @@ def parse_auth(pairs: list[str], auth_file: str | None) -> list[tuple[str, str]]
     entries = [(f"--auth {p}", p) for p in pairs]
     if auth_file:
         path = Path(auth_file).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise UserError(f"cannot read --auth-file {path}: {e.strerror or e}; pass an existing file") from None
+        data = read_capped(path, MAX_TEXT_BYTES, f"--auth-file {path}", "pass an existing file of USER:PASS lines")
+        lines = data.decode("utf-8", "replace").splitlines()
         entries += [(f"{path}:{i}", ln.strip()) for i, ln in enumerate(lines, 1)
                     if ln.strip() and not ln.strip().startswith("#")]
         if not any(where.startswith(str(path)) for where, _ in entries):
@@ -65,8 +64,7 @@ def check_flags(args) -> list[tuple[str, str]]:
     """Validate flag combinations; return the auth list."""
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a port number; use 1-65535")
-    if args.concurrency < 1:
-        raise UserError(f"--concurrency must be at least 1 (got {args.concurrency})")
+    check_range(args.concurrency, 1, max_threads(), "--concurrency", " (each comparison runs on every core)")
     check_model_args(args)  # --threads-a/-b: the CLI's check
     auth = parse_auth(args.auth, args.auth_file)
     if args.share and not auth and not args.share_public:

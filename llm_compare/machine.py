@@ -7,15 +7,19 @@ library versions, so a new CPU (or a new torch/llama.cpp) measures again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 import psutil
+
+from llm_compare.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,22 @@ log = logging.getLogger(__name__)
 def cache_root() -> Path:
     """Where converted weights, exports and probe results live (LLM_COMPARE_CACHE overrides)."""
     return Path(os.environ.get("LLM_COMPARE_CACHE", Path.home() / ".cache" / "llm_compare"))
+
+
+def cache_write_error(e: OSError, doing: str, folder: Path, need: int | None = None) -> UserError:
+    """One line for an OS error while writing into the cache (`doing`: "exporting m as gguf-f16"),
+    saying what to free or fix; the caller has removed its partial files."""
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**30:.1f} GiB free"
+    except OSError:
+        free = "free space unknown"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        want = f"≈{need / 2**30:.1f} GiB" if need else "space"
+        return UserError(f"{doing}: the disk filled up in {folder} ({free}); nothing partial was kept; "
+                         f"free {want} there or set LLM_COMPARE_CACHE to a larger disk, then start again")
+    where = f" ({e.filename})" if e.filename else ""
+    return UserError(f"{doing}: {e.strerror or e}{where}; nothing partial was kept; check that {folder} is "
+                     "writable (or set LLM_COMPARE_CACHE to another folder), then start again")
 
 
 def rss() -> int:

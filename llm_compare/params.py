@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from llm_compare.errors import UserError
+from llm_compare.specs import check_max_new_tokens
 
 TUNABLE = ("temperature", "top_p", "repetition_penalty")  # the settings a model may recommend
 
@@ -47,10 +48,7 @@ class GenerationParams:
     seed: int | None = None
 
     def __post_init__(self):
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise UserError(
-                f"max new tokens must be a whole number of at least 1 (got {self.max_new_tokens!r})"
-            )
+        check_max_new_tokens(self.max_new_tokens)
         if not self.greedy and not (self.temperature > 0):
             raise UserError(f"temperature must be above 0 when sampling (got {self.temperature}); or use greedy")
         if not 0 < self.top_p <= 1:

@@ -9,7 +9,9 @@ override single fields.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +37,68 @@ AUTO_DTYPE = "auto"  # nobody chose: the path measured fastest on this machine t
 CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
 
 
+# -- sane ranges: every number a user or a file gives is checked here, and the error names the range --
+THREADS_PER_CORE = 4  # beyond this, threads only queue for the cores (a million of them crash the process)
+MAX_CONTEXT = 2**31 - 1  # llama.cpp's context is a 32-bit int; what a model reserves is capped at its trained context
+MAX_NEW_TOKENS = 32768  # a reply longer than any model's usual context; the context bounds it anyway
+BOOTSTRAP_ROUNDS = (100, 100_000)  # rating intervals: fewer are noise, more only take longer
+# sizes and counts from a config.json or a GGUF header: the largest published models are 10-100x below these
+# bounds, so a value outside is a broken or forged file, never a model (and would size memory absurdly)
+SHAPE_RANGES = {
+    "num_hidden_layers": (1, 1024),
+    "hidden_size": (1, 1 << 20),
+    "intermediate_size": (1, 1 << 22),
+    "num_attention_heads": (1, 1 << 14),
+    "num_key_value_heads": (1, 1 << 14),
+    "head_dim": (1, 1 << 14),
+    "vocab_size": (1, 1 << 24),
+    "max_position_embeddings": (1, MAX_CONTEXT),
+}
+MAX_TEXT_BYTES = 1 << 23  # a prompt, registry, preset or auth file: 8 MiB, far past any model's context
+MAX_CONFIG_BYTES = 1 << 24  # a config.json (real ones are a few KiB)
+MAX_UPLOAD_BYTES = 1 << 20  # the app takes no files: Gradio's upload route refuses more than this
+SHAPE_ALIASES = {"num_layers": "num_hidden_layers", "ffn_hidden_size": "intermediate_size", "seq_length":
+                 "max_position_embeddings", "padded_vocab_size": "vocab_size", "multi_query_group_num":
+                 "num_key_value_heads", "kv_channels": "head_dim"}  # ChatGLM3 / Qwen-1 config.json names
+GGUF_LIMITS = {  # a GGUF header's own counts (the largest real vocabularies hold ≈ 260k tokens)
+    "metadata keys": 1 << 16, "tensors": 1 << 20, "array items": 1 << 24, "string bytes": 1 << 26,
+    "array nesting": 4,  # llama.cpp itself reads no nested arrays
+}
+
+
+def in_range(value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def check_range(value, low: int, high: int, what: str, why: str = "", fix: str = "") -> int:
+    """`value` when it is a whole number in [low, high]; else one line naming the range (`why`: where the
+    bound comes from, `fix`: what to do instead)."""
+    if not in_range(value, low, high):
+        raise UserError(f"{what} must be a whole number from {low:,} to {high:,}{why} (got {value!r}){fix}")
+    return value
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
 def check_threads(value, what: str) -> None:
-    """CPU threads for a model: None (the thread policy decides) or a whole number of at least 1."""
-    if value is not None and not (type(value) is int and value >= 1):
-        raise UserError(
-            f"{what} must be a whole number of at least 1 (got {value!r}); leave it out for the thread policy"
-        )
+    """CPU threads for a model: None (the thread policy decides) or 1 to THREADS_PER_CORE x the cores."""
+    if value is not None:
+        check_range(value, 1, max_threads(), what, f" ({THREADS_PER_CORE} x this machine's {os.cpu_count() or 1} cores)",
+                    "; leave it out for the thread policy")
+
+
+def check_url(url: str, what: str) -> None:
+    """An http(s) URL with a host (and a port, when given, that is a number): `http://[::1` is refused."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"{what} {url!r} is not a valid http(s) base URL; write it as http://HOST:PORT/v1")
 
 
 def reserved_context(asked: int | None, trained: int | None) -> int:
@@ -51,10 +109,40 @@ def reserved_context(asked: int | None, trained: int | None) -> int:
 
 
 def check_context(value, what: str) -> None:
-    """llama.cpp context for a model: None (LLAMACPP_CONTEXT) or a whole number of tokens, at least MIN_CONTEXT."""
-    if value is not None and not (type(value) is int and value >= MIN_CONTEXT):
-        raise UserError(f"{what} must be a whole number of tokens, at least {MIN_CONTEXT} (got {value!r}); "
-                        f"leave it out for {LLAMACPP_CONTEXT}")
+    """llama.cpp context for a model: None (LLAMACPP_CONTEXT) or MIN_CONTEXT to MAX_CONTEXT tokens
+    (what it reserves is then capped at what the model was trained for: `reserved_context`)."""
+    if value is not None:
+        check_range(value, MIN_CONTEXT, MAX_CONTEXT, f"{what} (tokens)", fix=f"; leave it out for {LLAMACPP_CONTEXT}")
+
+
+def check_max_new_tokens(value) -> None:
+    check_range(value, 1, MAX_NEW_TOKENS, "max new tokens")
+
+
+def check_rounds(value, what: str = "bootstrap rounds") -> int:
+    return check_range(value, *BOOTSTRAP_ROUNDS, what)
+
+
+def shape_problems(config: dict, where: str = "config.json") -> dict[str, str]:
+    """{key: "invalid in config.json: ..."} for each size or count in `config` (native names, or the seed
+    formats' SHAPE_ALIASES) out of SHAPE_RANGES."""
+    out = {}
+    for key, value in config.items():
+        low, high = SHAPE_RANGES.get(SHAPE_ALIASES.get(key, key), (None, None))
+        if low is not None and value is not None and not in_range(value, low, high):
+            out[key] = f"invalid in {where}: {key} = {value!r} (a model has {low:,} to {high:,})"
+    heads, kv = config.get("num_attention_heads"), config.get("num_key_value_heads")
+    if not out and in_range(heads, 1, 1 << 14) and in_range(kv, 1, 1 << 14) and heads % kv:
+        out["num_key_value_heads"] = (f"invalid in {where}: num_key_value_heads = {kv} does not divide "
+                                      f"num_attention_heads = {heads}")
+    return out
+
+
+def check_shape(config: dict, where: str = "config.json") -> None:
+    """UserError naming the first size or count out of range (loading and the memory estimate)."""
+    problems = shape_problems(config, where)
+    if problems:
+        raise UserError(f"{next(iter(problems.values()))}; the file is broken: download it again")
 
 
 @dataclass(frozen=True)
@@ -83,6 +171,8 @@ class ModelSpec:
             raise UserError(
                 f"model {self.name!r}: unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}"
             )
+        if self.backend == "openai":
+            check_url(self.source, f"model {self.name!r}: source")
         check_threads(self.threads, f"model {self.name!r}: threads")
         check_context(self.context, f"model {self.name!r}: context")
         if self.dtype not in DTYPES + (AUTO_DTYPE,):
@@ -137,13 +227,30 @@ def spec_from_source(source: str) -> ModelSpec:
     )
 
 
+def read_capped(source, limit: int, what: str, fix: str) -> bytes:
+    """At most `limit` bytes of a path or binary stream (`what` names it); more is refused with one line
+    instead of reading until memory runs out (`--prompt-file /dev/zero`)."""
+    try:
+        if hasattr(source, "read"):
+            data = source.read(limit + 1)
+        else:
+            with open(Path(source).expanduser(), "rb") as f:
+                data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise UserError(f"{what} does not exist; {fix}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what}: {e.strerror or e}; {fix}") from None
+    if len(data) > limit:
+        raise UserError(f"{what} holds more than {limit // 2**20} MiB, more than any model reads; {fix}")
+    return data
+
+
 def read_toml(path: Path, what: str, fix: str) -> dict:
     """A user-edited TOML file (`what`: "registry file", "preset file"); `fix` says what to pass instead."""
+    data = read_capped(path, MAX_TEXT_BYTES, f"{what} {path}", fix)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist; {fix}") from None
-    except (OSError, UnicodeDecodeError) as e:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
         raise UserError(f"cannot read {what} {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{what} {path} is not valid TOML: {e}") from None

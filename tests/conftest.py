@@ -23,6 +23,34 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+USER_CACHE = Path.home() / ".cache" / "llm_compare"  # a test run never writes here (issue 20)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """This test run's own cache folder (LLM_COMPARE_CACHE): probes, conversions and exports land there,
+    shared by the whole session (the embedded model is converted once per run) and by the apps and
+    servers tests start, which inherit the environment. Tests that need an empty cache set their own."""
+    folder = tmp_path_factory.mktemp("llm_compare_cache")
+    before = os.environ.get("LLM_COMPARE_CACHE")
+    os.environ["LLM_COMPARE_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("LLM_COMPARE_CACHE", None)
+    else:
+        os.environ["LLM_COMPARE_CACHE"] = before
+
+
+def quiet_machine(mp) -> None:
+    """Probes in this test see a quiet machine: what they measure is cached as on an idle box. A busy
+    machine (CI, the other tests) rightly keeps a probe from caching; tests that check caching inject
+    the quiet reading instead of depending on the machine being idle (issue 21, case 10)."""
+    from llm_compare import machine
+
+    mp.setattr(machine, "measured_with_others_share", lambda measure: (measure(), 0.0))
+    mp.setattr(machine, "_UNCACHED", {})
+
+
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
     "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -166,12 +194,16 @@ def llama_server(tmp_path_factory):
         yield url
 
 
+def start_app_env() -> dict:
+    """The environment `start_app` runs the app in: this one (the session's cache folder included)."""
+    return {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"} | {"PYTHONUNBUFFERED": "1"}
+
+
 def start_app(args: list[str], workdir: Path):
     """`python app.py ARGS` on a free port (context manager yielding its URL), with Gradio's defaults
     as a user has them (usage statistics on: `launch()` then compares themes, which once crashed)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"} | {"PYTHONUNBUFFERED": "1"}
-    env.setdefault("LLM_COMPARE_CACHE", str(Path.home() / ".cache" / "llm_compare"))
+    env = start_app_env()
     url = f"http://127.0.0.1:{port}"
 
     @contextlib.contextmanager

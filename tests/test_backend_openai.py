@@ -17,7 +17,7 @@ from llm_compare.backends.openai import OpenAIBackend, chat_url
 from llm_compare.engine import Job, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
-from llm_compare.specs import ModelSpec
+from llm_compare.specs import MAX_NEW_TOKENS, ModelSpec
 
 WORDS = ["Hello", " from", " the", " fake", " server", "."]
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -251,7 +251,7 @@ def test_stop_closes_the_http_stream(server):
     b = backend(server, "endless")
     stop = threading.Event()
     seen = 0
-    for upd in stream_reply(b, MESSAGES, GenerationParams(max_new_tokens=100000, greedy=True), stop):
+    for upd in stream_reply(b, MESSAGES, GenerationParams(max_new_tokens=MAX_NEW_TOKENS, greedy=True), stop):
         seen += 1
         if seen == 5:
             stop.set()

@@ -114,7 +114,8 @@ def test_odd_configs_are_problems_not_crashes(capsys, tmp_path):
         (d / "model.safetensors").write_bytes(b"")
     code, out = doctor(capsys, str(tmp_path / "strings"), str(tmp_path / "unknown"))
     assert code == 1 and out.count("PROBLEM:") == 2
-    assert "PROBLEM: config.json has no " in out and "fix: re-download the model's config.json" in out
+    assert "PROBLEM: invalid in " in out and "config.json: hidden_size = 'big'" in out
+    assert "fix: the file is broken: download it again" in out
     assert "cannot size model type 'no-such-architecture'" in out
 
 

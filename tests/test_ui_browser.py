@@ -1,7 +1,7 @@
 """The real app in a subprocess, driven by headless Chromium and by gradio_client.
 
-Runs on the embedded default pair (SmolLM2 bf16 vs fp32); the converted weights are cached in
-~/.cache/llm_compare (or $LLM_COMPARE_CACHE), so only the first run ever pays the conversion.
+Runs on the embedded default pair (SmolLM2 bf16 vs fp32); the converted weights are cached in the
+test session's own cache folder (conftest.session_cache), so each run pays the conversion once.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ KEYS = ("name", "label", "source", "family", "transformers_class", "runs_as", "d
         *CONFIG_KEYS, *DERIVED_KEYS, *TOKENIZER_KEYS)
 NATIVE_NAMES = {"layers": "num_hidden_layers", "attention_heads": "num_attention_heads",
                 "kv_heads": "num_key_value_heads", "ffn_size": "intermediate_size"}
+CONFIG_NAMES = NATIVE_NAMES | {"context_length": "max_position_embeddings"}  # fact -> the config key it shows
 
 
 def attention_kind(heads, kv_heads) -> tuple[str | None, int | None]:
@@ -129,11 +130,13 @@ def describe(spec, bandwidth: float | None = None) -> dict:
 def finish(out: dict, reading: Reading, notes: list[str]) -> dict:
     """Every key present; `missing` says for each None whether the source is silent or unread."""
     read_config = reading.kind in ("chatglm3", "qwen", "hf_dir", "gguf")
+    invalid = reading.config.get("invalid") or {}
     missing = {}
     for key in KEYS:
         out.setdefault(key, None)
         if out[key] is None:
-            missing[key] = "not stated" if read_config and key in CONFIG_KEYS else "unknown"
+            missing[key] = invalid.get(CONFIG_NAMES.get(key, key)) or (
+                "not stated" if read_config and key in CONFIG_KEYS else "unknown")
     out["missing"] = missing
     out["notes"] = notes
     if any(k.startswith("gguf-q4_k_m") for k in (out.get("weights_bytes") or {})):

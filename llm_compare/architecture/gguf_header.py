@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llm_compare.architecture.read import GATED_ACTS, Reading, rope_facts
+from llm_compare.architecture.read import GATED_ACTS, Reading, rope_facts, valid_sizes
 
 KEYS = {  # native config key: llama.cpp metadata key after "{arch}."
     "num_hidden_layers": "block_count",
@@ -66,6 +66,8 @@ def read_gguf(path: Path) -> Reading:
     header = check_gguf(path)  # a cut or foreign file: the project's one-line message
     meta = header.metadata
     arch, cfg = native_keys(meta.get)
+    notes: list[str] = []
+    cfg, invalid = valid_sizes(cfg, notes, "the GGUF header")
     table = {t.name: t.dims for t in header.tensors}
     untied = "output.weight" in table
     file_types = {"bytes": sum(t.nbytes() or 0 for t in header.tensors),
@@ -81,8 +83,9 @@ def read_gguf(path: Path) -> Reading:
     cls = transformers_class_for(arch)
     via = (f"GGUF unpacked by transformers ({cls})" if cls else
            "llama.cpp only: transformers cannot unpack this GGUF architecture")
-    notes = [f"read from the GGUF header ({', '.join(file_types['types'])} tensors); context_length is the "
-             "header's training context"]
+    notes.insert(0, f"read from the GGUF header ({', '.join(file_types['types'])} tensors); context_length is "
+                 "the header's training context")
+    facts["invalid"] = invalid
     reading = Reading("gguf", f"{arch}" + (f" ({name})" if name else ""), cls, via, config=facts, table=table,
                       file_types=file_types, notes=notes, path=path)
     reading.load_tokenizer = lambda: gguf_tokenizer(path)

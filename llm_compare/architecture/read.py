@@ -14,6 +14,7 @@ from typing import Callable
 
 from llm_compare.architecture.tensors import llama_shaped
 from llm_compare.errors import UserError
+from llm_compare.specs import shape_problems
 
 LLAMA_SHAPED = ("llama", "mistral", "qwen2", "qwen3", "glm")  # classes tensors.llama_shaped describes
 FULL_ROTARY = ("llama", "mistral", "qwen2", "qwen3")  # classes that rotate the whole head
@@ -56,9 +57,20 @@ def rope_facts(cfg: dict) -> dict:
     return out
 
 
+def valid_sizes(cfg: dict, notes: list[str], where: str = "config.json") -> tuple[dict, dict]:
+    """(cfg without the sizes no model has, {key: "invalid in config.json: ..."}); each problem noted.
+    An impossible value is shown as invalid, never as a fact nor as a base for derived ones."""
+    invalid = shape_problems(cfg, where)
+    notes.extend(invalid.values())
+    return {k: v for k, v in cfg.items() if k not in invalid}, invalid
+
+
 def shape_facts(cfg: dict, model_type: str | None, notes: list[str]) -> dict:
-    """Layers, widths, heads, norm and activation from native config keys; derived values noted."""
+    """Layers, widths, heads, norm and activation from native config keys; derived values noted;
+    impossible sizes left out (`facts["invalid"]` says why)."""
+    cfg, invalid = valid_sizes(cfg, notes)
     facts = {k: cfg.get(k) for k in SHAPE_KEYS}
+    facts["invalid"] = invalid
     heads, hidden = facts["num_attention_heads"], facts["hidden_size"]
     if model_type in LLAMA_SHAPED and isinstance(heads, int) and isinstance(hidden, int):
         if facts["head_dim"] is None:
@@ -122,7 +134,7 @@ def resolve_for_facts(source_text: str):
     from llm_compare.loading import Source, read_config, resolve_source
 
     try:
-        return resolve_source(source_text)
+        return resolve_source(source_text, check_sizes=False)  # impossible sizes are shown as invalid
     except UserError:
         path = Path(source_text).expanduser()
         if not (path.is_dir() and (path / "config.json").is_file()):

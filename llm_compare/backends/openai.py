@@ -83,8 +83,6 @@ def request_body(model: str, messages: Messages, params: GenerationParams, exten
 class OpenAIBackend(Backend):
     def __init__(self, spec):
         self.spec = spec
-        if not spec.source.startswith(("http://", "https://")):
-            raise UserError(f"model {spec.name!r}: the openai backend needs an http(s) base URL as source, got {spec.source!r}")
         self.url = chat_url(spec.source)
         self.model_name = spec.remote_model
         self.context_length = None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from llm_compare import progress
 from llm_compare.commands.flags import add_generation_args, add_model_args, settings_from_args, specs_from_args
 from llm_compare.engine import require_prompt
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
+from llm_compare.specs import MAX_TEXT_BYTES, read_capped
 from llm_compare.turn import prepare_turn
 
 
@@ -90,12 +90,10 @@ def read_prompt(args) -> str:
         raise UserError(f"the prompt was given twice (an argument and --prompt-file); {how}")
     if args.prompt_file:
         where = f"--prompt-file {args.prompt_file}"
-        try:
-            data = Path(args.prompt_file).expanduser().read_bytes()
-        except OSError as e:
-            raise UserError(f"cannot read {where}: {e.strerror or e}; pass an existing text file") from None
+        data = read_capped(args.prompt_file, MAX_TEXT_BYTES, where, "pass an existing text file of a prompt")
     elif args.prompt == "-":
-        where, data = "standard input", sys.stdin.buffer.read()
+        where = "standard input"
+        data = read_capped(sys.stdin.buffer, MAX_TEXT_BYTES, where, "send a prompt, not a whole file system")
     elif args.prompt is None:
         raise UserError(f"no prompt; {how}")
     else:

@@ -170,7 +170,9 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
         context = reserved_context(spec.context, trained_context(source.path))
         loader = f"GGUF file run by llama.cpp as it is ({context}-token context)"
     elif spec.dtype in GGUF_DTYPES:
-        context = reserved_context(spec.context, None)  # the export's own limit is known once it exists
+        from llm_compare.loading.gguf_arch import exported_context
+
+        context = reserved_context(spec.context, exported_context(source))
         loader = f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
     report.say(f"  loader: {loader}")
     if spec.backend == "llamacpp" and source.kind != "gguf":

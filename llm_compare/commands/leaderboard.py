@@ -9,6 +9,7 @@ import json
 
 from llm_compare.errors import UserError
 from llm_compare.presets import load_presets
+from llm_compare.specs import BOOTSTRAP_ROUNDS, check_rounds
 from llm_compare.store import open_store
 from llm_compare.verdict import (ALL, HUMAN, agreement_lines, gap_line, needed_text, style_lines,
                                  verdict)
@@ -22,7 +23,8 @@ def configure(p):
                    help="whose votes: human (default), judge:NAME (a judge model's verdicts), judges, or all")
     p.add_argument("--category", default=ALL,
                    help="all (default), language:Chinese|English|other, or group:NAME (a preset group or report suite)")
-    p.add_argument("--rounds", type=int, default=200, help="bootstrap rounds for the 95%% interval (>= 100)")
+    p.add_argument("--rounds", type=int, default=200,
+                   help=f"bootstrap rounds for the 95%% interval ({BOOTSTRAP_ROUNDS[0]}-{BOOTSTRAP_ROUNDS[1]})")
     p.add_argument("--json", action="store_true", help="print the board as JSON")
 
 
@@ -78,10 +80,11 @@ def check_choice(voters: str, category: str, judges: list[str]) -> None:
 
 
 def run(args) -> int:
+    check_rounds(args.rounds, "--rounds")
     with open_store(args.db, must_exist=True) as store:
         records = store.clean_battles() + store.judge_records()
         check_choice(args.voters, args.category, store.judges())
     v = verdict(records, voters=args.voters, category=args.category, blind_only=not args.all,
-                preset_groups=preset_groups(), rounds=max(100, args.rounds))
+                preset_groups=preset_groups(), rounds=args.rounds)
     print(json.dumps(v.to_dict(), ensure_ascii=False, indent=2) if args.json else format_board(v, not args.all))
     return 0

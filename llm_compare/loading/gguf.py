@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_compare.errors import UserError
+from llm_compare.specs import GGUF_LIMITS
 
 # metadata value type → struct format (uint8 int8 uint16 int16 uint32 int32 float32 bool uint64 int64 float64)
 SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -86,43 +87,58 @@ class _Reader:
             raise EOFError
         self.f.seek(n, 1)
 
-    def string(self) -> bytes:
-        return self.take(self.num("Q"))
+    def count(self, what: str) -> int:
+        """A length or count from the header, refused past its GGUF_LIMITS bound (a forged file)."""
+        n = self.num("Q")
+        if n > GGUF_LIMITS[what]:
+            raise ValueError(f"{n:,} {what} at byte {self.f.tell() - 8}, more than any model has "
+                             f"(at most {GGUF_LIMITS[what]:,})")
+        return n
 
-    def value(self, kind: int, array: bool = False):
+    def string(self) -> bytes:
+        return self.take(self.count("string bytes"))
+
+    def array_head(self, depth: int) -> tuple[int, int]:
+        """(item type, count) of an array nested `depth` deep (1: a metadata value)."""
+        if depth > GGUF_LIMITS["array nesting"]:
+            raise ValueError(f"arrays nested more than {GGUF_LIMITS['array nesting']} deep")
+        return self.num("I"), self.count("array items")
+
+    def value(self, kind: int, array: bool = False, depth: int = 0):
         """A number or string value; an array when `array`, or when it holds at most SMALL_ARRAY
-        numbers (per-layer values such as head counts); other arrays (the vocabulary) are skipped: None."""
+        numbers (per-layer values such as head counts); other arrays (the vocabulary) are skipped: None.
+        `depth`: arrays around this value (nesting is bounded, so a forged file cannot exhaust the stack)."""
         if kind in SCALAR_FORMATS:
             return self.num(SCALAR_FORMATS[kind])
         if kind == STRING:
             return self.string().decode("utf-8", "replace")
         if kind != ARRAY:
-            self.skip_value(kind)
+            self.skip_value(kind, depth)
             return None
-        item, count = self.num("I"), self.num("Q")
+        item, count = self.array_head(depth + 1)
         if item in SCALAR_FORMATS and (array or count <= SMALL_ARRAY):
             return list(struct.unpack(f"<{count}{SCALAR_FORMATS[item]}", self.take(count * SCALAR_BYTES[item])))
         if array:
-            return [self.value(item) for _ in range(count)]
-        self.skip_items(item, count)
+            return [self.value(item, depth=depth + 1) for _ in range(count)]
+        self.skip_items(item, count, depth + 1)
         return None
 
-    def skip_value(self, kind: int) -> None:
+    def skip_value(self, kind: int, depth: int = 0) -> None:
         if kind in SCALAR_BYTES:
             self.skip(SCALAR_BYTES[kind])
         elif kind == STRING:
-            self.skip(self.num("Q"))
+            self.skip(self.count("string bytes"))
         elif kind == ARRAY:
-            self.skip_items(self.num("I"), self.num("Q"))
+            self.skip_items(*self.array_head(depth + 1), depth + 1)
         else:
             raise ValueError(f"unknown metadata value type {kind}")
 
-    def skip_items(self, item: int, count: int) -> None:
+    def skip_items(self, item: int, count: int, depth: int) -> None:
         if item in SCALAR_BYTES:
             self.skip(SCALAR_BYTES[item] * count)
         else:
             for _ in range(count):
-                self.skip_value(item)
+                self.skip_value(item, depth)
 
 
 def read_header(path: Path, arrays: frozenset[str] = frozenset()) -> GgufHeader:
@@ -135,7 +151,7 @@ def read_header(path: Path, arrays: frozenset[str] = frozenset()) -> GgufHeader:
         version = r.num("I")
         if version < 2:
             raise ValueError(f"GGUF version {version} is not supported")
-        n_tensors, n_kv = r.num("Q"), r.num("Q")
+        n_tensors, n_kv = r.count("tensors"), r.count("metadata keys")
         metadata = {}
         for _ in range(n_kv):
             key, kind = r.string().decode("utf-8", "replace"), r.num("I")

@@ -53,6 +53,8 @@ LAYER_NAMES = {
 }
 DROPPED = re.compile(r".*rotary_emb\.inv_freq$")
 
+UNSTATED_CONTEXT = 4096  # written when config.json states no trained context
+
 
 @dataclass
 class ExportPlan:
@@ -76,27 +78,21 @@ class ExportPlan:
         return sorted({*self.shards.files, *index, *extra})
 
 
-def plan_export(source: Source) -> ExportPlan:
-    """The plan for a resolved source, or a one-line refusal naming what is covered."""
+def export_config(source: Source):
+    """The native transformers config an export of `source` is written from (no weights read), or a
+    one-line refusal naming what is covered."""
     if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import converter, glm_config
+        from llm_compare.loading.legacy_chatglm3 import glm_config
 
-        config = glm_config(source.config, source.path / "config.json")
-        return ExportPlan("chatglm", config, source.path, find_shards(source.path), converter(config),
-                          "chatglm3", "chatglm3")
+        return glm_config(source.config, source.path / "config.json")
     if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import converter, qwen2_config
+        from llm_compare.loading.legacy_qwen import qwen2_config
 
-        config = qwen2_config(source.config, source.path / "config.json")
-        return ExportPlan("qwen2", config, source.path, find_shards(source.path), converter(config), "qwen", "Qwen-1")
+        return qwen2_config(source.config, source.path / "config.json")
     if source.kind == "gguf":
         raise UserError(f"{source.path.name} is already a GGUF file; use backend \"llamacpp\" for it, not a gguf-* dtype")
     if source.kind == "hub":
         raise UserError(f"{source.hub_id} is a hub id; gguf-* dtypes need a local model directory")
-    return _native_plan(source)
-
-
-def _native_plan(source: Source) -> ExportPlan:
     from transformers import AutoConfig
 
     model_type = source.config.get("model_type")
@@ -106,9 +102,37 @@ def _native_plan(source: Source) -> ExportPlan:
             "use dtype float32, bfloat16, float16 or int8 for this model"
         )
     try:
-        config = AutoConfig.from_pretrained(source.path, trust_remote_code=False)
+        return AutoConfig.from_pretrained(source.path, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {source.path / 'config.json'}: {str(e).splitlines()[0]}") from None
+
+
+def export_context(config) -> int:
+    """The context an export states (`{arch}.context_length`): what llama.cpp caps its KV cache at."""
+    return config.max_position_embeddings or UNSTATED_CONTEXT
+
+
+def exported_context(source: Source) -> int | None:
+    """The trained context an export of `source` would state, None when it cannot be exported."""
+    try:
+        return export_context(export_config(source))
+    except UserError:
+        return None
+
+
+def plan_export(source: Source) -> ExportPlan:
+    """The plan for a resolved source, or a one-line refusal naming what is covered."""
+    config = export_config(source)
+    if source.kind == "chatglm3":
+        from llm_compare.loading.legacy_chatglm3 import converter
+
+        return ExportPlan("chatglm", config, source.path, find_shards(source.path), converter(config),
+                          "chatglm3", "chatglm3")
+    if source.kind == "qwen":
+        from llm_compare.loading.legacy_qwen import converter
+
+        return ExportPlan("qwen2", config, source.path, find_shards(source.path), converter(config), "qwen", "Qwen-1")
+    model_type = source.config.get("model_type")
     shards = find_shards(source.path)
 
     def convert(name, tensor):

@@ -7,8 +7,10 @@ few `stat` calls. Making it:
 
 - refuses first, with numbers, when free disk (the GGUF, plus the 16-bit intermediate for the
   quantized types) or free RAM (the largest tensor in float32 plus a shard mapping) is too small;
-- writes under `*.partial-<pid>` names and renames at the end, with a lock so two processes never
-  export the same file at once; leftovers of a killed export are deleted by the next one;
+- writes under `<type>.*.partial-<pid>` names and renames at the end, with a lock per type so two
+  processes never export the same file at once; leftovers of a killed export are deleted by the next
+  one, another type's only when no process holds that type's lock (several types export at once);
+- a full disk or any other OS error is one line saying what to free, with nothing partial left;
 - records size and checksums of the file's head and tail beside it (`<type>.gguf.json`): a cached
   file that does not match is reported once and rebuilt (llama.cpp aborts the process on some
   malformed files, so they must never reach it);
@@ -29,7 +31,7 @@ from pathlib import Path
 import psutil
 
 from llm_compare.errors import UserError
-from llm_compare.machine import cache_root
+from llm_compare.machine import cache_root, cache_write_error
 from llm_compare.loading.gguf_arch import ExportPlan, plan_export
 from llm_compare.loading.gguf_write import Progress, quantize, write_gguf
 
@@ -153,19 +155,41 @@ def exported_gguf(source, dtype: str, progress: Progress | None = None) -> Path:
     target = folder / f"{dtype}.gguf"
     if target.is_file() and cached_problem(target) is None:
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{dtype}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be exporting the same file
-        if target.is_file():
-            problem = cached_problem(target)
-            if problem is None:
-                return target
-            discard(target, problem)
-        for leftover in folder.glob("*.partial-*"):  # from an export that was killed
-            leftover.unlink(missing_ok=True)
-        check_room(plan, dtype, folder)
-        build(plan, dtype, target, progress)
+    doing = f"exporting {plan.directory.name} as {dtype}"
+    if target.exists() and not target.is_file():
+        raise UserError(f"{doing}: {target} is a directory (or other non-file) where the cached GGUF belongs; "
+                        "remove it and start again")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"{dtype}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be exporting the same file
+            if target.is_file():
+                problem = cached_problem(target)
+                if problem is None:
+                    return target
+                discard(target, problem)
+            remove_abandoned_partials(folder, dtype)
+            check_room(plan, dtype, folder)
+            build(plan, dtype, target, progress)
+    except OSError as e:  # disk full, a directory in the way, permissions: one line, nothing partial kept
+        raise cache_write_error(e, doing, folder, needs(plan, dtype)[0]) from None
     return target
+
+
+def remove_abandoned_partials(folder: Path, dtype: str) -> None:
+    """Delete partial files of exports that were killed. This type's are abandoned (the caller holds its
+    lock); another type's only when no process holds that type's lock (its exporter is gone)."""
+    for leftover in folder.glob("*.partial-*"):
+        owner = leftover.name.split(".", 1)[0]
+        if owner == dtype:
+            leftover.unlink(missing_ok=True)
+            continue
+        try:
+            with (folder / f"{owner}.lock").open("a") as other:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
+                leftover.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # another process is exporting that type right now
 
 
 def build(plan: ExportPlan, dtype: str, target: Path, progress: Progress | None) -> None:
@@ -180,6 +204,7 @@ def build(plan: ExportPlan, dtype: str, target: Path, progress: Progress | None)
         if progress:
             progress(done, steps[0], f"exporting {plan.directory.name}: {what}")
 
+    record = target.with_name(target.name + ".json")
     try:
         write_gguf(plan, written, mode, step)
         if quantized:
@@ -187,11 +212,13 @@ def build(plan: ExportPlan, dtype: str, target: Path, progress: Progress | None)
                 progress(steps[0] - 1, steps[0], f"exporting {plan.directory.name}: llama.cpp quantizing to {quantized}")
             quantize(written, partial, quantized)
             written.unlink()
-        record = target.with_name(target.name + ".json")
         record.write_text(json.dumps(fingerprint(partial)))
         partial.rename(target)
         if progress:
             progress(steps[0], steps[0], f"exported {plan.directory.name} as {dtype}")
+    except BaseException:
+        record.unlink(missing_ok=True)  # a record without its file would be a partial leftover too
+        raise
     finally:
         partial.unlink(missing_ok=True)
         written.unlink(missing_ok=True)

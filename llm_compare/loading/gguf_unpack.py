@@ -24,6 +24,7 @@ import torch
 
 from llm_compare.loading.gguf import GgufHeader, GgufTensor
 from llm_compare.loading.gguf_arch import LAYER_NAMES, TOP_NAMES
+from llm_compare.specs import check_shape
 
 VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types
@@ -90,6 +91,7 @@ def llama_config(header: GgufHeader):
     meta = header.metadata
     fields = {name: meta[f"llama.{key}"] for name, key in LLAMA_KEYS.items() if f"llama.{key}" in meta}
     fields.setdefault("vocab_size", len(meta["tokenizer.ggml.tokens"]))
+    check_shape(fields, "the GGUF header")  # a forged size would size the model it builds
     if "llama.rope.freq_base" in meta:
         fields["rope_parameters"] = {"rope_type": "default", "rope_theta": meta["llama.rope.freq_base"]}
     for kind, key in SPECIAL_IDS.items():

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from llm_compare.errors import UserError
-from llm_compare.loading.gguf_arch import ExportPlan, check_supported, entries, write_hparams
+from llm_compare.loading.gguf_arch import ExportPlan, check_supported, entries, export_context, write_hparams
 from llm_compare.loading.gguf_vocab import vocab_for
 
 Progress = Callable[[int, int, str], None]  # (step done, steps in all, what is happening)
@@ -57,7 +57,7 @@ def write_gguf(plan: ExportPlan, path: Path, mode: str, progress: Progress | Non
     try:
         writer.add_name(plan.directory.name)
         writer.add_file_type(FILE_TYPES[mode])
-        write_hparams(writer, plan, plan.config.max_position_embeddings or 4096)
+        write_hparams(writer, plan, export_context(plan.config))
         vocab.write(writer)
         planned = []
         for entry in entries(plan):

@@ -28,7 +28,7 @@ from llm_compare.loading import LoadedModel, Source
 from llm_compare.loading.gguf import check_gguf
 from llm_compare.loading.gguf_unpack import VOCAB_KEYS, not_covered, write_model_directory
 from llm_compare.loading.quantize import quantize_int8
-from llm_compare.machine import cache_root, rss
+from llm_compare.machine import cache_root, cache_write_error, rss
 from llm_compare.progress import status
 
 log = logging.getLogger(__name__)
@@ -63,16 +63,20 @@ def convert_gguf(path: Path) -> Path:
     target = gguf_cache_dir(path)
     if (target / "complete").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(target.name + ".lock"), "w") as lock:
-        if not _try_lock(lock):
-            status(f"waiting for the one-time conversion of {path.name} for transformers, already running "
-                   "(started at launch or by the other pane; ≈5-10 s in all; later loads ≈1 s)")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "complete").exists():
-            for leftover in target.parent.glob(target.name + ".tmp*"):  # from a conversion that was killed
-                shutil.rmtree(leftover, ignore_errors=True)
-            _convert_into(path, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_name(target.name + ".lock"), "w") as lock:
+            if not _try_lock(lock):
+                status(f"waiting for the one-time conversion of {path.name} for transformers, already running "
+                       "(started at launch or by the other pane; ≈5-10 s in all; later loads ≈1 s)")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / "complete").exists():
+                for leftover in target.parent.glob(target.name + ".tmp*"):  # from a conversion that was killed
+                    shutil.rmtree(leftover, ignore_errors=True)
+                _convert_into(path, target)
+    except OSError as e:  # disk full, a file in the way, permissions: one line, nothing partial kept
+        raise cache_write_error(e, f"converting {path.name} for transformers", target.parent,
+                                2 * path.stat().st_size) from None
     return target
 
 
@@ -120,18 +124,22 @@ def _convert_into(path: Path, target: Path) -> None:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
-    if reason is None:
-        log.info("converting %s once into %s (native llama conversion; later loads are fast)", path.name, target)
-        once = "one time, ≈5-10 s; later loads ≈1 s"
-        write_model_directory(path, header, tmp, lambda step: status(f"converting {path.name} for transformers "
-                                                                       f"({once}): {step}"))
-    else:
-        log.warning("%s: %s is not covered by the fast GGUF conversion; transformers converts it (one time, "
-                    "≈30 s for 135M parameters on 2 cores)", path.name, reason)
-        convert_with_transformers(path, tmp, reason)
-    (tmp / "complete").write_text(str(path))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    try:
+        if reason is None:
+            log.info("converting %s once into %s (native llama conversion; later loads are fast)", path.name, target)
+            once = "one time, ≈5-10 s; later loads ≈1 s"
+            write_model_directory(path, header, tmp, lambda step: status(f"converting {path.name} for transformers "
+                                                                           f"({once}): {step}"))
+        else:
+            log.warning("%s: %s is not covered by the fast GGUF conversion; transformers converts it (one time, "
+                        "≈30 s for 135M parameters on 2 cores)", path.name, reason)
+            convert_with_transformers(path, tmp, reason)
+        (tmp / "complete").write_text(str(path))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing partial left behind
+        raise
     log.info("converted %s in %.1f s", path.name, time.perf_counter() - t0)
 
 

@@ -23,7 +23,7 @@ import psutil
 import torch
 
 from llm_compare.errors import UserError
-from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT, reserved_context
+from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT, check_shape, reserved_context
 
 GiB = 1024**3
 MiB = 1024**2
@@ -85,8 +85,10 @@ def _decoder_count(vocab, hidden, inter, layers, heads, kv_heads, head_dim, *, q
 
 
 def _int(config: dict, *keys, default=None) -> int:
+    """A size from config.json, refused with one line when no model could have it (specs.SHAPE_RANGES)."""
     for key in keys:
-        if isinstance(config.get(key), int):
+        if config.get(key) is not None:
+            check_shape({key: config[key]})
             return config[key]
     if default is not None:
         return default
@@ -208,6 +210,10 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
             kv = kv_cache_bytes(count, "f16", context=reserved)
             return Estimate(count.total, size, size + RUNTIME_OVERHEAD + kv, size + RUNTIME_OVERHEAD + kv, kv)
         return _estimate_count(count, dtype, context)
+    if dtype in GGUF_KV_CACHE:  # exported once, then llama.cpp caps its KV cache at the trained context
+        from llm_compare.loading.gguf_arch import exported_context
+
+        context = reserved_context(context, exported_context(source))
     return _estimate_count(count_parameters(source.config), dtype, context)
 
 

@@ -7,7 +7,7 @@ import gradio as gr
 from llm_compare.loading.hf import convert_in_background
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_presets
-from llm_compare.specs import load_registry
+from llm_compare.specs import MAX_UPLOAD_BYTES, load_registry
 from llm_compare.store import open_store
 from llm_compare.ui.layout import CSS, build_app
 from llm_compare.ui.session import AppContext
@@ -38,7 +38,9 @@ def create_app(args) -> tuple[gr.Blocks, dict]:
     ctx = context_from_args(args)
     convert_in_background([ctx.spec(args.model_a, "a"), ctx.spec(args.model_b, "b")])  # one-time work, before Send
     demo = build_app(ctx, concurrency=args.concurrency)
-    return demo, {"css": CSS, "theme": app_theme(), "footer_links": ["api", "gradio"]}
+    # max_file_size: Gradio's upload route is open to anyone who reaches the app (without --auth)
+    return demo, {"css": CSS, "theme": app_theme(), "footer_links": ["api", "gradio"],
+                  "max_file_size": MAX_UPLOAD_BYTES}
 
 
 def app_theme():
