@@ -264,7 +264,11 @@ def test_local_gguf_judge_reads_llama_cpp_logits():
         probs = detail["probabilities"]
         assert np.allclose([probs[v] for v in "ABC"], expected, atol=2e-3)
         assert letter == "ABC"[int(np.argmax(expected))]
-        assert judge.verdict(messages) == (letter, detail)  # the instance went back clean
+        # again on the same instance: its cache already holds the prompt, so only the last id is evaluated
+        # (a one-row batch: llama.cpp's quantized kernels round differently than in a full batch)
+        again, again_detail = judge.verdict(messages)
+        assert again == letter
+        assert np.allclose([again_detail["probabilities"][v] for v in "ABC"], [probs[v] for v in "ABC"], atol=0.05)
     finally:
         backend.close()
 

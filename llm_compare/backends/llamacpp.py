@@ -281,7 +281,8 @@ class LlamaCppBackend(Backend):
         llm = self._acquire(threading.Event(), ids)
         try:
             llama_cpp_threads(llm, threads)
-            rows = rows or block_rows(llm.n_vocab())
+            # only the last row is kept with last_only: whole n_batch batches, as a plain evaluation runs them
+            rows = rows or (None if last_only else block_rows(llm.n_vocab()))
             for start, block in evaluate_blocks(llm, ids, all_rows=not last_only, reuse=last_only, batch=rows):
                 yield start, block.reshape(-1, llm.n_vocab())
         finally:
