@@ -50,6 +50,12 @@ def quiet_machine(mp) -> None:
     mp.setattr(machine, "measured_with_others_share", lambda measure: (measure(), 0.0))
     mp.setattr(machine, "_UNCACHED", {})
 
+def pytest_configure(config):
+    """CI (CI=true) runs the slow tests too: they fit its time limit, and a developer's default run
+    stays quick. An explicit -m on the command line wins."""
+    if os.environ.get("CI") and config.option.markexpr == "not slow" and "-m" not in config.invocation_params.args:
+        config.option.markexpr = ""
+
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
