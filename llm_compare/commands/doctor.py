@@ -165,16 +165,7 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
     except UserError as e:
         report.problem(str(e))
         return None
-    loader = LOADERS[source.kind]
-    if spec.backend == "llamacpp" and source.kind == "gguf":
-        context = reserved_context(spec.context, trained_context(source.path))
-        loader = f"GGUF file run by llama.cpp as it is ({context}-token context)"
-    elif spec.dtype in GGUF_DTYPES:
-        from llm_compare.loading.gguf_arch import exported_context
-
-        context = reserved_context(spec.context, exported_context(source))
-        loader = f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
-    report.say(f"  loader: {loader}")
+    report.say(f"  loader: {loader_line(spec, source)}")
     if spec.backend == "llamacpp" and source.kind != "gguf":
         report.problem("the llamacpp backend reads .gguf files only", "use backend = \"transformers\" for this model")
         return None
@@ -209,6 +200,20 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
         smaller = "" if "int8" in estimates else " or dtype int8"
         report.problem("not enough free RAM to load it", f"close other programs{smaller}, or use a smaller model")
     return estimates
+
+
+def loader_line(spec, source) -> str:
+    """Which loader reads it, and the context llama.cpp reserves where llama.cpp runs it."""
+    loader = LOADERS[source.kind]
+    if spec.backend == "llamacpp" and source.kind == "gguf":
+        context = reserved_context(spec.context, trained_context(source.path))
+        return f"GGUF file run by llama.cpp as it is ({context}-token context)"
+    if spec.dtype in GGUF_DTYPES:
+        from llm_compare.loading.gguf_arch import exported_context
+
+        context = reserved_context(spec.context, exported_context(source))
+        return f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
+    return loader
 
 
 def saved_caches_line(est, free: int) -> str:
