@@ -41,6 +41,7 @@ class Metrics:
     prompt_tokens: int | None = None
     threads: int | None = None  # CPU threads of this stream: derived from the account, then as its backend reports
     streams_running: int | None = None  # local streams running (itself included) when it started
+    draft_tokens: int = 0  # new tokens that came from drafts the model verified (prompt lookup, drafts.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -128,6 +129,7 @@ def _stream_counted(backend: Backend, messages: Messages, params: GenerationPara
         if chunk.tokens:
             last_at = now
         m.new_tokens += chunk.tokens
+        m.draft_tokens += chunk.drafted
         text += chunk.text
         m.elapsed_s = now - t0
         if first_at is not None and m.new_tokens > 1 and last_at > first_at:
@@ -252,6 +254,7 @@ def _load(job: Job, out: queue.Queue) -> None:
     with progress.reporting(lambda text: out.put((job.side, "activity", text))):
         job.backend = job.load()
         job.backend.best_threads()  # a first-use thread measurement belongs to the wait, not the reply
+        job.backend.draft_costs()  # and so does the drafting probe's
     out.put((job.side, "loaded", time.perf_counter() - t0))
 
 

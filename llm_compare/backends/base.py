@@ -28,6 +28,7 @@ class Chunk:
     first_token_at: float | None = None  # time.perf_counter() of the first new token, when known
     prompt_tokens: int | None = None  # known only to some backends, reported once
     threads: int | None = None  # CPU threads its generating thread runs with, read there (None: not local)
+    drafted: int = 0  # of `tokens`, how many came from drafts the model verified (drafts.py)
 
 
 class Backend(ABC):
@@ -65,6 +66,10 @@ class Backend(ABC):
 
     def best_threads(self) -> int | None:
         """Threads a lone stream of this model runs fastest with here (measured once; None: not local)."""
+        return None
+
+    def draft_costs(self) -> dict | None:
+        """{tokens per forward pass: seconds} measured here for drafting (drafts.py); None: no drafts."""
         return None
 
     def recommended_generation(self) -> dict:

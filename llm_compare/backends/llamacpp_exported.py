@@ -111,9 +111,10 @@ class NextToken:
         self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty and penalty != 1.0 else None
         self.sampler = None if params.greedy else SeededSampler(params.temperature, params.top_p, params.seed)
 
-    def __call__(self, logits: np.ndarray, history: list[int]) -> int:
+    def __call__(self, logits, history: list[int]) -> int:
+        """The next token from one row of logits (numpy from llama.cpp, or a torch row from transformers)."""
         torch = self.torch
-        scores = torch.from_numpy(logits)[None]
+        scores = (logits.float() if isinstance(logits, torch.Tensor) else torch.from_numpy(logits))[None]
         ids = torch.tensor([history], dtype=torch.long)
         if self.penalty is not None:
             scores = self.penalty(ids, scores)

@@ -21,8 +21,9 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-from llm_compare import cpu_probe
+from llm_compare import cpu_probe, drafts
 from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
+from llm_compare.backends.drafting import draft_length, torch_decode
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
@@ -46,6 +47,7 @@ class CountingStreamer(BaseStreamer):
         self.print_len = 0
         self.prompt_pending = True  # generate() first puts the prompt ids: skipped
         self.pending_tokens = 0
+        self.drafted_pending = 0  # of the pending tokens, how many came from drafts (drafts.decode)
         self.first_token_at: float | None = None
 
     def _decode(self, ids) -> str:
@@ -84,8 +86,9 @@ class CountingStreamer(BaseStreamer):
 
     def _emit(self, text: str) -> None:
         n, self.pending_tokens = self.pending_tokens, 0
+        drafted, self.drafted_pending = self.drafted_pending, 0
         if text or n:
-            self.text_queue.put((text, n, torch.get_num_threads()))
+            self.text_queue.put((text, n, torch.get_num_threads(), drafted))
 
 
 class StopOnEvent(StoppingCriteria):
@@ -209,6 +212,8 @@ class TransformersBackend(Backend):
             head.register_forward_pre_hook(canonical_strides)
         self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
         self._best_threads: dict[bool, int] = {}
+        self.drafts = drafts.enabled_by_env()  # prompt lookup (drafts.py) where it pays
+        self._draft_costs: dict | None = None
 
     def best_threads(self) -> int:
         """Measured once per machine, size and dtype, and again once llama.cpp ran here (shared OpenMP)."""
@@ -238,6 +243,25 @@ class TransformersBackend(Backend):
 
         return cpu_probe._in_thread(run)
 
+    def draft_costs(self) -> dict | None:
+        """Seconds of a forward pass over r new tokens, per r (drafts.verification_costs; measured once)."""
+        if self._draft_costs is None:
+            from llm_compare.backends.drafting import torch_seconds_for_rows
+
+            n_threads = self.best_threads()
+            seconds = torch_seconds_for_rows(self.model, self.tokenizer.eos_token_id or 0)
+
+            def timed(rows: int) -> float:
+                def run():
+                    use_torch_threads(n_threads)
+                    return seconds(rows)
+
+                return cpu_probe._in_thread(run)
+
+            self._draft_costs = drafts.verification_costs("transformers", self.weight_bytes, timed,
+                                                          f"{self.spec.dtype}|threads={n_threads}") or {}
+        return self._draft_costs or None
+
     def recommended_generation(self) -> dict:
         """The model's generation_config.json values (e.g. Qwen's repetition_penalty 1.1), then the registry's."""
         config = getattr(self.model, "generation_config", None)
@@ -254,10 +278,14 @@ class TransformersBackend(Backend):
         streamer = CountingStreamer(self.tokenizer, skip_special_tokens=True)
         kwargs = generation_kwargs(self.chat_format, self.tokenizer, params)
         n_threads = threads or threads_for_stream(self.spec, 1, self.best_threads())
+        length = draft_length(self)
 
         def generate(_emit):  # the streamer is the channel back: it feeds its own queue
             use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads
             with torch.inference_mode():
+                if length is not None:  # drafts from the conversation: our own loop (drafting.py)
+                    return torch_decode(self.model, ids, params, stop, self.chat_format.stop_token_ids,
+                                        streamer, length)
                 self.model.generate(
                     input_ids=input_ids,
                     attention_mask=torch.ones_like(input_ids),
@@ -267,9 +295,10 @@ class TransformersBackend(Backend):
                 )
 
         first = True
-        for text, n, ran_with in run_in_worker(generate, stop, f"generate-{self.spec.name}", out=streamer.text_queue):
+        for text, n, ran_with, drafted in run_in_worker(generate, stop, f"generate-{self.spec.name}",
+                                                        out=streamer.text_queue):
             yield Chunk(text=text, tokens=n, first_token_at=streamer.first_token_at,
-                        prompt_tokens=len(ids) if first else None, threads=ran_with)
+                        prompt_tokens=len(ids) if first else None, threads=ran_with, drafted=drafted)
             first = False
 
     def finish_text(self, text: str) -> str:
