@@ -94,3 +94,25 @@ def test_embedded_smollm2_float32_quoting_prompt_identical(embedded_backend, mon
     drafted = assert_identical_with_drafts(embedded_backend, monkeypatch,
                                            GenerationParams(max_new_tokens=48, greedy=True), messages=quote)
     assert drafted.metrics.draft_tokens >= 5
+
+
+def test_stats_line_and_ask_json_say_how_many_tokens_came_from_drafts(tiny_model_dir, monkeypatch, capsys):
+    import json
+
+    from llm_compare import drafts
+    from llm_compare.cli import main
+    from llm_compare.engine import Metrics, SideState
+    from llm_compare.ui.session import format_stats
+
+    monkeypatch.setattr(drafts, "verification_costs", lambda *a, **k: CHEAP)
+    args = ["ask", REPEATING[0]["content"], "--model-a", str(tiny_model_dir), "--model-b", str(tiny_model_dir),
+            "--dtype-a", "float32", "--dtype-b", "float32", "--greedy", "--max-new-tokens", "60", "--json"]
+    runs = {}
+    for setting in ("on", "off"):
+        monkeypatch.setenv(drafts.DRAFTS_ENV, setting)
+        assert main(args) == 0
+        runs[setting] = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert all(r["draft_tokens"] > 0 for r in runs["on"]) and all(r["draft_tokens"] == 0 for r in runs["off"])
+    assert [r["text"] for r in runs["on"]] == [r["text"] for r in runs["off"]]
+    state = SideState("a", "A", status="done", metrics=Metrics(new_tokens=60, draft_tokens=runs["on"][0]["draft_tokens"]))
+    assert f"60 new tokens ({runs['on'][0]['draft_tokens']} from drafts)" in format_stats(state)

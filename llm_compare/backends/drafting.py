@@ -58,7 +58,7 @@ def torch_seconds_for_rows(model, token: int):
 
 def draft_length(backend) -> drafts.DraftLength | None:
     """A fresh `DraftLength` for one reply of `backend`, or None where drafting is off or cannot pay."""
-    if not backend.drafts:
+    if not (backend.drafts and drafts.enabled_by_env()):
         return None
     costs = drafts.usable(backend.draft_costs())
     return drafts.DraftLength(costs) if costs else None

@@ -212,7 +212,7 @@ class TransformersBackend(Backend):
             head.register_forward_pre_hook(canonical_strides)
         self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
         self._best_threads: dict[bool, int] = {}
-        self.drafts = drafts.enabled_by_env()  # prompt lookup (drafts.py) where it pays
+        self.drafts = True  # prompt lookup (drafts.py) where it pays; LLM_COMPARE_DRAFTS=off turns it off
         self._draft_costs: dict | None = None
 
     def best_threads(self) -> int:
