@@ -16,8 +16,15 @@ What the model outputs never changes:
   the sampler is consulted once per emitted token in the same order, so a seed gives the same reply
   with and without drafts.
 
+Both hold exactly when the model computes a token's logits the same in a batch as alone. Kernels
+differ: on this project's CPUs float32 agreed to ~5e-5 (transformers and gguf-f32), while bfloat16
+(0.4) and llama.cpp's quantized types (Q4_1: 0.8, its one-row kernel differs from its batch kernel)
+did not, so a near tie could go the other way. So by default (`LLM_COMPARE_DRAFTS=auto`) a model
+drafts only where the probe found its batched logits within EXACT_LOGITS of one-at-a-time ones;
+`LLM_COMPARE_DRAFTS=on` drafts on the others too (faster, replies may differ at near ties), `off` never.
+
 How many tokens to draft (`DraftLength`) follows the measured cost of verifying k tokens against one
-step on this machine and model size (`verification_costs`, cached like the other probes) and the
+step on this machine and model size (`verification_probe`, cached like the other probes) and the
 acceptance rate seen so far in the reply: k is drafted only where its expected tokens per second beat
 plain decoding. Where no draft length could pay even if every draft were right, drafting is off.
 """
@@ -36,12 +43,31 @@ GAIN_NEEDED = 1.05  # draft only where the expected speed beats plain decoding b
 PRIOR = (1.0, 2.0)  # (accepted, drafted) assumed before a reply's first verification: rate 0.5
 FORGET = 0.9  # weight of earlier verifications at each new one: the rate follows the reply
 RETRY_AFTER = 8  # after this many proposals skipped for a low rate, draft one token to look again
-DRAFTS_ENV = "LLM_COMPARE_DRAFTS"  # "off" (or 0/no/false) turns prompt lookup off in this process
+EXACT_LOGITS = 1e-3  # batched logits this close to one-at-a-time ones keep replies as they are
+DRAFTS_ENV = "LLM_COMPARE_DRAFTS"  # auto (default: where exact) | on (also where not) | off
+MODES = ("auto", "on", "off")
 
 
-def enabled_by_env() -> bool:
-    """Whether the environment leaves drafts on (the default)."""
-    return os.environ.get(DRAFTS_ENV, "").strip().lower() not in ("0", "off", "no", "false")
+ALIASES = {"0": "off", "no": "off", "false": "off", "1": "on", "yes": "on", "true": "on"}
+
+
+def mode() -> str:
+    """The drafting mode the environment sets (an unknown value means the default, "auto")."""
+    value = os.environ.get(DRAFTS_ENV, "").strip().lower()
+    value = ALIASES.get(value, value)
+    return value if value in MODES else "auto"
+
+
+def draft_length_for(probe: dict | None) -> "DraftLength | None":
+    """A fresh DraftLength for one reply on a model with this probe result, or None: no drafts
+    (turned off, not exact enough for "auto", or not paying even when every draft is right)."""
+    chosen = mode()
+    if chosen == "off" or not probe:
+        return None
+    if chosen == "auto" and not probe.get("max_logit_diff", float("inf")) <= EXACT_LOGITS:
+        return None
+    costs = usable(probe.get("costs"))
+    return DraftLength(costs) if costs else None
 
 
 class NgramIndex:
@@ -153,11 +179,12 @@ class DraftLength:
         self.drafted[n] = self.drafted.get(n, 0.0) * FORGET + judged
 
 
-def verification_costs(backend: str, weight_bytes: int | None, seconds_for_rows: Callable[[int], float],
-                       extra: str = "") -> dict[int, float] | None:
-    """{rows: seconds of one forward pass over that many new tokens} for this backend and model size
-    here, measured once per machine and cached (`cpu_probe.cached_probe`); None if it cannot be
-    measured. `seconds_for_rows(r)` evaluates r tokens after a short context and returns the seconds."""
+def verification_probe(backend: str, weight_bytes: int | None, seconds_for_rows: Callable[[int], float],
+                       logit_difference: Callable[[], float], extra: str = "") -> dict | None:
+    """{"costs": {rows: seconds of one forward pass over that many new tokens}, "max_logit_diff": largest
+    difference between logits computed in one batch and one token at a time} for this backend and model
+    here, measured once per machine and cached (`cpu_probe.cached_probe`); None if it cannot be measured.
+    `seconds_for_rows(r)` evaluates r tokens after a short context and returns the seconds."""
     from llm_compare import cpu_probe
     from llm_compare.machine import machine_key
 
@@ -168,13 +195,14 @@ def verification_costs(backend: str, weight_bytes: int | None, seconds_for_rows:
         rounds = [{str(r): seconds_for_rows(r) for r in PROBE_ROWS}]
         if sum(rounds[0].values()) < PROBE_SECOND_ROUND_S:  # interleaved rounds: fair under load; a big model: one
             rounds.append({str(r): seconds_for_rows(r) for r in PROBE_ROWS})
-        return {r: min(one[r] for one in rounds) for r in rounds[0]}
+        costs = {r: min(one[r] for one in rounds) for r in rounds[0]}
+        return {"costs": costs, "max_logit_diff": float(logit_difference())}
 
     try:
         found = cpu_probe.cached_probe("drafts", key, measure)
     except Exception:  # a probe that fails (memory, a busy machine) only means no drafts
         return None
-    return {int(r): float(s) for r, s in found.items()}
+    return {"costs": {int(r): float(s) for r, s in found["costs"].items()}, "max_logit_diff": found["max_logit_diff"]}
 
 
 @dataclass

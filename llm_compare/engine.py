@@ -254,7 +254,7 @@ def _load(job: Job, out: queue.Queue) -> None:
     with progress.reporting(lambda text: out.put((job.side, "activity", text))):
         job.backend = job.load()
         job.backend.best_threads()  # a first-use thread measurement belongs to the wait, not the reply
-        job.backend.draft_costs()  # and so does the drafting probe's
+        job.backend.draft_probe()  # and so does the drafting probe's
     out.put((job.side, "loaded", time.perf_counter() - t0))
 
 

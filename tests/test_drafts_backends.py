@@ -20,10 +20,14 @@ REPEATING = [{"role": "user", "content": "Repeat after me: one, two, three, four
 legacy = pytest.mark.skipif(not GLM.is_dir(), reason="legacy fixtures not present")
 
 
-def reply(backend, monkeypatch, params, drafts_on, costs=CHEAP, messages=REPEATING):
+def probe(costs=CHEAP, diff=0.0):
+    return {"costs": costs, "max_logit_diff": diff}
+
+
+def reply(backend, monkeypatch, params, drafts_on, costs=CHEAP, messages=REPEATING, diff=0.0):
     with monkeypatch.context() as m:
         m.setattr(backend, "drafts", drafts_on)
-        m.setattr(backend, "draft_costs", lambda: costs)
+        m.setattr(backend, "draft_probe", lambda: probe(costs, diff))
         *_, last = stream_reply(backend, messages, params)
     return last
 
@@ -61,13 +65,42 @@ def test_no_drafts_where_verification_costs_as_much_as_steps(tiny_backend, monke
     assert last.metrics.draft_tokens == 0 and last.metrics.new_tokens == 40
 
 
+def test_auto_drafts_only_where_batched_logits_match_one_at_a_time(tiny_backend, monkeypatch):
+    from llm_compare import drafts
+
+    params = GenerationParams(max_new_tokens=60, greedy=True)
+    for setting, diff, expect_drafts in (("auto", 0.4, False), ("auto", 1e-5, True), ("on", 0.4, True),
+                                         ("off", 0.0, False), ("", 0.4, False)):
+        monkeypatch.setenv(drafts.DRAFTS_ENV, setting)
+        last = reply(tiny_backend, monkeypatch, params, True, diff=diff)
+        assert (last.metrics.draft_tokens > 0) == expect_drafts, (setting, diff)
+
+
+def test_the_probe_measures_this_model(tiny_spec, tmp_path, monkeypatch):
+    """A real measurement on the tiny model: every probed row count timed, float32 batched logits equal
+    to one-at-a-time ones within the tolerance, cached for the next instance; a failing probe means no drafts."""
+    from llm_compare import drafts
+
+    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))
+    found = open_backend(tiny_spec).draft_probe()
+    assert sorted(found["costs"]) == list(drafts.PROBE_ROWS) and all(s > 0 for s in found["costs"].values())
+    assert found["max_logit_diff"] <= drafts.EXACT_LOGITS
+    if (tmp_path / "probes" / "drafts.json").exists():  # not written when measured on a busy machine
+        assert open_backend(tiny_spec).draft_probe() == found
+
+    def broken(rows):
+        raise MemoryError
+
+    assert drafts.verification_probe("x", 1, broken, lambda: 0.0) is None
+
+
 def test_stop_ends_a_drafted_reply(tiny_backend, monkeypatch):
     import threading
 
     stop = threading.Event()
     with monkeypatch.context() as m:
         m.setattr(tiny_backend, "drafts", True)
-        m.setattr(tiny_backend, "draft_costs", lambda: CHEAP)
+        m.setattr(tiny_backend, "draft_probe", probe)
         updates = stream_reply(tiny_backend, REPEATING, GenerationParams(max_new_tokens=200, greedy=True), stop)
         for update in updates:
             if update.metrics.new_tokens >= 5:
@@ -104,7 +137,7 @@ def test_stats_line_and_ask_json_say_how_many_tokens_came_from_drafts(tiny_model
     from llm_compare.engine import Metrics, SideState
     from llm_compare.ui.session import format_stats
 
-    monkeypatch.setattr(drafts, "verification_costs", lambda *a, **k: CHEAP)
+    monkeypatch.setattr(drafts, "verification_probe", lambda *a, **k: probe())
     args = ["ask", REPEATING[0]["content"], "--model-a", str(tiny_model_dir), "--model-b", str(tiny_model_dir),
             "--dtype-a", "float32", "--dtype-b", "float32", "--greedy", "--max-new-tokens", "60", "--json"]
     runs = {}
@@ -116,3 +149,69 @@ def test_stats_line_and_ask_json_say_how_many_tokens_came_from_drafts(tiny_model
     assert [r["text"] for r in runs["on"]] == [r["text"] for r in runs["off"]]
     state = SideState("a", "A", status="done", metrics=Metrics(new_tokens=60, draft_tokens=runs["on"][0]["draft_tokens"]))
     assert f"60 new tokens ({runs['on'][0]['draft_tokens']} from drafts)" in format_stats(state)
+
+
+@pytest.fixture(scope="module")
+def exported_f32(tiny_model_dir, tmp_path_factory):
+    """The tiny model exported to gguf-f32 and run by llama.cpp (into a private cache)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLM_COMPARE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        backend = open_backend(ModelSpec(name="tiny-f32", source=str(tiny_model_dir), dtype="gguf-f32"))
+        yield backend
+        backend.close()
+
+
+def test_gguf_f32_greedy_and_seeded_sampling_identical_with_drafts(exported_f32, monkeypatch):
+    drafted = assert_identical_with_drafts(exported_f32, monkeypatch, GenerationParams(max_new_tokens=80, greedy=True))
+    assert drafted.metrics.draft_tokens > 0
+    penalised = GenerationParams(max_new_tokens=80, greedy=True, repetition_penalty=1.2)
+    assert assert_identical_with_drafts(exported_f32, monkeypatch, penalised).metrics.draft_tokens > 0
+    accepted = 0
+    for seed in range(4):
+        params = GenerationParams(max_new_tokens=60, temperature=0.05, top_p=0.9, seed=seed)
+        accepted += assert_identical_with_drafts(exported_f32, monkeypatch, params).metrics.draft_tokens
+    assert accepted > 0
+
+
+def test_gguf_f32_probe_finds_batched_logits_exact(exported_f32, monkeypatch, tmp_path):
+    from llm_compare import drafts
+
+    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))
+    monkeypatch.setattr(exported_f32, "_draft_probe", None)
+    found = exported_f32.draft_probe()
+    assert sorted(found["costs"]) == list(drafts.PROBE_ROWS) and found["max_logit_diff"] <= drafts.EXACT_LOGITS
+
+
+@legacy
+@pytest.mark.parametrize("directory", [GLM, QWEN], ids=["chatglm3", "qwen"])
+def test_seed_fixtures_gguf_f32_greedy_identical(directory, monkeypatch, tmp_path):
+    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))
+    backend = open_backend(ModelSpec(name=directory.name, source=str(directory), dtype="gguf-f32"))
+    try:
+        drafted = assert_identical_with_drafts(backend, monkeypatch, GenerationParams(max_new_tokens=60, greedy=True))
+        assert drafted.metrics.draft_tokens > 0
+    finally:
+        backend.close()
+
+
+def test_plain_gguf_drafts_through_llama_cpp_sampler(monkeypatch):
+    """The embedded SmolLM2 GGUF on the llamacpp backend: drafts verified by llama.cpp's own sampler chain.
+    Its 4-bit kernels compute one row differently from a batch, so replies are compared only where they
+    must agree (greedy, a prompt quoted word for word) and drafting must really have happened."""
+    from llm_compare import drafts
+
+    monkeypatch.setenv(drafts.DRAFTS_ENV, "on")
+    backend = open_backend(ModelSpec(name="smollm2-llamacpp", source="embedded:smollm2", backend="llamacpp"))
+    try:
+        quote = [{"role": "user", "content": "Repeat this sentence exactly: The quick brown fox jumps over the "
+                                             "lazy dog while the farmer watches from the old wooden fence."}]
+        drafted = reply(backend, monkeypatch, GenerationParams(max_new_tokens=40, greedy=True), True, messages=quote)
+        assert drafted.metrics.draft_tokens >= 3 and drafted.text
+        monkeypatch.setenv(drafts.DRAFTS_ENV, "auto")  # not exact: "auto" leaves it alone
+        assert reply(backend, monkeypatch, GenerationParams(max_new_tokens=20, greedy=True), True, messages=quote,
+                     diff=0.5).metrics.draft_tokens == 0
+        sampled = [reply(backend, monkeypatch, GenerationParams(max_new_tokens=30, seed=3), True, messages=quote,
+                         diff=0.0).text for _ in range(2)]
+        assert sampled[0] == sampled[1]  # a seed still gives one reply
+    finally:
+        backend.close()

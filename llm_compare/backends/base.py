@@ -68,8 +68,8 @@ class Backend(ABC):
         """Threads a lone stream of this model runs fastest with here (measured once; None: not local)."""
         return None
 
-    def draft_costs(self) -> dict | None:
-        """{tokens per forward pass: seconds} measured here for drafting (drafts.py); None: no drafts."""
+    def draft_probe(self) -> dict | None:
+        """What drafting costs here and whether it keeps replies (drafts.verification_probe); None: no drafts."""
         return None
 
     def recommended_generation(self) -> dict:

@@ -1,16 +1,20 @@
 """The draft loop (`drafts.decode`) on each local backend: how it evaluates tokens and trims its cache.
 
 `TorchForward` runs a transformers model forward with a `DynamicCache` it keeps and crops;
-`LlamaForward` runs llama.cpp with logits for every drafted row (`llamacpp_eval`). Each also times a
-forward pass over r new tokens for `drafts.verification_costs`, the probe that decides whether and
-how far drafting pays for this model size on this machine.
+`LlamaForward` runs llama.cpp with logits for every drafted row (`llamacpp_eval`). `measured_probe`
+times either over r new tokens and compares batched with one-at-a-time logits for
+`drafts.verification_probe`, which decides whether and how far drafting pays (and keeps replies)
+for this model on this machine.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 from llm_compare import drafts
 
 PROBE_CONTEXT = 32  # tokens in the cache while the probe times a pass: a decode-like state
+PROBE_COMPARED = 4  # tokens whose logits the probe compares, batched against one at a time
 
 
 class TorchForward:
@@ -36,32 +40,74 @@ class TorchForward:
             self.cache.crop(-extra)  # transformers 5: a negative count removes that many from the end
 
 
-def torch_seconds_for_rows(model, token: int):
-    """`seconds_for_rows(r)` for the probe: one forward pass over r new tokens after PROBE_CONTEXT."""
+class LlamaForward:
+    """A llama.cpp context as `evaluate(ids, rows)` / `keep(n)`; what its cache holds is `llamacpp_eval`'s record.
+
+    `indices`: return the rows' output indices (-rows..-1) rather than copies of their logits, for a
+    chooser that reads the context itself (llama.cpp's own sampler chain on plain GGUFs)."""
+
+    def __init__(self, llm, indices: bool = False, reuse_prompt: bool = False):
+        self.llm, self.indices, self.reuse = llm, indices, reuse_prompt
+        self.seq: list[int] = []
+
+    def evaluate(self, ids: list[int], rows: int):
+        from llm_compare.backends.llamacpp_eval import evaluate
+
+        reuse = self.reuse or bool(self.seq)  # the prompt afresh (unless asked), then only the new ids
+        self.seq.extend(ids)
+        found = evaluate(self.llm, self.seq, all_rows=rows > 1, reuse=reuse)
+        if self.indices:
+            return list(range(-rows, 0))
+        return found.logits[-rows:] if rows > 1 else [found.logits]
+
+    def keep(self, n: int) -> None:
+        from llm_compare.backends.llamacpp_eval import keep_prefix
+
+        del self.seq[n:]
+        keep_prefix(self.llm, n)
+
+
+def _floats(row):
     import torch
 
+    return row.float() if isinstance(row, torch.Tensor) else torch.from_numpy(row).float()
+
+
+def measured_probe(kind: str, weight_bytes: int | None, extra: str, new_forward: Callable, vocab: int) -> dict | None:
+    """`drafts.verification_probe` for a model reached through `new_forward()` (a fresh TorchForward or
+    LlamaForward, its cache empty); the caller runs it with the threads a lone stream gets."""
     from llm_compare.cpu_probe import _timed
 
+    tokens = [(7 + 31 * i) % vocab for i in range(PROBE_CONTEXT + drafts.PROBE_ROWS[-1])]
+    context, after = tokens[:PROBE_CONTEXT], tokens[PROBE_CONTEXT:]
+
     def seconds(rows: int) -> float:
-        with torch.inference_mode():
-            lm = TorchForward(model)
-            lm.evaluate([token] * PROBE_CONTEXT, 1)
+        lm = new_forward()
+        lm.evaluate(context, 1)
 
-            def step():
-                lm.evaluate([token] * rows, rows)
-                lm.keep(PROBE_CONTEXT)
+        def step():
+            lm.evaluate(after[:rows], rows)
+            lm.keep(PROBE_CONTEXT)
 
-            return _timed(step, budget_s=0.3, max_runs=8)
+        return _timed(step, budget_s=0.3, max_runs=8)
 
-    return seconds
+    def difference() -> float:
+        batched, alone = new_forward(), new_forward()
+        batched.evaluate(context, 1)
+        rows = [_floats(r) for r in batched.evaluate(after[:PROBE_COMPARED], PROBE_COMPARED)]
+        alone.evaluate(context, 1)
+        singles = [_floats(alone.evaluate([t], 1)[0]) for t in after[:PROBE_COMPARED]]
+        return max(float((a - b).abs().max()) for a, b in zip(rows, singles))
+
+    return drafts.verification_probe(kind, weight_bytes, seconds, difference, extra)
 
 
 def draft_length(backend) -> drafts.DraftLength | None:
-    """A fresh `DraftLength` for one reply of `backend`, or None where drafting is off or cannot pay."""
-    if not (backend.drafts and drafts.enabled_by_env()):
+    """A fresh `DraftLength` for one reply of `backend`, or None where drafting is off, would change
+    replies ("auto") or cannot pay."""
+    if not backend.drafts or drafts.mode() == "off":
         return None
-    costs = drafts.usable(backend.draft_costs())
-    return drafts.DraftLength(costs) if costs else None
+    return drafts.draft_length_for(backend.draft_probe())
 
 
 class TokenSink:
@@ -88,3 +134,30 @@ def torch_decode(model, ids: list[int], params, stop, stop_ids, streamer, length
     drafts.decode(lm.evaluate, lm.keep, NextToken(params), ids, params.max_new_tokens, set(stop_ids), stop,
                   TokenSink(streamer), length)
     streamer.end()
+
+
+class EndOfGeneration:
+    """A plain GGUF's stop ids: whatever llama.cpp's vocabulary calls end of generation."""
+
+    def __init__(self, llm):
+        self.vocab = llm._model.vocab
+
+    def __contains__(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+
+def llama_decode(llm, ids: list[int], sampling: dict, params, stop, put, length: drafts.DraftLength) -> None:
+    """A plain GGUF's reply with drafts: tokens chosen by llama.cpp's own sampler chain, built as
+    `Llama.generate` builds it from `sampling` and sampling one row at a time (it accepts what it
+    samples: its penalty history and random stream advance once per emitted token, as in generate)."""
+    sampler = llm._init_sampler(min_p=0.0, typical_p=1.0, repeat_penalty=params.repetition_penalty, **sampling)
+    lm, eog = LlamaForward(llm, indices=True), EndOfGeneration(llm)
+
+    def counted(token: int, drafted: bool) -> None:
+        if token not in eog:  # llama.cpp's end of generation ends the reply uncounted, as in the plain loop
+            put(token, drafted)
+
+    drafts.decode(lm.evaluate, lm.keep, lambda row, _history: sampler.sample(llm._ctx, row), ids,
+                  params.max_new_tokens, eog, stop, counted, length)

@@ -123,41 +123,32 @@ class NextToken:
         return int(scores[0].argmax())
 
 
-def last_logits(llm) -> np.ndarray:
-    """A copy of the logits llama.cpp computed for the last evaluated token."""
-    import llama_cpp
-
-    pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).copy()
-
-
-def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit) -> None:
-    """Evaluate the prompt, then pick, emit and feed back one token at a time until a stop id,
-    max_new_tokens or `stop`. Emits (text, tokens, first_token_at) like the plain llama.cpp path."""
+def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None) -> None:
+    """Evaluate the prompt, then pick and emit tokens until a stop id, max_new_tokens or `stop`, one
+    per step or several per step from verified drafts (`drafts.decode`; `length`: a DraftLength, or
+    None for none). Emits (text, tokens, first_token_at, drafted) like the plain llama.cpp path."""
+    from llm_compare import drafts
+    from llm_compare.backends.drafting import LlamaForward
     from llm_compare.threads import use_torch_threads
 
     # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
     use_torch_threads(1)
-    choose = NextToken(params)
     decoder = IdDecoder(text.tokenizer)
-    stop_ids = set(text.chat_format.stop_token_ids)
-    history = list(ids)
-    first_at, n = None, 0
-    llm.reset()
-    llm.eval(ids)
-    while not stop.is_set():
-        token = choose(last_logits(llm), history)
-        history.append(token)
-        if first_at is None:
-            first_at = time.perf_counter()
-        n += 1
-        emit((decoder.feed(token), 1, first_at))
-        if token in stop_ids or n >= params.max_new_tokens:
-            break
-        llm.eval([token])
+    first_at = None
+
+    def put(token: int, drafted: bool) -> None:
+        nonlocal first_at
+        first_at = first_at or time.perf_counter()
+        emit((decoder.feed(token), 1, first_at, int(drafted)))
+
+    if stop.is_set():
+        return
+    lm = LlamaForward(llm)
+    drafts.decode(lm.evaluate, lm.keep, NextToken(params), ids, params.max_new_tokens,
+                  set(text.chat_format.stop_token_ids), stop, put, length)
     tail = decoder.flush()
     if tail:
-        emit((tail, 0, first_at))
+        emit((tail, 0, first_at, 0))
 
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids of the KV cache types (ggml.h)

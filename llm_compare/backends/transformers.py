@@ -212,8 +212,8 @@ class TransformersBackend(Backend):
             head.register_forward_pre_hook(canonical_strides)
         self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
         self._best_threads: dict[bool, int] = {}
-        self.drafts = True  # prompt lookup (drafts.py) where it pays; LLM_COMPARE_DRAFTS=off turns it off
-        self._draft_costs: dict | None = None
+        self.drafts = True  # prompt lookup (drafts.py) where it pays and keeps replies (LLM_COMPARE_DRAFTS)
+        self._draft_probe: dict | None = None
 
     def best_threads(self) -> int:
         """Measured once per machine, size and dtype, and again once llama.cpp ran here (shared OpenMP)."""
@@ -243,24 +243,21 @@ class TransformersBackend(Backend):
 
         return cpu_probe._in_thread(run)
 
-    def draft_costs(self) -> dict | None:
-        """Seconds of a forward pass over r new tokens, per r (drafts.verification_costs; measured once)."""
-        if self._draft_costs is None:
-            from llm_compare.backends.drafting import torch_seconds_for_rows
+    def draft_probe(self) -> dict | None:
+        """What drafting costs and whether it keeps replies, for this model here (drafts.verification_probe)."""
+        if self._draft_probe is None:
+            from llm_compare.backends.drafting import TorchForward, measured_probe
 
             n_threads = self.best_threads()
-            seconds = torch_seconds_for_rows(self.model, self.tokenizer.eos_token_id or 0)
 
-            def timed(rows: int) -> float:
-                def run():
-                    use_torch_threads(n_threads)
-                    return seconds(rows)
+            def run():
+                use_torch_threads(n_threads)
+                with torch.inference_mode():
+                    return measured_probe("transformers", self.weight_bytes, f"{self.spec.dtype}|threads={n_threads}",
+                                          lambda: TorchForward(self.model), self.model.config.vocab_size)
 
-                return cpu_probe._in_thread(run)
-
-            self._draft_costs = drafts.verification_costs("transformers", self.weight_bytes, timed,
-                                                          f"{self.spec.dtype}|threads={n_threads}") or {}
-        return self._draft_costs or None
+            self._draft_probe = cpu_probe._in_thread(run) or {}
+        return self._draft_probe or None
 
     def recommended_generation(self) -> dict:
         """The model's generation_config.json values (e.g. Qwen's repetition_penalty 1.1), then the registry's."""
