@@ -73,13 +73,17 @@ def _floats(row):
     return row.float() if isinstance(row, torch.Tensor) else torch.from_numpy(row).float()
 
 
-def measured_probe(kind: str, weight_bytes: int | None, extra: str, new_forward: Callable, vocab: int) -> dict | None:
-    """`drafts.verification_probe` for a model reached through `new_forward()` (a fresh TorchForward or
-    LlamaForward, its cache empty); the caller runs it with the threads a lone stream gets."""
+def probe_tokens(vocab: int) -> tuple[list[int], list[int]]:
+    """A fixed context and the tokens after it, spread over the vocabulary, for timing and comparing passes."""
+    tokens = [(7 + 31 * i) % vocab for i in range(PROBE_CONTEXT + drafts.PROBE_ROWS[-1])]
+    return tokens[:PROBE_CONTEXT], tokens[PROBE_CONTEXT:]
+
+
+def seconds_for_rows(new_forward: Callable, vocab: int, budget_s: float = 0.3) -> Callable[[int], float]:
+    """`seconds(r)`: the fastest of a few forward passes over r new tokens after PROBE_CONTEXT cached ones."""
     from llm_compare.cpu_probe import _timed
 
-    tokens = [(7 + 31 * i) % vocab for i in range(PROBE_CONTEXT + drafts.PROBE_ROWS[-1])]
-    context, after = tokens[:PROBE_CONTEXT], tokens[PROBE_CONTEXT:]
+    context, after = probe_tokens(vocab)
 
     def seconds(rows: int) -> float:
         lm = new_forward()
@@ -89,7 +93,15 @@ def measured_probe(kind: str, weight_bytes: int | None, extra: str, new_forward:
             lm.evaluate(after[:rows], rows)
             lm.keep(PROBE_CONTEXT)
 
-        return _timed(step, budget_s=0.3, max_runs=8)
+        return _timed(step, budget_s=budget_s, max_runs=8)
+
+    return seconds
+
+
+def measured_probe(kind: str, weight_bytes: int | None, extra: str, new_forward: Callable, vocab: int) -> dict | None:
+    """`drafts.verification_probe` for a model reached through `new_forward()` (a fresh TorchForward or
+    LlamaForward, its cache empty); the caller runs it with the threads a lone stream gets."""
+    context, after = probe_tokens(vocab)
 
     def difference() -> float:
         batched, alone = new_forward(), new_forward()
@@ -99,7 +111,7 @@ def measured_probe(kind: str, weight_bytes: int | None, extra: str, new_forward:
         singles = [_floats(alone.evaluate([t], 1)[0]) for t in after[:PROBE_COMPARED]]
         return max(float((a - b).abs().max()) for a, b in zip(rows, singles))
 
-    return drafts.verification_probe(kind, weight_bytes, seconds, difference, extra)
+    return drafts.verification_probe(kind, weight_bytes, seconds_for_rows(new_forward, vocab), difference, extra)
 
 
 def draft_length(backend) -> drafts.DraftLength | None:
