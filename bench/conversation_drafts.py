@@ -165,10 +165,9 @@ def child(directory: str, path: str) -> None:
     print(json.dumps({str(r): seconds(r) for r in ROWS}))
 
 
-def seven_b_costs(args) -> dict:
-    """{path: {rows: seconds at full depth}} fitted over the layer counts (a + b * layers)."""
+def seven_b_dirs(args) -> dict[int, Path]:
+    """Qwen-7B-Chat-shaped checkpoints (random bf16 weights) per layer count, and their exports, built once."""
     from memory import QWEN_7B_CHAT, build_checkpoint
-    from seven_b import fit
 
     from llm_compare.loading import resolve_source
     from llm_compare.loading.gguf_export import exported_gguf, terminal_progress
@@ -177,9 +176,20 @@ def seven_b_costs(args) -> dict:
     for layers in args.layers:
         directory = Path(args.workdir) / f"Qwen-7B-Chat-{layers}"
         build_checkpoint("Qwen-7B-Chat", QWEN_7B_CHAT | {"num_hidden_layers": layers}, directory)
-        if "gguf-q4_k_m" in args.seven_b_paths:
-            exported_gguf(resolve_source(str(directory)), "gguf-q4_k_m", terminal_progress())
+        for path in args.seven_b_paths:
+            if path.startswith("gguf"):
+                exported_gguf(resolve_source(str(directory)), path, terminal_progress())
         dirs[layers] = directory
+        gc.collect()
+    return dirs
+
+
+def seven_b_costs(args) -> dict:
+    """{path: {rows: seconds at full depth}} fitted over the layer counts (a + b * layers)."""
+    from memory import QWEN_7B_CHAT
+    from seven_b import fit
+
+    dirs = seven_b_dirs(args)
     full = QWEN_7B_CHAT["num_hidden_layers"]
     out = {}
     for path in args.seven_b_paths:
@@ -233,11 +243,14 @@ def main() -> None:
                    help="paths whose verification cost is measured at Qwen-7B widths (none: skip part 2)")
     p.add_argument("--workdir", default="/tmp/llm_compare_bench_seven_b")
     p.add_argument("--markdown", help="also write the tables to this docs page")
+    p.add_argument("--prepare", action="store_true", help="only build the Qwen-7B checkpoints and exports")
     p.add_argument("--child", nargs=2, metavar=("DIR", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(*args.child)
     os.environ.setdefault("LLM_COMPARE_CACHE", str(Path(args.workdir) / "cache"))  # children inherit it
+    if args.prepare:
+        return seven_b_dirs(args) and None
     header("prompt lookup: decode speed with and without drafts")
     load = os.getloadavg()
     command = "python bench/conversation_drafts.py " + " ".join(sys.argv[1:])

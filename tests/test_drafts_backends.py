@@ -109,9 +109,11 @@ def test_stop_ends_a_drafted_reply(tiny_backend, monkeypatch):
 
 
 @legacy
+@pytest.mark.parametrize("dtype", ["float32", "gguf-f32"])
 @pytest.mark.parametrize("directory", [GLM, QWEN], ids=["chatglm3", "qwen"])
-def test_seed_fixtures_float32_greedy_identical(directory, monkeypatch):
-    backend = open_backend(ModelSpec(name=directory.name, source=str(directory), dtype="float32"))
+def test_seed_fixtures_greedy_identical(directory, dtype, monkeypatch, tmp_path):
+    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))  # the gguf-f32 export goes there
+    backend = open_backend(ModelSpec(name=directory.name, source=str(directory), dtype=dtype))
     try:
         drafted = assert_identical_with_drafts(backend, monkeypatch, GenerationParams(max_new_tokens=60, greedy=True))
         assert drafted.metrics.draft_tokens > 0
@@ -182,18 +184,7 @@ def test_gguf_f32_probe_finds_batched_logits_exact(exported_f32, monkeypatch, tm
     assert sorted(found["costs"]) == list(drafts.PROBE_ROWS) and found["max_logit_diff"] <= drafts.EXACT_LOGITS
 
 
-@legacy
-@pytest.mark.parametrize("directory", [GLM, QWEN], ids=["chatglm3", "qwen"])
-def test_seed_fixtures_gguf_f32_greedy_identical(directory, monkeypatch, tmp_path):
-    monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path))
-    backend = open_backend(ModelSpec(name=directory.name, source=str(directory), dtype="gguf-f32"))
-    try:
-        drafted = assert_identical_with_drafts(backend, monkeypatch, GenerationParams(max_new_tokens=60, greedy=True))
-        assert drafted.metrics.draft_tokens > 0
-    finally:
-        backend.close()
-
-
+@pytest.mark.slow
 def test_plain_gguf_drafts_through_llama_cpp_sampler(monkeypatch):
     """The embedded SmolLM2 GGUF on the llamacpp backend: drafts verified by llama.cpp's own sampler chain.
     Its 4-bit kernels compute one row differently from a batch, so replies are compared only where they
