@@ -128,8 +128,8 @@ def run_child(directory: Path, path: str, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def prepare(args) -> dict[tuple[str, int], Path]:
-    """Checkpoints (legacy layout, bf16 random weights) and their two exports, built once."""
+def prepare(args, dtypes=("gguf-q8_0", "gguf-q4_k_m")) -> dict[tuple[str, int], Path]:
+    """Checkpoints (legacy layout, bf16 random weights) and their exports, built once."""
     from llm_compare.loading import resolve_source
     from llm_compare.loading.gguf_export import exported_gguf, terminal_progress
 
@@ -139,7 +139,7 @@ def prepare(args) -> dict[tuple[str, int], Path]:
         for layers in args.layers:
             directory = Path(args.workdir) / f"{name}-{layers}"
             build_checkpoint(name, config | {layers_key: layers}, directory)
-            for dtype in ("gguf-q8_0", "gguf-q4_k_m"):
+            for dtype in dtypes:
                 exported_gguf(resolve_source(str(directory)), dtype, terminal_progress())
             dirs[name, layers] = directory
             gc.collect()

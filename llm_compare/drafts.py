@@ -221,7 +221,8 @@ def decode(evaluate: Callable[[list[int], int], Sequence], keep: Callable[[int],
     `evaluate(ids, rows)` feeds ids after what the model's cache holds and returns the logits of the
     last `rows` of them; `keep(n)` cuts the cache back to its first n tokens; `choose(logits, history)`
     is the plain decoding rule (penalty, then argmax or the seeded sampler). `emit(token, drafted)` gets
-    every new token in order; a stop id is emitted and ends the reply, as in plain decoding.
+    every new token in order; a stop id is emitted and ends the reply, as in plain decoding. At the
+    end the cache holds the prompt and every new token but the last (as after plain decoding).
     """
     history = list(prompt)
     index = NgramIndex(history) if length is not None else None
@@ -256,4 +257,5 @@ def decode(evaluate: Callable[[list[int], int], Sequence], keep: Callable[[int],
             stats.accepted += accepted
             if accepted < len(draft):
                 keep(len(history))  # the cache held every drafted token: drop the rejected ones
+    keep(len(prompt) + n - 1)  # a reply that ended inside a draft leaves drafted tokens after it
     return stats

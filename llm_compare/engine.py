@@ -39,6 +39,7 @@ class Metrics:
     tokens_per_s: float | None = None  # decode rate, excludes the first token's wait
     peak_rss_bytes: int = 0
     prompt_tokens: int | None = None
+    reused_tokens: int | None = None  # of prompt_tokens, kept from the model's KV cache (None: not known)
     threads: int | None = None  # CPU threads of this stream: derived from the account, then as its backend reports
     streams_running: int | None = None  # local streams running (itself included) when it started
     draft_tokens: int = 0  # new tokens that came from drafts the model verified (prompt lookup, drafts.py)
@@ -121,6 +122,8 @@ def _stream_counted(backend: Backend, messages: Messages, params: GenerationPara
         now = time.perf_counter()
         if chunk.prompt_tokens is not None:
             m.prompt_tokens = chunk.prompt_tokens
+        if chunk.reused_tokens is not None:
+            m.reused_tokens = chunk.reused_tokens
         if chunk.threads is not None:  # what the generating thread really runs with
             m.threads = chunk.threads
         if chunk.tokens and first_at is None:

@@ -114,12 +114,18 @@ def test_seeded_sampling_is_reproducible(backend):
 
 
 def test_repetition_penalty_is_applied(backend):
-    """With and without the penalty, our stream equals llama.cpp's own completion call with that penalty."""
+    """With and without the penalty, our stream equals llama.cpp's own completion call with that penalty.
+    Both evaluate the whole prompt in one batch (prefix reuse off here: with its f16 KV cache,
+    llama.cpp's logits depend on how the prompt was split into batches, in the last bits)."""
     messages = [{"role": "user", "content": "Repeat the word cat twenty times."}]
     ids = backend.prompt.encode(messages)
     texts = {}
     for penalty in (1.0, 1.5):
-        ours = reply(backend, GenerationParams(max_new_tokens=30, greedy=True, repetition_penalty=penalty), messages)
+        backend.reuse = False
+        try:
+            ours = reply(backend, GenerationParams(max_new_tokens=30, greedy=True, repetition_penalty=penalty), messages)
+        finally:
+            backend.reuse = True
         llm = backend._open()  # a fresh instance with the backend's settings (a used one reuses its cache)
         try:
             theirs = llm.create_completion(ids, max_tokens=30, temperature=0.0, top_k=1, top_p=1.0, min_p=0.0,

@@ -133,3 +133,20 @@ def test_loader_line_says_llama_cpp_and_its_context_for_gguf_paths(capsys, tmp_p
     assert "exported once to gguf-q8_0 and run by llama.cpp (4096-token context)" in out
     llamacpp_entry = out.split("cpp  [llamacpp")[1].split("glm  [")[0]
     assert "transformers unpacks" not in llamacpp_entry
+
+
+def test_saved_conversation_budget_is_whole_contexts_capped_by_free_ram(capsys, seed_dirs):
+    """Qwen-7B in bfloat16 caches 32 layers x 4096 K and V values of 2 bytes per token: 1 GiB for the
+    2048 tokens of a context. With RAM to spare the budget is SAVED_CONTEXTS of those; with little
+    left after loading, a quarter of what is left."""
+    import re
+
+    from llm_compare.loading.memory import SAVED_CONTEXTS
+
+    qwen = str(seed_dirs["Qwen-7B-Chat"])
+    _, out = doctor(capsys, "--available-gib", "200", qwen)
+    assert f"saved conversation caches: up to {SAVED_CONTEXTS:.2f} GiB ({SAVED_CONTEXTS} contexts of 1.00 GiB KV cache" in out
+    _, out = doctor(capsys, "--available-gib", "20", qwen)
+    resident = float(re.search(r"bfloat16: 7.72B params, ≈([\d.]+) GiB resident", out).group(1))
+    budget = float(re.search(r"saved conversation caches: up to ([\d.]+) GiB", out).group(1))
+    assert budget == pytest.approx((20 - resident) / 4, abs=0.06)

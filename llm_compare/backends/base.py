@@ -29,6 +29,7 @@ class Chunk:
     prompt_tokens: int | None = None  # known only to some backends, reported once
     threads: int | None = None  # CPU threads its generating thread runs with, read there (None: not local)
     drafted: int = 0  # of `tokens`, how many came from drafts the model verified (drafts.py)
+    reused_tokens: int | None = None  # prompt tokens kept from the model's KV cache (not re-read), reported once
 
 
 class Backend(ABC):

@@ -20,14 +20,17 @@ PROBE_COMPARED = 4  # tokens whose logits the probe compares, batched against on
 class TorchForward:
     """A transformers causal LM as `evaluate(ids, rows)` / `keep(n)` over a cache it owns."""
 
-    def __init__(self, model):
+    def __init__(self, model, cache=None, cached: int = 0):
+        """`cache`: one that already holds the first `cached` ids of the first evaluation (prefix reuse)."""
         from transformers import DynamicCache
 
-        self.model = model
-        self.cache = DynamicCache(config=model.config)
+        self.model, self.cached = model, cached
+        self.cache = cache if cache is not None else DynamicCache(config=model.config)
 
     def evaluate(self, ids: list[int], rows: int):
         import torch
+
+        ids, self.cached = ids[self.cached:], 0
 
         out = self.model(input_ids=torch.tensor([ids], dtype=torch.long), past_key_values=self.cache,
                          use_cache=True, logits_to_keep=rows)
@@ -46,16 +49,15 @@ class LlamaForward:
     `indices`: return the rows' output indices (-rows..-1) rather than copies of their logits, for a
     chooser that reads the context itself (llama.cpp's own sampler chain on plain GGUFs)."""
 
-    def __init__(self, llm, indices: bool = False, reuse_prompt: bool = False):
-        self.llm, self.indices, self.reuse = llm, indices, reuse_prompt
+    def __init__(self, llm, indices: bool = False):
+        self.llm, self.indices = llm, indices
         self.seq: list[int] = []
 
     def evaluate(self, ids: list[int], rows: int):
         from llm_compare.backends.llamacpp_eval import evaluate
 
-        reuse = self.reuse or bool(self.seq)  # the prompt afresh (unless asked), then only the new ids
-        self.seq.extend(ids)
-        found = evaluate(self.llm, self.seq, all_rows=rows > 1, reuse=reuse)
+        self.seq.extend(ids)  # what the cache already holds of it is kept (kv_states.prepare_llama)
+        found = evaluate(self.llm, self.seq, all_rows=rows > 1)
         if self.indices:
             return list(range(-rows, 0))
         return found.logits[-rows:] if rows > 1 else [found.logits]
@@ -129,23 +131,28 @@ class TokenSink:
         import torch
 
         self.torch, self.streamer = torch, streamer
+        self.tokens: list[int] = []
 
     def __call__(self, token: int, drafted: bool) -> None:
+        self.tokens.append(token)
         self.streamer.drafted_pending += int(drafted)
         self.streamer.put(self.torch.tensor([token]))
 
 
-def torch_decode(model, ids: list[int], params, stop, stop_ids, streamer, length: drafts.DraftLength) -> None:
-    """A reply through `drafts.decode` on a transformers model, streamed like generate() streams it."""
+def torch_decode(model, ids: list[int], params, stop, stop_ids, streamer, length: drafts.DraftLength,
+                 cache=None, cached: int = 0):
+    """A reply through `drafts.decode` on a transformers model, streamed like generate() streams it;
+    `cache` holds the first `cached` prompt ids already. Returns the cache and the ids it holds."""
     import torch
 
     from llm_compare.backends.llamacpp_exported import NextToken
 
-    lm = TorchForward(model)
+    lm, sink = TorchForward(model, cache, cached), TokenSink(streamer)
     streamer.put(torch.tensor([ids]))  # generate() puts the prompt first; the streamer skips it
     drafts.decode(lm.evaluate, lm.keep, NextToken(params), ids, params.max_new_tokens, set(stop_ids), stop,
-                  TokenSink(streamer), length)
+                  sink, length)
     streamer.end()
+    return lm.cache, ids + sink.tokens[:-1]
 
 
 class EndOfGeneration:

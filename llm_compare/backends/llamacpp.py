@@ -9,6 +9,10 @@ A `Llama` object holds one KV cache and is not safe to use from two threads at o
 backend keeps a small set of instances of the same file: a second stream running at the same
 time (both panes on one model) gets its own instance, loaded on first need (the weights are
 memory-mapped, so the second costs little memory and ≈0.3 s).
+
+Each instance keeps the KV cache of its last request: the next one evaluates only the ids after
+their common prefix, and another conversation's cache is saved and restored around it
+(backends/kv_states.py, docs/conversations.md).
 """
 
 from __future__ import annotations
@@ -26,15 +30,17 @@ import psutil
 from llm_compare import cpu_probe
 from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.backends.drafting import draft_length, llama_decode
+from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
+from llm_compare.backends.llamacpp_eval import common_prefix, held_ids
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
-from llm_compare.loading.memory import APP_BYTES
+from llm_compare.loading.memory import APP_BYTES, available_bytes, count_gguf, saved_caches_budget
 from llm_compare.machine import anon_rss, rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
 from llm_compare.loading.gguf import trained_context
-from llm_compare.specs import reserved_context
+from llm_compare.specs import KV_VALUE_BYTES, reserved_context
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
@@ -173,6 +179,15 @@ class LlamaCppBackend(Backend):
         self._idle.put(first)
         self._count = 1
         self._count_lock = threading.Lock()
+        self.reuse = True  # False: every prompt is evaluated in full (bench/conversation.py's baseline)
+        self.saved = SavedCaches(saved_caches_budget(self.context_kv_bytes(), available_bytes()))
+
+    def context_kv_bytes(self) -> int:
+        """KV cache of one full context of this model in its cache type (a saved conversation's ceiling)."""
+        from llm_compare.backends.llamacpp_exported import GGML_TYPES
+
+        kind = {v: k for k, v in GGML_TYPES.items()}.get(self.open_kwargs.get("type_k"), "f16")
+        return int(count_gguf(self.path).kv_per_token * self.n_ctx * KV_VALUE_BYTES[kind])
 
     def _open(self):
         import llama_cpp
@@ -201,11 +216,11 @@ class LlamaCppBackend(Backend):
     def finish_text(self, text: str) -> str:
         return self.text.chat_format.clean_reply(text) if self.text is not None else super().finish_text(text)
 
-    def _acquire(self, stop: threading.Event):
-        """An idle instance, a new one (up to MAX_INSTANCES, and only while RAM has room for its own
-        copy), or wait; None if stopped while waiting."""
+    def _acquire(self, stop: threading.Event, ids: list[int]):
+        """The idle instance whose cache holds most of `ids`, a new one (up to MAX_INSTANCES, and only
+        while RAM has room for its own copy), or wait; None if stopped while waiting."""
         try:
-            return self._idle.get_nowait()
+            return self._best_idle(ids)
         except queue.Empty:
             pass
         with self._count_lock:
@@ -225,6 +240,19 @@ class LlamaCppBackend(Backend):
             except queue.Empty:
                 continue
         return None
+
+    def _best_idle(self, ids: list[int]):
+        idle = [self._idle.get_nowait()]
+        while True:
+            try:
+                idle.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        idle.sort(key=lambda llm: common_prefix(held_ids(llm), ids))
+        best = idle.pop()
+        for llm in idle:
+            self._idle.put(llm)
+        return best
 
     def room_for_another(self) -> bool:
         """Whether free RAM holds one more instance and still leaves the app its margin."""
@@ -288,10 +316,12 @@ class LlamaCppBackend(Backend):
         n_threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())
         length = draft_length(self)
 
+        reused: list[int] = [0]  # set by the worker before its first chunk
+
         def generate(emit):
             import llama_cpp
 
-            llm = self._acquire(stop)
+            llm = self._acquire(stop, ids)
             if llm is None:
                 return
 
@@ -299,6 +329,7 @@ class LlamaCppBackend(Backend):
                 emit((*item, llama_cpp.llama_n_threads(llm._ctx.ctx)))
 
             try:
+                reused[0] = prepare_llama(llm, ids, self.saved, self.reuse)
                 if self.text is not None:
                     from llm_compare.backends.llamacpp_exported import generate_ids
 
@@ -312,7 +343,7 @@ class LlamaCppBackend(Backend):
         first = True
         for text, tokens, first_at, drafted, ran_with in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
             yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None,
-                        threads=ran_with, drafted=drafted)
+                        threads=ran_with, drafted=drafted, reused_tokens=reused[0] if first else None)
             first = False
 
     def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit, length=None) -> None:
@@ -337,10 +368,8 @@ class LlamaCppBackend(Backend):
         if length is not None:  # drafts from the conversation, verified by llama.cpp's own sampler chain
             llama_decode(llm, ids, sampling, params, stop, put, length)
         else:
-            # No KV reuse from the previous reply: the prompt is evaluated in full every time, as in the
-            # transformers backend (a fair time to first token, and greedy text that does not depend on
-            # what this instance answered before).
-            llm.reset()
+            # the cache holds the reusable prefix of `ids` (kv_states.prepare_llama): generate's own
+            # prefix match keeps it and evaluates the rest
             n = 0
             for token in llm.generate(
                 ids, min_p=0.0, typical_p=1.0, repeat_penalty=params.repetition_penalty, **sampling

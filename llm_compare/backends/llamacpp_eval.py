@@ -81,11 +81,10 @@ def evaluate_blocks(llm, ids: Sequence[int], *, all_rows: bool = False, reuse: b
 
 
 def _decode_from(llm, ids, start: int, all_rows: bool, batch: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    ids = [int(t) for t in ids]
     step = min(batch or llm.n_batch, llm.n_batch)
     n_vocab = llm.n_vocab()
     for lo in range(start, len(ids), step):
-        chunk = ids[lo : lo + step]
+        chunk = [int(t) for t in ids[lo : lo + step]]
         llm._batch.set_batch(batch=chunk, n_past=lo, logits_all=all_rows)
         llm.n_tokens = lo  # a failed decode leaves the record at what the cache surely holds
         llm._ctx.decode(llm._batch)

@@ -7,10 +7,14 @@ Three small pieces make it measurable and controllable:
 - `StopOnEvent` ends generation within one token of `stop.set()`.
 - `SeededSampler` samples with its own `torch.Generator`, so two sampled streams running at once
   are each reproducible from their seed (torch's global RNG would interleave them).
+
+A reply's `DynamicCache` is kept (backends/kv_states.py): the next request whose ids share a
+prefix with it crops it to that prefix and passes it to `generate`, which evaluates only the rest.
 """
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -24,6 +28,7 @@ from transformers.generation.streamers import BaseStreamer
 from llm_compare import cpu_probe, drafts
 from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.backends.drafting import draft_length, torch_decode
+from llm_compare.backends.kv_states import SavedCaches, is_another
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
@@ -135,6 +140,7 @@ def generation_kwargs(chat_format, tokenizer, params: GenerationParams) -> dict:
         repetition_penalty=params.repetition_penalty,
         eos_token_id=eos,
         pad_token_id=pad,
+        return_dict_in_generate=True,  # the reply's cache comes back with it (kept for the next turn)
     )
     processors = [] if params.greedy else [SeededSampler(params.temperature, params.top_p, params.seed)]
     return {"generation_config": config, "logits_processor": processors}
@@ -197,6 +203,51 @@ def tensor_bytes(model) -> int:
     return total
 
 
+def conversation_budget(model) -> int:
+    """Bytes of saved conversation caches this model keeps (loading.memory.saved_caches_budget), from
+    its KV size per token (K and V of every layer, in the model's dtype) at KV_TOKENS tokens."""
+    from llm_compare.loading.memory import KV_TOKENS, available_bytes, saved_caches_budget
+
+    c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(c, "num_attention_heads", 0) or 0
+    head_dim = getattr(c, "head_dim", None) or (getattr(c, "hidden_size", 0) // heads if heads else 0)
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    per_token = 2 * (getattr(c, "num_hidden_layers", 0) or 0) * kv_heads * head_dim * model.dtype.itemsize
+    return saved_caches_budget(per_token * KV_TOKENS, available_bytes())
+
+
+def croppable(cache) -> bool:
+    """Whether every layer keeps all its past (a sliding-window or linear-attention layer cannot be
+    cut back to an earlier position)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return bool(getattr(cache, "layers", None)) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def cache_for(saved: SavedCaches, ids: list[int]):
+    """The saved cache holding most of `ids`, cut back to that prefix (at least one id left to
+    evaluate), and how many ids it keeps; (None, 0) when none holds any."""
+    entry, n = saved.take(ids)
+    n = min(n, len(ids) - 1)
+    if entry is None or n <= 0:
+        return None, 0
+    # another conversation's cache stays saved (SavedCaches.take): this request works on a copy
+    cache = copy.deepcopy(entry.state) if is_another(len(entry.ids), n, len(ids)) else entry.state
+    cache.crop(n - cache.get_seq_length())
+    return cache, n
+
+
+def keep_cache(saved: SavedCaches, cache, sequence: list[int]) -> None:
+    """Save a finished reply's cache with the ids it holds (prompt and reply but the last token,
+    which generate() never feeds back)."""
+    if cache is None or not croppable(cache):
+        return
+    n = cache.get_seq_length()
+    nbytes = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
+                 if t is not None)
+    saved.put(sequence[:n], cache, nbytes)
+
+
 class TransformersBackend(Backend):
     def __init__(self, spec, loaded):
         self.spec = spec
@@ -214,6 +265,8 @@ class TransformersBackend(Backend):
         self._best_threads: dict[bool, int] = {}
         self.drafts = True  # prompt lookup (drafts.py) where it pays and keeps replies (LLM_COMPARE_DRAFTS)
         self._draft_probe: dict | None = None
+        self.reuse = True  # False: every prompt is evaluated in full (bench/conversation.py's baseline)
+        self.saved = SavedCaches(conversation_budget(self.model))
 
     def best_threads(self) -> int:
         """Measured once per machine, size and dtype, and again once llama.cpp ran here (shared OpenMP)."""
@@ -276,26 +329,33 @@ class TransformersBackend(Backend):
         kwargs = generation_kwargs(self.chat_format, self.tokenizer, params)
         n_threads = threads or threads_for_stream(self.spec, 1, self.best_threads())
         length = draft_length(self)
+        cache, reused = cache_for(self.saved, ids) if self.reuse else (None, 0)
 
         def generate(_emit):  # the streamer is the channel back: it feeds its own queue
             use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads
             with torch.inference_mode():
                 if length is not None:  # drafts from the conversation: our own loop (drafting.py)
-                    return torch_decode(self.model, ids, params, stop, self.chat_format.stop_token_ids,
-                                        streamer, length)
-                self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    streamer=streamer,
-                    stopping_criteria=[StopOnEvent(stop)],
-                    **kwargs,
-                )
+                    kept, sequence = torch_decode(self.model, ids, params, stop, self.chat_format.stop_token_ids,
+                                                  streamer, length, cache, reused)
+                else:
+                    out = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        streamer=streamer,
+                        stopping_criteria=[StopOnEvent(stop)],
+                        past_key_values=cache,  # None: generate() starts a new one
+                        **kwargs,
+                    )
+                    kept, sequence = out.past_key_values, out.sequences[0].tolist()
+            if self.reuse:
+                keep_cache(self.saved, kept, sequence)
 
         first = True
         for text, n, ran_with, drafted in run_in_worker(generate, stop, f"generate-{self.spec.name}",
                                                         out=streamer.text_queue):
             yield Chunk(text=text, tokens=n, first_token_at=streamer.first_token_at,
-                        prompt_tokens=len(ids) if first else None, threads=ran_with, drafted=drafted)
+                        prompt_tokens=len(ids) if first else None, threads=ran_with, drafted=drafted,
+                        reused_tokens=reused if first else None)
             first = False
 
     def finish_text(self, text: str) -> str:

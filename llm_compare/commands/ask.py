@@ -44,6 +44,7 @@ def side_record(spec, state, job=None) -> dict:
         "tokens_per_s": m.tokens_per_s,
         "elapsed_s": m.elapsed_s,
         "prompt_tokens": m.prompt_tokens,
+        "reused_tokens": m.reused_tokens,  # of prompt_tokens, kept from the model's KV cache
         "peak_rss_bytes": m.peak_rss_bytes,
         "finish_reason": state.finish_reason,
         "error": state.error,

@@ -194,12 +194,25 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
         peak = f", peak {_gib(est.peak_bytes)} while loading" if est.peak_bytes > est.resident_bytes else ""
         report.say(f"  {dtype if spec.backend == 'transformers' else 'file'}: {params}≈{_gib(est.resident_bytes)} "
                    f"resident{peak} → {'fits' if fits else 'DOES NOT FIT'} in {_gib(free)} available")
+    sized = spec.dtype if spec.dtype in estimates else "bfloat16"  # "auto" is sized as bfloat16 (check_fits)
+    if sized in estimates and estimates[sized].peak_bytes <= free:
+        report.say(f"  {saved_caches_line(estimates[sized], free)}" + (f" in {sized}" if sized != spec.dtype else ""))
     if source.kind in ("chatglm3", "qwen", "hf_dir") and spec.backend == "transformers":
         check_gguf_types(spec, source, report, free)
     if all(e.peak_bytes > free for e in estimates.values()):
         smaller = "" if "int8" in estimates else " or dtype int8"
         report.problem("not enough free RAM to load it", f"close other programs{smaller}, or use a smaller model")
     return estimates
+
+
+def saved_caches_line(est, free: int) -> str:
+    """What the model may keep for conversations waiting their turn (backends/kv_states.py)."""
+    from llm_compare.architecture.table import size
+    from llm_compare.loading.memory import SAVED_CONTEXTS, SAVED_SHARE, saved_caches_budget
+
+    budget = saved_caches_budget(est.kv_bytes, max(0, free - est.resident_bytes))
+    return (f"saved conversation caches: up to {size(budget)} ({SAVED_CONTEXTS} contexts of {size(est.kv_bytes)} "
+            f"KV cache, at most {SAVED_SHARE:.0%} of the RAM left free; least recently used dropped first)")
 
 
 def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:

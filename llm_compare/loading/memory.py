@@ -58,6 +58,7 @@ class Estimate:
     weights_bytes: int
     resident_bytes: int  # weights + overhead + KV cache: what stays in RAM while it answers
     peak_bytes: int  # the highest point during the load
+    kv_bytes: int = 0  # the KV cache counted in resident_bytes (a whole context: saved_caches_budget's unit)
 
 
 def weight_bytes(count: ParamCount, dtype: str) -> int:
@@ -204,8 +205,8 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
             from llm_compare.loading.gguf import trained_context
 
             reserved = reserved_context(context, trained_context(source.path))
-            extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, "f16", context=reserved)
-            return Estimate(count.total, size, size + extra, size + extra)
+            kv = kv_cache_bytes(count, "f16", context=reserved)
+            return Estimate(count.total, size, size + RUNTIME_OVERHEAD + kv, size + RUNTIME_OVERHEAD + kv, kv)
         return _estimate_count(count, dtype, context)
     return _estimate_count(count_parameters(source.config), dtype, context)
 
@@ -219,11 +220,25 @@ def kv_cache_bytes(count: ParamCount, llamacpp_kv: str | None = None, dtype: str
     return count.kv_per_token * KV_TOKENS * (4 if dtype == "float32" else 2)
 
 
+SAVED_CONTEXTS = 4  # full contexts of KV cache a model may keep for conversations waiting their turn
+SAVED_SHARE = 0.25  # ... but never more than this share of the RAM free after loading it
+
+
+def saved_caches_budget(context_kv_bytes: int, free: int) -> int:
+    """Bytes of saved conversation caches a loaded model keeps (backends/kv_states.py): SAVED_CONTEXTS
+    full contexts of its KV cache (a few sessions of a class arena, a report beside a chat), at most
+    SAVED_SHARE of the RAM left free (all of that share when the KV size is unknown: 0); each kept
+    cache spares re-reading its conversation."""
+    share = int(free * SAVED_SHARE)
+    return max(0, min(SAVED_CONTEXTS * context_kv_bytes, share) if context_kv_bytes else share)
+
+
 def _estimate_count(count: ParamCount, dtype: str, context: int | None = None) -> Estimate:
     weights = weight_bytes(count, dtype)
-    extra = RUNTIME_OVERHEAD + kv_cache_bytes(count, GGUF_KV_CACHE.get(dtype), dtype, context)
+    kv = kv_cache_bytes(count, GGUF_KV_CACHE.get(dtype), dtype, context)
+    extra = RUNTIME_OVERHEAD + kv
     loaded_as = weight_bytes(count, "bfloat16") if dtype == "int8" else weights
-    return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra)
+    return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra, kv)
 
 
 def estimate_bytes(source_or_config, dtype: str = "bfloat16") -> int:
@@ -238,12 +253,15 @@ def gib(n: int | float) -> str:
 
 def _accounted(backend) -> int:
     """What a loaded backend holds: its measured RSS growth, or the estimate when that is larger
-    (memory-mapped weights count as reclaimable "available" memory although they are in use)."""
+    (memory-mapped weights count as reclaimable "available" memory although they are in use), plus
+    what its saved conversation caches hold now."""
     try:
         est = estimate(backend.spec.source, backend.spec.dtype, backend.spec.backend, backend.spec.context)
     except UserError:
         est = None
-    return max(int(getattr(backend, "resident_bytes", 0) or 0), est.resident_bytes if est else 0)
+    held = max(int(getattr(backend, "resident_bytes", 0) or 0), est.resident_bytes if est else 0)
+    saved = getattr(backend, "saved", None)  # its saved conversation caches (they shrink when RAM runs short)
+    return held + (saved.used if saved is not None else 0)
 
 
 def available_bytes(loaded=()) -> int:
@@ -276,7 +294,9 @@ def check_fits(spec, loaded=(), available: int | None = None) -> Estimate | None
         what += f" while loading (≈{gib(est.resident_bytes)} after)"
     msg = f"{spec.label} needs ≈{gib(est.peak_bytes)} {what} but {gib(free)} is available"
     if loaded:
-        msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded)"
+        saved = sum(b.saved.used for b in loaded if getattr(b, "saved", None) is not None)
+        held = f", holding {gib(saved)} of saved conversation caches" if saved else ""
+        msg += f" ({', '.join(b.spec.label for b in loaded)} already loaded{held})"
     fixes = []
     if spec.backend == "transformers" and spec.dtype in (*DTYPE_FALLBACKS, "float16", "auto"):
         # "auto" (not resolved yet) is sized as its smallest candidate, bfloat16

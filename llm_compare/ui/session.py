@@ -191,6 +191,8 @@ def format_stats(st: SideState | None) -> str:
         return "first token – · 0 new tokens · – tok/s · peak memory –"
     m = st.metrics
     ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "–"
+    if m.reused_tokens and m.prompt_tokens:  # the part of the conversation the model did not re-read
+        ttft += f" ({m.reused_tokens} of {m.prompt_tokens} prompt tokens reused)"
     rate = f"{m.tokens_per_s:.1f}" if m.tokens_per_s else "–"
     mem = f"{m.peak_rss_bytes / 2**30:.2f} GiB" if m.peak_rss_bytes else "–"
     threads = f" · {_counted(m.threads, 'thread')}" if m.threads else ""
