@@ -206,3 +206,18 @@ def test_plain_gguf_drafts_through_llama_cpp_sampler(monkeypatch):
         assert sampled[0] == sampled[1]  # a seed still gives one reply
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("which", ["tiny", "gguf-f32"])
+def test_drafts_on_top_of_prefix_reuse_keep_the_next_turn_identical(which, tiny_backend, exported_f32, monkeypatch):
+    """A drafted reply leaves its cache for the next turn (kv_states): that turn, drafted and reusing it,
+    equals the same turn answered fresh without drafts or reuse."""
+    backend = tiny_backend if which == "tiny" else exported_f32
+    params = GenerationParams(max_new_tokens=40, greedy=True)
+    first = reply(backend, monkeypatch, params, True)
+    turn = REPEATING + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "Again: one, two."}]
+    drafted = reply(backend, monkeypatch, params, True, messages=turn)
+    assert drafted.metrics.reused_tokens > 0 and drafted.metrics.draft_tokens > 0
+    monkeypatch.setattr(backend, "reuse", False)
+    fresh = reply(backend, monkeypatch, params, False, messages=turn)
+    assert drafted.text == fresh.text and drafted.metrics.new_tokens == fresh.metrics.new_tokens
