@@ -257,7 +257,15 @@ def main() -> None:
     say(f"CPU: {cpu_model()} · {os.cpu_count()} cores · load average {load[0]:.1f} at start · "
         f"{time.strftime('%Y-%m-%d %H:%M %Z')} · commit {git_commit()} · `{command}`")
     say()
-    results = smollm2(args, Trace())
+    saved = Path(args.workdir) / "drafts_part1.json"
+    if args.part1_from:
+        results = {path: {(m, q == "quoting"): pairs for m, q, pairs in runs}
+                   for path, runs in json.loads(Path(args.part1_from).read_text()).items()}
+    else:
+        results = smollm2(args, Trace())
+        saved.write_text(json.dumps({path: [(m, "quoting" if q else "others", pairs) for (m, q), pairs in runs.items()]
+                                     for path, runs in results.items()}))
+        say(f"(part 1 saved to {saved}; `--part1-from {saved}` re-measures part 2 only)")
     smollm2_table(results, args)
     if args.seven_b_paths:
         seven_b_table(seven_b_costs(args), results)
