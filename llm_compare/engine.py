@@ -42,6 +42,7 @@ class Metrics:
     reused_tokens: int | None = None  # of prompt_tokens, kept from the model's KV cache (None: not known)
     threads: int | None = None  # CPU threads of this stream: derived from the account, then as its backend reports
     streams_running: int | None = None  # local streams running (itself included) when it started
+    draft_tokens: int = 0  # new tokens that came from drafts the model verified (prompt lookup, drafts.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -131,6 +132,7 @@ def _stream_counted(backend: Backend, messages: Messages, params: GenerationPara
         if chunk.tokens:
             last_at = now
         m.new_tokens += chunk.tokens
+        m.draft_tokens += chunk.drafted
         text += chunk.text
         m.elapsed_s = now - t0
         if first_at is not None and m.new_tokens > 1 and last_at > first_at:
@@ -255,6 +257,7 @@ def _load(job: Job, out: queue.Queue) -> None:
     with progress.reporting(lambda text: out.put((job.side, "activity", text))):
         job.backend = job.load()
         job.backend.best_threads()  # a first-use thread measurement belongs to the wait, not the reply
+        job.backend.draft_probe()  # and so does the drafting probe's
     out.put((job.side, "loaded", time.perf_counter() - t0))
 
 

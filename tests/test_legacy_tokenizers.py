@@ -69,7 +69,7 @@ def stream_texts(tokenizer, prompt_ids, new_ids) -> list[tuple[str, int]]:
     streamer.end()
     out = []
     while not streamer.text_queue.empty():
-        text, tokens, _threads = streamer.text_queue.get_nowait()
+        text, tokens, *_ = streamer.text_queue.get_nowait()
         out.append((text, tokens))
     return out
 

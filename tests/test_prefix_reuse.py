@@ -57,7 +57,8 @@ class Evaluated:
 
     def __init__(self, backend):
         self.backend, self.counts, self._undo = backend, [], []
-        backend.best_threads()  # its one-time measurement runs forward passes of its own: not counted
+        backend.best_threads()  # its one-time measurements run forward passes of their own: not counted
+        backend.draft_probe()
         if hasattr(backend, "model"):
             def count(_module, _args, kwargs):
                 ids = kwargs.get("input_ids")

@@ -47,6 +47,7 @@ class Chunk:
     first_token_at: float | None = None  # time.perf_counter() of the first new token, when known
     prompt_tokens: int | None = None  # known only to some backends, reported once
     threads: int | None = None  # CPU threads its generating thread runs with, read there (None: not local)
+    drafted: int = 0  # of `tokens`, how many came from drafts the model verified (drafts.py)
     reused_tokens: int | None = None  # prompt tokens kept from the model's KV cache (not re-read), reported once
 
 
@@ -116,6 +117,10 @@ class Backend(ABC):
 
     def best_threads(self) -> int | None:
         """Threads a lone stream of this model runs fastest with here (measured once; None: not local)."""
+        return None
+
+    def draft_probe(self) -> dict | None:
+        """What drafting costs here and whether it keeps replies (drafts.verification_probe); None: no drafts."""
         return None
 
     def recommended_generation(self) -> dict:

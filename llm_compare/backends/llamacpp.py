@@ -30,6 +30,7 @@ import psutil
 from llm_compare import cpu_probe
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
+from llm_compare.backends.drafting import draft_length, llama_decode
 from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.backends.llamacpp_eval import common_prefix, evaluate_blocks, held_ids
@@ -173,6 +174,8 @@ class LlamaCppBackend(Backend):
         if self.context_length < trained:
             self.context_fix = (f", or give {spec.name!r} a larger `context` in the model registry (it takes up "
                                 f"to {trained} tokens; llama.cpp reserves the memory for them at load)")
+        self.drafts = True  # prompt lookup (drafts.py) where it pays and keeps replies (LLM_COMPARE_DRAFTS)
+        self._draft_probe: dict | None = None
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._idle.put(first)
         self._count = 1
@@ -296,6 +299,25 @@ class LlamaCppBackend(Backend):
                                                         extra=f"llama_cpp {llama_cpp_version()}")["best"]
         return self._best_threads
 
+    def draft_probe(self) -> dict | None:
+        """What drafting costs and whether it keeps replies, for this file here (drafts.verification_probe;
+        measured once, on an idle instance)."""
+        if self._draft_probe is None:
+            from llm_compare.backends.drafting import LlamaForward, measured_probe
+
+            n_threads = self.best_threads()
+            llm = self._idle.get()
+            try:
+                llama_cpp_threads(llm, n_threads)
+                kind = self.spec.dtype if self.text is not None else f"file type {llm.metadata.get('general.file_type')}"
+                self._draft_probe = measured_probe(
+                    "llamacpp", self.weight_bytes, f"llama_cpp {llama_cpp_version()}|{kind}|threads={n_threads}",
+                    lambda: LlamaForward(llm), llm.n_vocab()) or {}
+            finally:
+                LlamaForward(llm).keep(0)
+                self._idle.put(llm)
+        return self._draft_probe or None
+
     def _seconds_per_token(self, n_threads: int) -> float:
         """Decode steps (one token each, after a short prompt) with `n_threads`, on an idle instance."""
         import llama_cpp
@@ -322,6 +344,7 @@ class LlamaCppBackend(Backend):
                threads: int | None = None) -> Iterator[Chunk]:
         ids = self.prompt.encode(messages)
         n_threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())
+        length = draft_length(self)
 
         reused: list[int] = [0]  # set by the worker before its first chunk
 
@@ -341,19 +364,19 @@ class LlamaCppBackend(Backend):
                     from llm_compare.backends.llamacpp_exported import generate_ids
 
                     llama_cpp_threads(llm, n_threads)
-                    generate_ids(llm, ids, params, stop, self.text, emit_counted)
+                    generate_ids(llm, ids, params, stop, self.text, emit_counted, length)
                 else:
-                    self._generate(llm, ids, params, stop, n_threads, emit_counted)
+                    self._generate(llm, ids, params, stop, n_threads, emit_counted, length)
             finally:
                 self._idle.put(llm)
 
         first = True
-        for text, tokens, first_at, ran_with in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
+        for text, tokens, first_at, drafted, ran_with in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
             yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None,
-                        threads=ran_with, reused_tokens=reused[0] if first else None)
+                        threads=ran_with, drafted=drafted, reused_tokens=reused[0] if first else None)
             first = False
 
-    def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit) -> None:
+    def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit, length=None) -> None:
         import llama_cpp
 
         llama_cpp_threads(llm, n_threads)
@@ -362,27 +385,34 @@ class LlamaCppBackend(Backend):
             sampling = dict(temp=0.0, top_k=1, top_p=1.0)
         else:
             sampling = dict(temp=params.temperature, top_k=0, top_p=params.top_p)
-        vocab = llm._model.vocab
         pieces = Utf8Pieces()
-        first_at, n = None, 0
+        first_at = None
         if stop.is_set():
             return
-        # the cache holds the reusable prefix of `ids` (kv_states.prepare_llama): generate's own
-        # prefix match keeps it and evaluates the rest
-        for token in llm.generate(
-            ids, min_p=0.0, typical_p=1.0, repeat_penalty=params.repetition_penalty, **sampling
-        ):
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                break
-            if first_at is None:
-                first_at = time.perf_counter()
-            n += 1
-            emit((pieces.feed(llm.detokenize([token], special=False)), 1, first_at))
-            if n >= params.max_new_tokens or stop.is_set():
-                break
+
+        def put(token: int, drafted: bool = False) -> None:
+            nonlocal first_at
+            first_at = first_at or time.perf_counter()
+            emit((pieces.feed(llm.detokenize([token], special=False)), 1, first_at, int(drafted)))
+
+        if length is not None:  # drafts from the conversation, verified by llama.cpp's own sampler chain
+            llama_decode(llm, ids, sampling, params, stop, put, length)
+        else:
+            # the cache holds the reusable prefix of `ids` (kv_states.prepare_llama): generate's own
+            # prefix match keeps it and evaluates the rest
+            n = 0
+            for token in llm.generate(
+                ids, min_p=0.0, typical_p=1.0, repeat_penalty=params.repetition_penalty, **sampling
+            ):
+                if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                    break
+                put(token)
+                n += 1
+                if n >= params.max_new_tokens or stop.is_set():
+                    break
         tail = pieces.flush()
         if tail:
-            emit((tail, 0, first_at))  # bytes of a token already counted
+            emit((tail, 0, first_at, 0))  # bytes of a token already counted
 
     def close(self) -> None:
         while True:

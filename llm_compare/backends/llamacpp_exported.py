@@ -111,9 +111,10 @@ class NextToken:
         self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty and penalty != 1.0 else None
         self.sampler = None if params.greedy else SeededSampler(params.temperature, params.top_p, params.seed)
 
-    def __call__(self, logits: np.ndarray, history: list[int]) -> int:
+    def __call__(self, logits, history: list[int]) -> int:
+        """The next token from one row of logits (numpy from llama.cpp, or a torch row from transformers)."""
         torch = self.torch
-        scores = torch.from_numpy(logits)[None]
+        scores = (logits.float() if isinstance(logits, torch.Tensor) else torch.from_numpy(logits))[None]
         ids = torch.tensor([history], dtype=torch.long)
         if self.penalty is not None:
             scores = self.penalty(ids, scores)
@@ -122,33 +123,32 @@ class NextToken:
         return int(scores[0].argmax())
 
 
-def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit) -> None:
-    """Evaluate the prompt, then pick, emit and feed back one token at a time until a stop id,
-    max_new_tokens or `stop`. Emits (text, tokens, first_token_at) like the plain llama.cpp path."""
-    from llm_compare.backends.llamacpp_eval import evaluate
+def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None) -> None:
+    """Evaluate the prompt, then pick and emit tokens until a stop id, max_new_tokens or `stop`, one
+    per step or several per step from verified drafts (`drafts.decode`; `length`: a DraftLength, or
+    None for none). Emits (text, tokens, first_token_at, drafted) like the plain llama.cpp path."""
+    from llm_compare import drafts
+    from llm_compare.backends.drafting import LlamaForward
     from llm_compare.threads import use_torch_threads
 
     # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
     use_torch_threads(1)
-    choose = NextToken(params)
     decoder = IdDecoder(text.tokenizer)
-    stop_ids = set(text.chat_format.stop_token_ids)
-    history = list(ids)
-    first_at, n = None, 0
-    logits = evaluate(llm, ids).logits  # reuses what the cache holds of `ids` (kv_states.prepare_llama)
-    while not stop.is_set():
-        token = choose(logits, history)
-        history.append(token)
-        if first_at is None:
-            first_at = time.perf_counter()
-        n += 1
-        emit((decoder.feed(token), 1, first_at))
-        if token in stop_ids or n >= params.max_new_tokens:
-            break
-        logits = evaluate(llm, history).logits
+    first_at = None
+
+    def put(token: int, drafted: bool) -> None:
+        nonlocal first_at
+        first_at = first_at or time.perf_counter()
+        emit((decoder.feed(token), 1, first_at, int(drafted)))
+
+    if stop.is_set():
+        return
+    lm = LlamaForward(llm)
+    drafts.decode(lm.evaluate, lm.keep, NextToken(params), ids, params.max_new_tokens,
+                  set(text.chat_format.stop_token_ids), stop, put, length)
     tail = decoder.flush()
     if tail:
-        emit((tail, 0, first_at))
+        emit((tail, 0, first_at, 0))
 
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids of the KV cache types (ggml.h)

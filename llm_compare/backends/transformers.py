@@ -25,9 +25,10 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-from llm_compare import cpu_probe
+from llm_compare import cpu_probe, drafts
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
+from llm_compare.backends.drafting import draft_length, torch_decode
 from llm_compare.backends.kv_states import SavedCaches, is_another
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
@@ -52,6 +53,7 @@ class CountingStreamer(BaseStreamer):
         self.print_len = 0
         self.prompt_pending = True  # generate() first puts the prompt ids: skipped
         self.pending_tokens = 0
+        self.drafted_pending = 0  # of the pending tokens, how many came from drafts (drafts.decode)
         self.first_token_at: float | None = None
 
     def _decode(self, ids) -> str:
@@ -90,8 +92,9 @@ class CountingStreamer(BaseStreamer):
 
     def _emit(self, text: str) -> None:
         n, self.pending_tokens = self.pending_tokens, 0
+        drafted, self.drafted_pending = self.drafted_pending, 0
         if text or n:
-            self.text_queue.put((text, n, torch.get_num_threads()))
+            self.text_queue.put((text, n, torch.get_num_threads(), drafted))
 
 
 class StopOnEvent(StoppingCriteria):
@@ -261,6 +264,8 @@ class TransformersBackend(Backend):
             head.register_forward_pre_hook(canonical_strides)
         self.drops_last_token = getattr(self.chat_format, "drops_last_token", False)
         self._best_threads: dict[bool, int] = {}
+        self.drafts = True  # prompt lookup (drafts.py) where it pays and keeps replies (LLM_COMPARE_DRAFTS)
+        self._draft_probe: dict | None = None
         self.reuse = True  # False: every prompt is evaluated in full (bench/conversation.py's baseline)
         self.saved = SavedCaches(conversation_budget(self.model))
 
@@ -291,6 +296,22 @@ class TransformersBackend(Backend):
                 return cpu_probe._timed(lambda: self.model(input_ids=ids, use_cache=False), budget_s=0.5)
 
         return cpu_probe._in_thread(run)
+
+    def draft_probe(self) -> dict | None:
+        """What drafting costs and whether it keeps replies, for this model here (drafts.verification_probe)."""
+        if self._draft_probe is None:
+            from llm_compare.backends.drafting import TorchForward, measured_probe
+
+            n_threads = self.best_threads()
+
+            def run():
+                use_torch_threads(n_threads)
+                with torch.inference_mode():
+                    return measured_probe("transformers", self.weight_bytes, f"{self.spec.dtype}|threads={n_threads}",
+                                          lambda: TorchForward(self.model), self.model.config.vocab_size)
+
+            self._draft_probe = cpu_probe._in_thread(run) or {}
+        return self._draft_probe or None
 
     def recommended_generation(self) -> dict:
         """The model's generation_config.json values (e.g. Qwen's repetition_penalty 1.1), then the registry's."""
@@ -338,26 +359,33 @@ class TransformersBackend(Backend):
         streamer = CountingStreamer(self.tokenizer, skip_special_tokens=True)
         kwargs = generation_kwargs(self.chat_format, self.tokenizer, params)
         n_threads = threads or threads_for_stream(self.spec, 1, self.best_threads())
+        length = draft_length(self)
         cache, reused = cache_for(self.saved, ids) if self.reuse else (None, 0)
 
         def generate(_emit):  # the streamer is the channel back: it feeds its own queue
             use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads
             with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    streamer=streamer,
-                    stopping_criteria=[StopOnEvent(stop)],
-                    past_key_values=cache,  # None: generate() starts a new one
-                    **kwargs,
-                )
+                if length is not None:  # drafts from the conversation: our own loop (drafting.py)
+                    kept, sequence = torch_decode(self.model, ids, params, stop, self.chat_format.stop_token_ids,
+                                                  streamer, length, cache, reused)
+                else:
+                    out = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        streamer=streamer,
+                        stopping_criteria=[StopOnEvent(stop)],
+                        past_key_values=cache,  # None: generate() starts a new one
+                        **kwargs,
+                    )
+                    kept, sequence = out.past_key_values, out.sequences[0].tolist()
             if self.reuse:
-                keep_cache(self.saved, out.past_key_values, out.sequences[0].tolist())
+                keep_cache(self.saved, kept, sequence)
 
         first = True
-        for text, n, ran_with in run_in_worker(generate, stop, f"generate-{self.spec.name}", out=streamer.text_queue):
+        for text, n, ran_with, drafted in run_in_worker(generate, stop, f"generate-{self.spec.name}",
+                                                        out=streamer.text_queue):
             yield Chunk(text=text, tokens=n, first_token_at=streamer.first_token_at,
-                        prompt_tokens=len(ids) if first else None, threads=ran_with,
+                        prompt_tokens=len(ids) if first else None, threads=ran_with, drafted=drafted,
                         reused_tokens=reused if first else None)
             first = False
 

@@ -39,6 +39,7 @@ def side_record(spec, state, job=None) -> dict:
         "label": spec.label,
         "text": state.text,
         "new_tokens": m.new_tokens,
+        "draft_tokens": m.draft_tokens,  # of the new tokens, how many came from verified drafts (prompt lookup)
         "ttft_s": m.ttft_s,
         "tokens_per_s": m.tokens_per_s,
         "elapsed_s": m.elapsed_s,
@@ -75,7 +76,7 @@ def format_metrics(m) -> str:
     parts = []
     if m.ttft_s is not None:
         parts.append(f"first token {m.ttft_s:.2f} s")
-    parts.append(f"{m.new_tokens} tokens")
+    parts.append(f"{m.new_tokens} tokens" + (f" ({m.draft_tokens} from drafts)" if m.draft_tokens else ""))
     if m.tokens_per_s:
         parts.append(f"{m.tokens_per_s:.1f} tok/s")
     parts.append(f"total {m.elapsed_s:.2f} s")

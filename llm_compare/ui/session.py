@@ -198,7 +198,8 @@ def format_stats(st: SideState | None) -> str:
     threads = f" · {_counted(m.threads, 'thread')}" if m.threads else ""
     if m.threads and m.streams_running:  # why a stream has fewer threads than cores: others share them
         threads += f" ({_counted(m.streams_running, 'stream')} on this CPU)"
-    return f"first token {ttft} · {m.new_tokens} new tokens · {rate} tok/s · peak memory {mem}{threads}"
+    drafted = f" ({m.draft_tokens} from drafts)" if m.draft_tokens else ""
+    return f"first token {ttft} · {m.new_tokens} new tokens{drafted} · {rate} tok/s · peak memory {mem}{threads}"
 
 
 def _counted(n: int, noun: str) -> str:
