@@ -207,7 +207,9 @@ def finish_turn(page, prompt: str) -> None:
     for side in "ab":  # an error is a failure; show the pane's own message
         if "error" in page.locator(f"#time-{side}").inner_text():
             pytest.fail(f"side {side} errored: {page.locator(f'#chat-{side}').inner_text()[-500:]}")
-    expect(page.locator("#vote-note")).to_contain_text("Which answer is better?")
+    # the note comes with the turn's last update, after the battle is stored: on a busy machine that
+    # can trail the panes' "done" by more than Playwright's default 5 s
+    expect(page.locator("#vote-note")).to_contain_text("Which answer is better?", timeout=60_000)
 
 
 def test_vote_in_normal_then_blind_mode_reveals_names_and_moves_the_leaderboard(page):
