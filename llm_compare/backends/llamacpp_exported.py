@@ -123,10 +123,12 @@ class NextToken:
         return int(scores[0].argmax())
 
 
-def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None) -> None:
+def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None,
+                 generated: list[int] | None = None) -> None:
     """Evaluate the prompt, then pick and emit tokens until a stop id, max_new_tokens or `stop`, one
     per step or several per step from verified drafts (`drafts.decode`; `length`: a DraftLength, or
-    None for none). Emits (text, tokens, first_token_at, drafted) like the plain llama.cpp path."""
+    None for none). Emits (text, tokens, first_token_at, drafted) like the plain llama.cpp path;
+    `generated` gets the reply's ids."""
     from llm_compare import drafts
     from llm_compare.backends.drafting import LlamaForward
     from llm_compare.threads import use_torch_threads
@@ -139,6 +141,8 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
     def put(token: int, drafted: bool) -> None:
         nonlocal first_at
         first_at = first_at or time.perf_counter()
+        if generated is not None:
+            generated.append(token)
         emit((decoder.feed(token), 1, first_at, int(drafted)))
 
     if stop.is_set():
