@@ -245,6 +245,49 @@ def report(name: str, results: dict, paths) -> list[str]:
     return out
 
 
+KV_TYPES = {  # llama.cpp context options of each KV cache setting compared by --kv-types
+    "q8_0, flash attention": dict(type_k=8, type_v=8, flash_attn=True),
+    "f16, flash attention": dict(type_k=1, type_v=1, flash_attn=True),
+    "f16": dict(type_k=1, type_v=1, flash_attn=False),
+    "q8_0 K, f16 V": dict(type_k=8, type_v=1, flash_attn=False),
+}
+
+
+def kv_types(file: Path, new: int, at: int, repeat: int) -> list[str]:
+    """Prompt evaluation of `new` ids from an empty cache and after `at` cached ids, for each KV cache
+    setting (round-robin, best of `repeat`), on one exported file with every core."""
+    import random
+
+    import llama_cpp
+
+    from llm_compare.backends.llamacpp_eval import evaluate_blocks, keep_prefix
+    from llm_compare.specs import LLAMACPP_CONTEXT
+
+    threads = os.cpu_count() or 1
+    llms = {name: llama_cpp.Llama(model_path=str(file), n_ctx=LLAMACPP_CONTEXT, n_threads=threads,
+                                  n_threads_batch=threads, verbose=False, **kw) for name, kw in KV_TYPES.items()}
+    rng = random.Random(0)
+    ids = [rng.randrange(1000, min(60000, next(iter(llms.values())).n_vocab())) for _ in range(at + new)]
+
+    def timed(llm, start: int) -> float:
+        keep_prefix(llm, 0)
+        if start:
+            list(evaluate_blocks(llm, ids[:start], reuse=False))
+        t0 = time.perf_counter()
+        list(evaluate_blocks(llm, ids[: start + new]))
+        return time.perf_counter() - t0
+
+    best = {name: [float("inf"), float("inf")] for name in llms}
+    for _ in range(repeat):
+        for name, llm in llms.items():
+            best[name] = [min(best[name][0], timed(llm, 0)), min(best[name][1], timed(llm, at))]
+    for llm in llms.values():
+        llm.close()
+    lines = [f"| KV cache | {new} new ids, empty cache | {new} new ids after {at} | ratio |", "|---|---|---|---|"]
+    lines += [f"| {name} | {a:.3f} s | {b:.3f} s | {b / a:.2f}× |" for name, (a, b) in best.items()]
+    return lines
+
+
 def preamble(argv: list[str]) -> list[str]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
@@ -266,6 +309,8 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/llm_compare_bench_conversation")
     p.add_argument("--markdown", help="also write the tables to this file (e.g. docs/conversations.md)")
     p.add_argument("--prepare", action="store_true", help="only build the checkpoints and exports (no timing)")
+    p.add_argument("--kv-types", action="store_true",
+                   help="only compare KV cache types on the exported files (prompt evaluation at short and long context)")
     p.add_argument("--child", nargs=2, metavar=("DIR", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -278,6 +323,18 @@ def main() -> None:
     lines = preamble(sys.argv[1:])
     print("\n".join(lines), flush=True)
     dirs = prepare(args, ("gguf-q4_k_m",))
+    if args.kv_types:
+        from llm_compare.loading import resolve_source
+        from llm_compare.loading.gguf_export import exported_gguf
+
+        for (name, layers), directory in dirs.items():
+            file = exported_gguf(resolve_source(str(directory)), "gguf-q4_k_m")
+            part = ["", f"### {name} widths, {layers} layer(s), gguf-q4_k_m: prompt evaluation by KV cache type", "",
+                    *kv_types(file, args.turn_tokens, 1000 - args.turn_tokens, max(args.repeat, 3))]
+            print("\n".join(part), flush=True)
+            lines += part
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        return
     for name in args.models:
         results: dict = {"depth": FULL_DEPTH[name]}
         for layers in args.layers:

@@ -218,3 +218,27 @@ def test_saved_caches_take_the_longest_prefix_and_drop_the_least_recently_used()
     assert (entry.state, n) == ("e", 2) and caches.held() == [1, 40]
     entry, n = caches.take(e[:30])  # Regenerate at an earlier point of this conversation: taken
     assert (entry.state, n) == ("e", 30) and caches.held() == [1]
+
+
+def test_reply_ids_are_spliced_only_after_their_own_prompt_and_for_their_own_text(tiny_backend):
+    """backends/reply_ids.py: a reply's generated ids replace its re-encoded text in the next prompt,
+    and nothing is spliced where the conversation before it or the reply's text was edited."""
+    b = tiny_backend
+    m1 = [user("The sky is blue because")]
+    p1 = b.prompt_ids(m1)
+    generated = [i for ch in "Hello there" for i in b.text_ids(ch)]  # one id per character
+    text = b.tokenizer.decode(generated)
+    assert generated != b.text_ids(text)  # its re-encoding differs: what the splice is for
+    b.replies.remember(text, p1, generated + list(b.chat_format.stop_token_ids[:1]), b.chat_format.stop_token_ids)
+    try:
+        m2 = m1 + [assistant(text), user("Write a short poem about the sea.")]
+        ids, plain = b.prompt_ids(m2), format_ids(b, m2)
+        assert ids[: len(p1) + len(generated)] == p1 + generated
+        tail = len(plain) - len(p1) - len(b.text_ids(text))
+        assert ids[len(p1) + len(generated) :] == plain[-tail:]  # the template's end of turn and the new message
+        edited_before = [user("The sky is green because")] + m2[1:]
+        edited_reply = m1 + [assistant(text + "!"), m2[2]]
+        for messages in (edited_before, edited_reply):
+            assert b.prompt_ids(messages) == format_ids(b, messages)
+    finally:
+        b.replies = type(b.replies)()
