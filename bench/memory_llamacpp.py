@@ -12,7 +12,7 @@ and both models plus the app are added up. The anonymous memory the process real
 (RSS, with `use_mmap=False` so each byte is counted once) is shown beside the allocation: the
 compute buffer is reserved for the worst case and only partly touched.
 
-Two settings: the app's (specs.GGUF_KV_CACHE: a q8_0 KV cache with flash attention, for
+Two settings: the app's (specs.GGUF_KV_CACHE: f16 since 2026-12-03, q8_0 with flash attention before; for
 specs.LLAMACPP_CONTEXT tokens) and what it replaced (f16 cache, no flash attention, 4096 tokens).
 
     python bench/seven_b.py --prepare      # the checkpoints and exports (once)
@@ -39,7 +39,7 @@ from llm_compare.specs import LLAMACPP_CONTEXT  # noqa: E402
 
 BUDGET = 10 * GiB  # the goal for both seed models resident together
 SETTINGS = {  # label: (context options beyond the app's, context tokens)
-    f"app: q8_0 KV cache, flash attention, {LLAMACPP_CONTEXT} tokens": (None, None),
+    f"app: specs.GGUF_KV_CACHE, {LLAMACPP_CONTEXT} tokens": (None, None),
     "before: f16 KV cache, no flash attention, 4096 tokens": ({"type_k": 1, "type_v": 1, "flash_attn": False}, 4096),
 }
 BUFFER = re.compile(r"(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")

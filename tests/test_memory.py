@@ -141,11 +141,11 @@ def test_gguf_is_sized_from_its_tensor_table():
 
 def test_llamacpp_kv_cache_is_sized_by_the_models_context_and_cache_type():
     """llama.cpp reserves its whole context at load: the estimate grows with `context` by the KV
-    cache's own size per token (q8_0 for the quantized exports, float32 for gguf-f32)."""
+    cache's own size per token (f16 for the quantized exports, float32 for gguf-f32)."""
     per_token = count_parameters(QWEN_7B_CHAT).kv_per_token
     assert per_token == 2 * 32 * 4096  # K and V, 32 layers, 32 heads of 128
     q4 = {n: estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=n).resident_bytes for n in (2048, 4096)}
-    assert q4[4096] - q4[2048] == int(per_token * 4096 * 34 / 32) - int(per_token * 2048 * 34 / 32)
+    assert q4[4096] - q4[2048] == per_token * 2048 * 2
     f32 = {n: estimate(QWEN_7B_CHAT, "gguf-f32", context=n).resident_bytes for n in (2048, 4096)}
     assert f32[4096] - f32[2048] == per_token * 2048 * 4
     default = estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=LLAMACPP_CONTEXT).resident_bytes

@@ -11,7 +11,7 @@ from __future__ import annotations
 from llm_compare.architecture import tensors
 from llm_compare.loading.memory import count_table, weight_bytes
 
-KV_BYTES = 2  # a 16-bit cache (transformers bf16, llama.cpp f16); the 4/8-bit exports keep q8_0 (specs.GGUF_KV_CACHE)
+KV_BYTES = 2  # a 16-bit cache (transformers bf16, llama.cpp f16: also the 4/8-bit exports', specs.GGUF_KV_CACHE)
 TORCH_PRECISIONS = {"bf16": "bfloat16", "int8": "int8"}
 
 

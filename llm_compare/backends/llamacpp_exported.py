@@ -161,12 +161,12 @@ Q8_0_BLOCK = 32  # values per q8_0 block
 
 def kv_cache_kwargs(dtype: str, head_dim: int) -> dict:
     """llama.cpp context options for an exported type's KV cache (specs.GGUF_KV_CACHE says which and why).
-    f32 keeps flash attention off (an f16 KV cache alone moves logits by ~1e-3); a quantized V cache
-    needs it on, and heads whose width is a whole number of q8_0 blocks (32 values) — else f16."""
+    Flash attention only where a quantized (q8_0) V cache needs it, which also needs heads whose width
+    is a whole number of q8_0 blocks (32 values) — else f16: on a CPU it evaluates long prompts slower."""
     kind = GGUF_KV_CACHE[dtype]
     if kind == "q8_0" and head_dim % Q8_0_BLOCK:
         kind = "f16"
-    return {"type_k": GGML_TYPES[kind], "type_v": GGML_TYPES[kind], "flash_attn": kind != "f32"}
+    return {"type_k": GGML_TYPES[kind], "type_v": GGML_TYPES[kind], "flash_attn": kind == "q8_0"}
 
 
 def open_exported(spec, progress=None):
