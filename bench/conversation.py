@@ -188,16 +188,16 @@ def first_token(results: dict, path: str, key: str, layers) -> list[float]:
     """First-token seconds per turn at a measured layer count, or projected to full depth ("full")."""
     if layers != "full":
         return [t["first_s"] for t in results[layers][path][key]]
-    counts = sorted(results)
+    counts = sorted(k for k in results if k != "depth")
     per_turn = zip(*([t["first_s"] for t in results[n][path][key]] for n in counts))
     return [fit(counts, list(ys), results["depth"]) for ys in per_turn]
 
 
 def turn_table(results: dict, layers, paths) -> list[str]:
     local = [p for p in paths if p in LOCAL]
-    head = ["turn", "prompt tokens", "reused"]
+    head = ["turn", "prompt tokens"]
     for p in local:
-        head += [f"{p}: reuse", f"{p}: full prompt"]
+        head += [f"{p}: reuse (ids reused)", f"{p}: full prompt"]
     if "llama_cpp.server" in paths:
         head += ["llama_cpp.server"] + (["gguf-q4_k_m ÷ server"] if "gguf-q4_k_m" in paths else [])
     shown = results[min(k for k in results if k != "depth")] if layers == "full" else results[layers]
@@ -207,9 +207,9 @@ def turn_table(results: dict, layers, paths) -> list[str]:
         cols["llama_cpp.server", "on"] = first_token(results, "llama_cpp.server", "on", layers)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, turn in enumerate(ref):
-        row = [str(i + 1), str(turn["prompt"]), str(turn["reused"])]
+        row = [str(i + 1), str(turn["prompt"])]
         for p in local:
-            row += [f"{cols[p, 'on'][i]:.2f} s", f"{cols[p, 'off'][i]:.2f} s"]
+            row += [f"{cols[p, 'on'][i]:.2f} s ({shown[p]['on'][i]['reused']})", f"{cols[p, 'off'][i]:.2f} s"]
         if "llama_cpp.server" in paths:
             server = cols["llama_cpp.server", "on"][i]
             row.append(f"{server:.2f} s")
@@ -344,6 +344,7 @@ def main() -> None:
                     runs[path].append(run_child(dirs[name, layers], path, args))
                     print(f"# {name} {layers} layer(s) {path}: done (load {os.getloadavg()[0]:.1f})", flush=True)
             results[layers] = {path: best_of(r) for path, r in runs.items()}
+            (Path(args.workdir) / f"results-{name}-{layers}.json").write_text(json.dumps(results[layers]))
         part = report(name, results, args.paths)
         print("\n".join(part), flush=True)
         lines += part
