@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Callable
 
-from llm_compare.architecture.read import source_widths
+from llm_compare.architecture.sources import source_widths
 from llm_compare.machine import cached_probe as _cached_probe
 from llm_compare.machine import machine_key
 
@@ -168,7 +168,7 @@ def ranked_dtypes(hidden: int, mlp: int) -> list[str]:
 
 
 def model_width(source: str) -> tuple[int, int]:
-    """(hidden, MLP width) of a model (`architecture.read.source_widths`), DEFAULT_WIDTH when unknown."""
+    """(hidden, MLP width) of a model (`architecture.sources.source_widths`), DEFAULT_WIDTH when unknown."""
     try:
         return source_widths(source) or DEFAULT_WIDTH
     except Exception:  # a width we cannot read only means the default width

@@ -5,7 +5,7 @@ Candidates, each projected to one representative turn of the whole model (a TURN
 
 - float32 and bfloat16 on transformers (`cpu_probe.dtype_costs`: one weight at the model's width,
   scaled by parameters / (hidden x MLP)) — they keep the model's answers;
-- for a model directory the GGUF exporter covers (`gguf_arch.plan_export`), the quantized exports
+- for a model directory the GGUF exporter covers (`gguf.plan.plan_export`), the quantized exports
   gguf-q4_k_m and gguf-q8_0 run by llama.cpp (`gguf_probe.gguf_costs`, per parameter), each with
   its one-time export (unless already cached) spread over EXPORT_TURNS turns.
 
@@ -138,8 +138,8 @@ def _export_refusal(source_text: str) -> tuple[str | None, dict]:
 
     from llm_compare import gguf_probe
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_arch import check_supported, plan_export
-    from llm_compare.loading.gguf_export import disk_needs, needs
+    from llm_compare.loading.gguf.plan import check_supported, plan_export
+    from llm_compare.loading.gguf.export import disk_needs, needs
 
     missing = gguf_probe.available()
     if missing:

@@ -64,7 +64,7 @@ def write_probe_model(directory: Path, hidden: int, mlp: int) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from llm_compare.loading.gguf_vocab import byte_to_unicode
+    from llm_compare.loading.gguf.vocab import byte_to_unicode
 
     heads, layers = probe_shape(hidden, mlp)
     directory.mkdir(parents=True)
@@ -128,9 +128,9 @@ def time_turn(path: Path, dtype: str, head_dim: int) -> tuple[float, float]:
 def measure_gguf_costs(hidden: int, mlp: int) -> dict:
     """{gguf dtype: per-parameter seconds of a turn and of the export, with the probe's raw figures}."""
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_arch import head_dim, plan_export
-    from llm_compare.loading.gguf_export import GGUF_TYPES
-    from llm_compare.loading.gguf_write import quantize, write_gguf
+    from llm_compare.loading.gguf.plan import head_dim, plan_export
+    from llm_compare.loading.gguf.export import GGUF_TYPES
+    from llm_compare.loading.gguf.write import quantize, write_gguf
 
     cache_root().mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="gguf-probe-", dir=cache_root()))  # on disk: /tmp may be RAM

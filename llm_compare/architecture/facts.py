@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 
 from llm_compare.architecture import sizes, tensors
-from llm_compare.architecture.read import Reading, read_source
+from llm_compare.architecture.read import Reading
+from llm_compare.architecture.sources import read_source
 from llm_compare.architecture.tokens import tokenizer_facts
 from llm_compare.errors import UserError
 

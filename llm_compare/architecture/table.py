@@ -11,6 +11,8 @@ import html
 import textwrap
 from typing import Callable
 
+from llm_compare.markup import md_cell
+
 MISSING = "unknown"
 NOT_APPLICABLE = "–"
 MAX_SPECIALS = 12  # special tokens listed by name in the table; the rest counted
@@ -218,8 +220,6 @@ def render_text(facts: list[dict], width: int = 44) -> str:
 
 def render_markdown(facts: list[dict]) -> str:
     """A Markdown table (model text escaped) with a ≠ column marking rows that differ."""
-    from llm_compare.report import md_cell
-
     out = ["| ≠ | | " + " | ".join(md_cell(h) for h in headers(facts)) + " |",
            "|---|---|" + "---|" * len(facts)]
     for section, label, values, differs in rows(facts):

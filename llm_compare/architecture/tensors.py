@@ -111,7 +111,7 @@ def tensor_type(name: str, dims: tuple[int, ...], gguf_type: str, layers: int) -
 
 def block_of(type_name: str) -> tuple[int, int]:
     """(weights per block, bytes per block) of a ggml type."""
-    from llm_compare.loading.gguf import BLOCKS
+    from llm_compare.loading.gguf.header import BLOCKS
 
     return BLOCKS[GGML_TYPES[type_name]]
 

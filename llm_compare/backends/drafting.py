@@ -145,7 +145,7 @@ def torch_decode(model, ids: list[int], params, stop, stop_ids, streamer, length
     `cache` holds the first `cached` prompt ids already. Returns the cache and the ids it holds."""
     import torch
 
-    from llm_compare.backends.llamacpp_exported import NextToken
+    from llm_compare.backends.sampling import NextToken  # reason: transformers
 
     lm, sink = TorchForward(model, cache, cached), TokenSink(streamer)
     streamer.put(torch.tensor([ids]))  # generate() puts the prompt first; the streamer skips it

@@ -34,13 +34,14 @@ from llm_compare.backends.drafting import draft_length, llama_decode
 from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.backends.llamacpp_eval import common_prefix, evaluate_blocks, held_ids
+from llm_compare.backends.llamacpp_exported import GGML_TYPES, generate_ids
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
 from llm_compare.loading.memory import APP_BYTES, available_bytes, count_gguf, saved_caches_budget
 from llm_compare.machine import anon_rss, rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
-from llm_compare.loading.gguf import trained_context
+from llm_compare.loading.gguf.header import trained_context
 from llm_compare.specs import KV_VALUE_BYTES, reserved_context
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
@@ -56,7 +57,7 @@ def llama_cpp_version() -> str:
 def gguf_path(source: str) -> Path:
     """The GGUF file a llamacpp spec names ("embedded:NAME" or a path), checked to exist and be whole."""
     from llm_compare.loading import embedded_path
-    from llm_compare.loading.gguf import check_gguf
+    from llm_compare.loading.gguf.header import check_gguf
 
     if source.startswith("embedded:"):
         path = embedded_path(source.split(":", 1)[1])
@@ -185,8 +186,6 @@ class LlamaCppBackend(Backend):
 
     def context_kv_bytes(self) -> int:
         """KV cache of one full context of this model in its cache type (a saved conversation's ceiling)."""
-        from llm_compare.backends.llamacpp_exported import GGML_TYPES
-
         kind = {v: k for k, v in GGML_TYPES.items()}.get(self.open_kwargs.get("type_k"), "f16")
         return int(count_gguf(self.path).kv_per_token * self.n_ctx * KV_VALUE_BYTES[kind])
 
@@ -361,8 +360,6 @@ class LlamaCppBackend(Backend):
             try:
                 reused[0] = prepare_llama(llm, ids, self.saved, self.reuse)
                 if self.text is not None:
-                    from llm_compare.backends.llamacpp_exported import generate_ids
-
                     llama_cpp_threads(llm, n_threads)
                     generate_ids(llm, ids, params, stop, self.text, emit_counted, length)
                 else:

@@ -5,8 +5,8 @@ Three small pieces make it measurable and controllable:
   (a word-buffered streamer would otherwise delay the visible first token), and never emits half
   a UTF-8 character (streamed Chinese stays unbroken).
 - `StopOnEvent` ends generation within one token of `stop.set()`.
-- `SeededSampler` samples with its own `torch.Generator`, so two sampled streams running at once
-  are each reproducible from their seed (torch's global RNG would interleave them).
+- `SeededSampler` (`sampling.py`) samples with its own `torch.Generator`, so two sampled streams
+  running at once are each reproducible from their seed (torch's global RNG would interleave them).
 
 A reply's `DynamicCache` is kept (backends/kv_states.py): the next request whose ids share a
 prefix with it crops it to that prefix and passes it to `generate`, which evaluates only the rest.
@@ -22,7 +22,7 @@ import unicodedata
 from typing import Iterator, Sequence
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
+from transformers import GenerationConfig, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from llm_compare import cpu_probe, drafts
@@ -30,6 +30,7 @@ from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, blo
                                        run_in_worker)
 from llm_compare.backends.drafting import draft_length, torch_decode
 from llm_compare.backends.kv_states import SavedCaches, is_another
+from llm_compare.backends.sampling import SeededSampler
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
@@ -103,30 +104,6 @@ class StopOnEvent(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
-
-
-class SeededSampler(LogitsProcessor):
-    """Temperature + top-p sampling from a private generator; leaves a one-hot for greedy search."""
-
-    def __init__(self, temperature: float, top_p: float, seed: int | None):
-        self.temperature, self.top_p = temperature, top_p
-        self.generator = torch.Generator()
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
-
-    def __call__(self, input_ids, scores):
-        logits = scores.float() / self.temperature
-        probs = torch.softmax(logits, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, order = torch.sort(probs, descending=True)
-            drop = (sorted_p.cumsum(-1) - sorted_p) > self.top_p  # keep the smallest set reaching top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-        choice = torch.multinomial(probs, 1, generator=self.generator)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, choice, 0.0)
 
 
 def generation_kwargs(chat_format, tokenizer, params: GenerationParams) -> dict:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psutil
 
 from llm_compare.errors import UserError
-from llm_compare.loading.gguf import trained_context
+from llm_compare.loading.gguf.header import trained_context
 from llm_compare.loading.memory import GiB
 from llm_compare.loading.memory import gib as _gib
 from llm_compare.specs import AUTO_DTYPE, DTYPES, GGUF_DTYPES, load_registry, reserved_context, spec_from_source
@@ -209,7 +209,7 @@ def loader_line(spec, source) -> str:
         context = reserved_context(spec.context, trained_context(source.path))
         return f"GGUF file run by llama.cpp as it is ({context}-token context)"
     if spec.dtype in GGUF_DTYPES:
-        from llm_compare.loading.gguf_arch import exported_context
+        from llm_compare.loading.gguf.plan import exported_context
 
         context = reserved_context(spec.context, exported_context(source))
         return f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
@@ -228,7 +228,7 @@ def saved_caches_line(est, free: int) -> str:
 
 def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
     """The gguf-* dtypes (llama.cpp on an exported file) that fit this machine's RAM and disk."""
-    from llm_compare.loading.gguf_export import disk_needs
+    from llm_compare.loading.gguf.export import disk_needs
     from llm_compare.loading.memory import estimate
 
     try:

@@ -281,7 +281,7 @@ def load_legacy_weights(directory: Path, spec, config, convert: Converter, gener
     generation_config holding the checkpoint's own defaults (`generation`)."""
     from transformers import GenerationConfig
 
-    from llm_compare.loading.hf import torch_dtype
+    from llm_compare.loading.quantize import torch_dtype
 
     model = load_checkpoint(directory, config, convert, torch_dtype(spec.dtype), what)
     model.generation_config = GenerationConfig(**generation)

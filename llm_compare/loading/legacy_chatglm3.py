@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.loading import LoadedModel, assemble_legacy, read_config
+from llm_compare.loading.source import LoadedModel, assemble_legacy, read_config
 from llm_compare.loading.checkpoint import load_legacy_weights, renaming_converter
 
 REQUIRED = (

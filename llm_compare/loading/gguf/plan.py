@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 
 from llm_compare.errors import UserError
-from llm_compare.loading import Source
+from llm_compare.loading.source import Source
 from llm_compare.loading.checkpoint import Shards, find_shards, read_shard
 
 # native model_type -> llama.cpp architecture
