@@ -233,11 +233,9 @@ def test_the_gguf_probe_measures_an_export_at_the_width_and_caches_it(cache, mon
 
 
 def test_a_config_the_export_planner_chokes_on_keeps_transformers(cache, tmp_path, monkeypatch):
-    from llm_compare.loading.gguf import plan as gguf_arch
-
     inject(monkeypatch)
     no_gguf_probe(monkeypatch)
-    monkeypatch.setattr(gguf_arch, "check_supported", lambda plan: 1 / 0)
+    monkeypatch.setattr(dtype_choice, "check_supported", lambda plan: 1 / 0)
     choice = dtype_choice.choose(ModelSpec(name="m", source=model_dir(tmp_path, "llama-7b", LLAMA_7B)))
     assert choice.dtype == "bfloat16" and "cannot plan its export: ZeroDivisionError" in choice.why
 

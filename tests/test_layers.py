@@ -43,11 +43,14 @@ def module_files() -> dict[str, Path]:
 
 
 def declared_layers() -> list[list[str]]:
-    """The indented lines after "Layers, bottom up" in the package docstring: one layer each, bottom first."""
+    """The indented lines after "Layers, bottom up" in the package docstring: "    label: a, b, c" starts
+    a layer (bottom first), a line indented deeper continues it."""
     lines = llm_compare.__doc__.split("Layers, bottom up", 1)[1].splitlines()[1:]
     layers, started = [], False
     for line in lines:
-        if line.startswith("    ") and line.strip():
+        if line.startswith("        ") and layers:
+            layers[-1] += [name.strip() for name in line.split(",") if name.strip()]
+        elif line.startswith("    ") and line.strip():
             started = True
             layers.append([name.strip() for name in line.split(":", 1)[-1].split(",") if name.strip()])
         elif started:
@@ -196,11 +199,31 @@ def test_no_import_cycles():
     assert cycles(edges()) == []
 
 
-def test_the_checks_see_layers_cycles_heavy_imports_and_relative_imports():
+def test_nothing_below_the_ui_imports_gradio():
+    below = [f"{i.importer}:{i.line}" for i in imports() if i.target == "!gradio" and not i.importer.startswith("ui.")]
+    assert below == []
+
+
+def test_function_local_imports_of_our_modules_spare_a_heavy_library_and_say_so():
+    needless, unexplained = [], []
+    for i in imports():
+        if i.local and not i.target.startswith("!"):
+            spared = loads_at_import(i.target) - loads_at_import(i.importer)
+            if not spared:
+                needless.append(f"{i.importer}:{i.line} {i.target}")
+            elif not i.reason:
+                unexplained.append(f"{i.importer}:{i.line} {i.target} (spares {', '.join(sorted(spared))})")
+    assert needless == [], "these imports load nothing heavy: move them to the top of the module"
+    assert unexplained == [], "say why with a `# reason:` comment on the import"
+
+
+def test_the_checks_see_an_upward_import_a_cycle_and_a_needless_local_import():
     layer = layer_of()
     assert layer["errors"] < layer["loading.source"] < layer["loading"] < layer["ui.layout"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert "torch" in loads_at_import("loading.hf") and "torch" not in loads_at_import("loading.source")
+    local = [i for i in imports() if i.local and not i.target.startswith("!")]
+    assert local and all(i.reason for i in local)
     relative = ast.parse("from .gguf import header\nfrom . import source\nfrom ..errors import UserError")
     modules = module_files()
     found = [t for node in relative.body for t in _targets(node, "loading.hf", False, modules)]

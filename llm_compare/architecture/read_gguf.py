@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llm_compare.architecture.read import GATED_ACTS, Reading, hf_tokenizer, rope_facts, valid_sizes, with_format
 from llm_compare.loading.gguf.header import check_gguf
+from llm_compare.loading.gguf.unpack import VOCAB_KEYS, byte_level_tokenizer, not_covered
 
 KEYS = {  # native config key: llama.cpp metadata key after "{arch}."
     "num_hidden_layers": "block_count",
@@ -129,7 +130,6 @@ def gguf_tokenizer(path: Path):
     one; else built from the header like the fast conversion does, or by transformers for what that
     does not cover), and its chat-template format."""
     from llm_compare.loading.gguf.cache import gguf_cache_dir  # reason: torch and transformers
-    from llm_compare.loading.gguf.unpack import VOCAB_KEYS, byte_level_tokenizer, not_covered  # reason: torch
 
     cached = gguf_cache_dir(path)
     if (cached / "complete").exists():

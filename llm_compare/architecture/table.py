@@ -11,6 +11,7 @@ import html
 import textwrap
 from typing import Callable
 
+from llm_compare.machine import cpu_model
 from llm_compare.markup import md_cell
 
 MISSING = "unknown"
@@ -107,8 +108,6 @@ def first_turn(f: dict) -> str:
 
 
 def bandwidth(f: dict) -> str:
-    from llm_compare.machine import cpu_model
-
     bw = f.get("memory_bandwidth_bytes_per_s")
     return value(f, "memory_bandwidth_bytes_per_s") if bw is None else f"{bw / 1e9:.1f} GB/s ({cpu_model()})"
 

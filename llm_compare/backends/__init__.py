@@ -7,28 +7,27 @@ from __future__ import annotations
 
 from llm_compare.backends.base import Backend, Chunk  # noqa: F401
 from llm_compare.backends.llamacpp_exported import kv_cache_kwargs, text_side
+from llm_compare.backends.openai import OpenAIBackend
 from llm_compare.errors import UserError
+from llm_compare.loading import load_model
 from llm_compare.loading.source import resolve_source
 
 
 def open_backend(spec, progress=None) -> Backend:
     """`progress(step, total, what)`: called while a gguf-* dtype is exported (minutes for a 7B model)."""
-    from llm_compare.loading.gguf.export import is_gguf_dtype
+    from llm_compare.loading.gguf.export import is_gguf_dtype  # reason: torch
 
     if is_gguf_dtype(spec.dtype) and spec.backend != "openai":
         return open_exported(spec, progress)
     if spec.backend == "transformers":
-        from llm_compare.backends.transformers import TransformersBackend
-        from llm_compare.loading import load_model
+        from llm_compare.backends.transformers import TransformersBackend  # reason: torch and transformers
 
         return TransformersBackend(spec, load_model(spec))
     if spec.backend == "llamacpp":
-        from llm_compare.backends.llamacpp import LlamaCppBackend
+        from llm_compare.backends.llamacpp import LlamaCppBackend  # reason: torch
 
         return LlamaCppBackend(spec)
     if spec.backend == "openai":
-        from llm_compare.backends.openai import OpenAIBackend
-
         return OpenAIBackend(spec)
     raise UserError(f"model {spec.name!r}: unknown backend {spec.backend!r}")
 

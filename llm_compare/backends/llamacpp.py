@@ -28,20 +28,22 @@ from typing import Iterator, Sequence
 import psutil
 
 from llm_compare import cpu_probe
+from llm_compare.architecture.tokens import plain_ids
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
-from llm_compare.backends.drafting import draft_length, llama_decode
+from llm_compare.backends.drafting import LlamaForward, draft_length, llama_decode, measured_probe
 from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.backends.llamacpp_eval import common_prefix, evaluate_blocks, held_ids
 from llm_compare.backends.llamacpp_exported import GGML_TYPES, generate_ids
 from llm_compare.chat_formats import normalize_messages
 from llm_compare.errors import UserError
+from llm_compare.loading import embedded_path
+from llm_compare.loading.gguf.header import check_gguf, trained_context
 from llm_compare.loading.memory import APP_BYTES, available_bytes, count_gguf, saved_caches_budget
 from llm_compare.machine import anon_rss, rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
-from llm_compare.loading.gguf.header import trained_context
 from llm_compare.specs import KV_VALUE_BYTES, reserved_context
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
@@ -56,9 +58,6 @@ def llama_cpp_version() -> str:
 
 def gguf_path(source: str) -> Path:
     """The GGUF file a llamacpp spec names ("embedded:NAME" or a path), checked to exist and be whole."""
-    from llm_compare.loading import embedded_path
-    from llm_compare.loading.gguf.header import check_gguf
-
     if source.startswith("embedded:"):
         path = embedded_path(source.split(":", 1)[1])
     else:
@@ -267,8 +266,6 @@ class LlamaCppBackend(Backend):
     def text_ids(self, text: str) -> list[int]:
         """Through the directory's tokenizer for an exported model, else the GGUF's own (llama.cpp)."""
         if self.text is not None:
-            from llm_compare.architecture.tokens import plain_ids
-
             return plain_ids(self.text.tokenizer, text, split_specials=True)
         return self.prompt.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
@@ -302,8 +299,6 @@ class LlamaCppBackend(Backend):
         """What drafting costs and whether it keeps replies, for this file here (drafts.verification_probe;
         measured once, on an idle instance)."""
         if self._draft_probe is None:
-            from llm_compare.backends.drafting import LlamaForward, measured_probe
-
             n_threads = self.best_threads()
             llm = self._idle.get()
             try:

@@ -19,6 +19,9 @@ import numpy as np
 from llm_compare import drafts
 from llm_compare.backends.base import TUNABLE
 from llm_compare.backends.drafting import LlamaForward
+from llm_compare.chat_formats import choose_format
+from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 from llm_compare.params import GenerationParams
 from llm_compare.specs import GGUF_KV_CACHE
 from llm_compare.threads import use_torch_threads
@@ -43,12 +46,9 @@ def text_side(source, spec) -> TextSide:
     """Tokenizer, chat format, context and generation defaults of a resolved source, no weights read."""
     from transformers import GenerationConfig
 
-    from llm_compare.chat_formats import choose_format
-
     path = Path(source.path)
     if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import glm_config
-        from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+        from llm_compare.loading.legacy_chatglm3 import glm_config  # reason: torch
 
         tok = load_chatglm3_tokenizer(path)
         gen = GenerationConfig(eos_token_id=2, pad_token_id=0)
@@ -56,8 +56,7 @@ def text_side(source, spec) -> TextSide:
         return TextSide(tok, fmt, glm_config(source.config, path / "config.json").max_position_embeddings,
                         configured_generation(gen))
     if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import context_of, generation_defaults
-        from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
+        from llm_compare.loading.legacy_qwen import context_of, generation_defaults  # reason: torch
 
         tok = load_qwen_tokenizer(path)
         gen = GenerationConfig(**generation_defaults(path))
@@ -65,7 +64,7 @@ def text_side(source, spec) -> TextSide:
         return TextSide(tok, fmt, context_of(source.config, path / "config.json"), configured_generation(gen))
     from transformers import AutoConfig, AutoTokenizer
 
-    from llm_compare.loading.hf import context_length_of
+    from llm_compare.loading.hf import context_length_of  # reason: torch and transformers
 
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     gen = GenerationConfig.from_pretrained(path) if (path / "generation_config.json").is_file() else None

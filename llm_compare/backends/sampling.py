@@ -39,14 +39,12 @@ class NextToken:
     repetition penalty over prompt + reply, then argmax (greedy) or the seeded sampler."""
 
     def __init__(self, params: GenerationParams):
-        self.torch = torch
         penalty = params.repetition_penalty
         self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty and penalty != 1.0 else None
         self.sampler = None if params.greedy else SeededSampler(params.temperature, params.top_p, params.seed)
 
     def __call__(self, logits, history: list[int]) -> int:
         """The next token from one row of logits (numpy from llama.cpp, or a torch row from transformers)."""
-        torch = self.torch
         scores = (logits.float() if isinstance(logits, torch.Tensor) else torch.from_numpy(logits))[None]
         ids = torch.tensor([history], dtype=torch.long)
         if self.penalty is not None:

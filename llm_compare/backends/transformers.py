@@ -26,12 +26,15 @@ from transformers import GenerationConfig, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from llm_compare import cpu_probe, drafts
+from llm_compare.architecture.tokens import plain_ids
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
-from llm_compare.backends.drafting import draft_length, torch_decode
+from llm_compare.backends.drafting import TorchForward, draft_length, measured_probe, torch_decode
 from llm_compare.backends.kv_states import SavedCaches, is_another
 from llm_compare.backends.sampling import SeededSampler
+from llm_compare.loading.memory import KV_TOKENS, available_bytes, saved_caches_budget
 from llm_compare.params import TUNABLE, GenerationParams
+from llm_compare.progress import status
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
 class CountingStreamer(BaseStreamer):
@@ -184,8 +187,6 @@ def tensor_bytes(model) -> int:
 def conversation_budget(model) -> int:
     """Bytes of saved conversation caches this model keeps (loading.memory.saved_caches_budget), from
     its KV size per token (K and V of every layer, in the model's dtype) at KV_TOKENS tokens."""
-    from llm_compare.loading.memory import KV_TOKENS, available_bytes, saved_caches_budget
-
     c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     heads = getattr(c, "num_attention_heads", 0) or 0
     head_dim = getattr(c, "head_dim", None) or (getattr(c, "hidden_size", 0) // heads if heads else 0)
@@ -261,8 +262,6 @@ class TransformersBackend(Backend):
 
     def _seconds_per_token(self, n_threads: int) -> float:
         """One decode-sized forward pass (one token, every weight read once) with `n_threads`."""
-        from llm_compare.progress import status
-
         status(f"measuring decode speed with {n_threads} thread(s) (once per machine and model size: "
                "a few forward passes, seconds for a small model)")
         ids = torch.tensor([[self.tokenizer.eos_token_id or 0]], dtype=torch.long)
@@ -277,8 +276,6 @@ class TransformersBackend(Backend):
     def draft_probe(self) -> dict | None:
         """What drafting costs and whether it keeps replies, for this model here (drafts.verification_probe)."""
         if self._draft_probe is None:
-            from llm_compare.backends.drafting import TorchForward, measured_probe
-
             n_threads = self.best_threads()
 
             def run():
@@ -303,8 +300,6 @@ class TransformersBackend(Backend):
         return list(self.chat_format.encode(messages))
 
     def text_ids(self, text: str) -> list[int]:
-        from llm_compare.architecture.tokens import plain_ids
-
         return plain_ids(self.tokenizer, text, split_specials=True)
 
     def prompt_logits(self, ids: Sequence[int], *, last_only: bool = False, rows: int | None = None,

@@ -24,6 +24,7 @@ import torch
 
 from llm_compare.loading.gguf.header import GgufHeader, GgufTensor
 from llm_compare.loading.gguf.plan import LAYER_NAMES, TOP_NAMES
+from llm_compare.loading.gguf.vocab import byte_to_unicode
 from llm_compare.specs import check_shape
 
 VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
@@ -138,8 +139,6 @@ def byte_level_tokenizer(header: GgufHeader):
     GPT-2's split and byte alphabet, control tokens special, user-defined tokens added whole."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from llm_compare.loading.gguf.vocab import byte_to_unicode
 
     meta = header.metadata
     tokens, types = meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type") or []
