@@ -15,11 +15,11 @@ Gradio). Names are dotted under llm_compare; a package name is its __init__.py.
         architecture.table, architecture.facts, architecture
     measured defaults: cpu_probe, drafts
     backends: backends.base, backends.llamacpp_eval, backends.kv_states, backends.llamacpp_amx,
-        backends.sampling, backends.drafting, backends.llamacpp_exported, backends.transformers,
+        backends.gguf_text, backends.sampling, backends.drafting, backends.llamacpp_exported, backends.transformers,
         backends.openai, backends.llamacpp, backends
     precision choice: gguf_probe, dtype_choice
     engine: turn, engine, pool
-    votes: battle, migrations, store, arena, ratings, style, verdict
+    votes: battle, migrations, store_queries, store, arena, ratings, style, verdict
     judge, fidelity, reports: judge, judge_local, fidelity, fidelity_view, report, report_verdict
     command line: app_flags, commands, commands.flags, commands.models, commands.export, commands.leaderboard,
         commands.arch, commands.doctor, commands.ask, commands.fidelity, commands.judge, commands.report, cli,
