@@ -4,7 +4,8 @@ Every module is parsed with `ast`: top-level and function-local imports, relativ
 `from package import module` all count. An import may only reach a module on its own layer or
 below, the imports form no cycle, and a function-local import of our own modules is kept only
 where it spares the importer a heavy library (torch, transformers, gradio, llama_cpp) that it
-does not load anyway, with a `# reason:` comment saying which.
+does not load anyway, with a `# reason:` comment saying which. Modules stay under 400 lines and
+functions under 60 (the style rule's sizes).
 """
 
 from __future__ import annotations
@@ -228,3 +229,17 @@ def test_the_checks_see_an_upward_import_a_cycle_and_a_needless_local_import():
     modules = module_files()
     found = [t for node in relative.body for t in _targets(node, "loading.hf", False, modules)]
     assert found == ["loading.gguf.header", "loading.source", "errors"]
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    """The style rule's sizes (a module longer than this holds more than one concept)."""
+    long_modules, long_functions = [], []
+    for name, path in module_files().items():
+        source = path.read_text(encoding="utf-8")
+        if len(source.splitlines()) > 400:
+            long_modules.append(name)
+        long_functions += [f"{name}.{node.name}" for node in ast.walk(ast.parse(source))
+                           if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                           and node.end_lineno - node.lineno + 1 > 60]
+    assert long_modules == [], "split these modules by concept"
+    assert long_functions == [], "split these functions"
