@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 import psutil
 
 from llm_compare import cpu_probe
+from llm_compare.backends import detokenize
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
 from llm_compare.backends.drafting import draft_length, llama_decode
@@ -75,29 +76,6 @@ def llama_cpp_threads(llm, n_threads: int) -> None:
     import llama_cpp
 
     llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
-
-
-class Utf8Pieces:
-    """Token bytes -> text, holding back an incomplete multi-byte character until its rest arrives."""
-
-    def __init__(self):
-        self.pending = b""
-
-    def feed(self, data: bytes) -> str:
-        data = self.pending + data
-        for cut in range(len(data), max(-1, len(data) - 4), -1):  # a char is at most 4 bytes
-            try:
-                text = data[:cut].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self.pending = data[cut:]
-            return text
-        self.pending = b""
-        return data.decode("utf-8", errors="replace")
-
-    def flush(self) -> str:
-        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
-        return text
 
 
 class GgufPrompt:
@@ -385,7 +363,7 @@ class LlamaCppBackend(Backend):
             sampling = dict(temp=0.0, top_k=1, top_p=1.0)
         else:
             sampling = dict(temp=params.temperature, top_k=0, top_p=params.top_p)
-        pieces = Utf8Pieces()
+        pieces = detokenize.for_llama(llm)
         first_at = None
         if stop.is_set():
             return
@@ -393,7 +371,7 @@ class LlamaCppBackend(Backend):
         def put(token: int, drafted: bool = False) -> None:
             nonlocal first_at
             first_at = first_at or time.perf_counter()
-            emit((pieces.feed(llm.detokenize([token], special=False)), 1, first_at, int(drafted)))
+            emit((pieces.feed(token), 1, first_at, int(drafted)))
 
         if length is not None:  # drafts from the conversation, verified by llama.cpp's own sampler chain
             llama_decode(llm, ids, sampling, params, stop, put, length)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_compare.backends import detokenize
 from llm_compare.backends.base import TUNABLE
 from llm_compare.params import GenerationParams
 from llm_compare.specs import GGUF_KV_CACHE
@@ -71,31 +72,6 @@ def text_side(source, spec) -> TextSide:
     return TextSide(tok, fmt, context, configured_generation(gen) if gen is not None else {})
 
 
-class IdDecoder:
-    """Generated ids -> text pieces through our tokenizer, holding back a half-decoded character."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.shown = 0
-
-    def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
-
-    def feed(self, token: int) -> str:
-        self.ids.append(token)
-        text = self._text()
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
-            return ""
-        piece, self.shown = text[self.shown :], len(text)
-        return piece
-
-    def flush(self) -> str:
-        text = self._text()
-        piece, self.shown = text[self.shown :], len(text)
-        return piece
-
-
 class NextToken:
     """The transformers path's choice of the next token, applied to llama.cpp's logits: the
     repetition penalty over prompt + reply, then argmax (greedy) or the seeded sampler."""
@@ -133,7 +109,7 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
 
     # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
     use_torch_threads(1)
-    decoder = IdDecoder(text.tokenizer)
+    decoder = detokenize.for_tokenizer(text.tokenizer)
     first_at = None
 
     def put(token: int, drafted: bool) -> None:
