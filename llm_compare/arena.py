@@ -85,6 +85,16 @@ def not_votable(state_a, state_b) -> str | None:
     return None
 
 
+def stored_settings(params, spec_a, state_a, spec_b, state_b):
+    """The settings stored with a battle (one rule for the app and the report): what the sides ran
+    with (`state.params`; a side without them ran with the shared `params`): one set when both
+    ran with the same, else each side's set by model name (the report shuffles sides)."""
+    ran_a, ran_b = state_a.params or params, state_b.params or params
+    if ran_a == ran_b:
+        return ran_a
+    return {spec_a.name: ran_a.to_dict() if ran_a else {}, spec_b.name: ran_b.to_dict() if ran_b else {}}
+
+
 def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict], messages_b: list[dict] | None = None,
                 *, params=None, anony: bool = False, source: str = "live", question_id: str | None = None,
                 versions: dict | None = None) -> int:
@@ -92,6 +102,7 @@ def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict],
 
     messages_a/b are what each side was sent (its history plus the new user turn); each side's
     answer is appended. Side A is the left pane: pass the specs in the order the voter saw them.
+    `params`: the shared settings of the turn (`stored_settings` says what is stored).
     """
     reason = not_votable(state_a, state_b)
     if reason:
@@ -112,7 +123,7 @@ def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict],
         conversation_b=list(messages_b) + [{"role": "assistant", "content": state_b.text}],
         spec_a=spec_a,
         spec_b=spec_b,
-        params=params,
+        params=stored_settings(params, spec_a, state_a, spec_b, state_b),
         metrics_a=metrics(state_a),
         metrics_b=metrics(state_b),
         anony=anony,

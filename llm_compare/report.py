@@ -157,13 +157,8 @@ def _run_pair(turn, first: str, on_update) -> tuple[PairState, bool]:
 
 
 def store_pair(store, result: PairResult, spec_a, spec_b, params, msgs, suite, rng, versions) -> int:
-    """A blind battle with sides drawn at random (the report itself always shows A left).
-
-    The settings stored are what each side ran with: `params` when both ran with them, else by
-    model name (the sides get shuffled)."""
-    ran = (result.a.params or params, result.b.params or params)
-    if not ran[0] == ran[1] == params:
-        params = {spec_a.name: ran[0].to_dict(), spec_b.name: ran[1].to_dict()}
+    """A blind battle with sides drawn at random (the report itself always shows A left; the
+    settings stored: arena.stored_settings)."""
     sides = [(spec_a, result.a), (spec_b, result.b)]
     if rng.random() < 0.5:
         sides.reverse()

@@ -296,10 +296,6 @@ def _record(ctx: AppContext, conv: Conversation, state: PairState | None, turn: 
         conv.note = f"not stored for voting: {reason}"
         return
     try:
-        if state.a.params == state.b.params:  # what each side really ran with (recommended settings apply)
-            params = state.a.params or params
-        else:
-            params = {turn.job(s).backend.spec.name: state.side(s).params.to_dict() for s in SIDES}
         spec_a, spec_b = (turn.job(s).backend.spec for s in SIDES)  # as loaded (a measured "auto" dtype resolved)
         conv.battle_id = record_pair(ctx.store, spec_a, state.a, spec_b, state.b, turn.a.messages, turn.b.messages,
                                      params=params, anony=conv.blind, source="live")
