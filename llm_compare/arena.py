@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 
+from llm_compare.engine import Status
 from llm_compare.errors import UserError
 
 # Names by which a model may identify itself or its maker: one list, matched case-insensitively.
@@ -78,9 +79,9 @@ def not_votable(state_a, state_b) -> str | None:
     answer (a bad one), and a side stopped later keeps its partial answer, marked stopped.
     """
     for st in (state_a, state_b):
-        if st.status == "error" or st.error:
+        if st.status == Status.ERROR or st.error:
             return f"side {st.side.upper()} failed"
-        if st.status == "stopped" and not st.text and not st.metrics.new_tokens:
+        if st.status == Status.STOPPED and not st.text and not st.metrics.new_tokens:
             return f"side {st.side.upper()} was stopped before its first token"
     return None
 

@@ -26,7 +26,7 @@ from typing import Callable
 from llm_compare.architecture import describe_many
 from llm_compare.architecture.table import section_html, section_markdown
 from llm_compare.arena import not_votable, record_pair
-from llm_compare.engine import PairState, SideState, stream_reply
+from llm_compare.engine import PairState, SideState, Status, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.fidelity import merged
 from llm_compare.fidelity_view import section_html as fidelity_html, section_markdown as fidelity_markdown
@@ -383,7 +383,7 @@ def progress_bar(stream=None, width: int = 24):
         done = n + (1 if state.finished else 0)
         filled = int(width * done / total)
         bar = "#" * filled + "." * (width - filled)
-        side = state.a if state.a.status == "running" else state.b
+        side = state.a if state.a.status == Status.RUNNING else state.b
         line = (f"[{bar}] {done}/{total} {preset.label[:30]} · "
                 f"{side.side.upper()} {side.metrics.new_tokens} tok {side.metrics.elapsed_s:.1f} s")
         if live:

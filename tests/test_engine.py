@@ -297,3 +297,16 @@ def test_load_on_demand_failure_and_stop_before_the_turn(tiny_backend):
     final = list(stream_pair(Job("a", tiny_backend, ASK), Job("b", None, ASK, stop=stop_b, load=lambda: called.append(1)),
                              GREEDY, sequential=True))[-1]
     assert final.b.status == "stopped" and not called
+
+
+def test_side_status_is_one_of_six_words_and_stores_as_the_word():
+    import json
+
+    from llm_compare.engine import SideState, Status
+
+    assert [s.value for s in Status] == ["waiting", "loading", "running", "done", "stopped", "error"]
+    assert [s.finished for s in Status] == [False, False, False, True, True, True]
+    assert SideState("a", "A", status="stopped").status is Status.STOPPED  # read as its Status
+    with pytest.raises(ValueError):
+        SideState("a", "A", status="finished")  # a misspelt status is refused, not silently unfinished
+    assert json.loads(json.dumps({"status": Status.DONE})) == {"status": "done"} and f"{Status.ERROR}" == "error"
