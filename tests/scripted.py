@@ -17,14 +17,16 @@ from llm_compare.backends.base import Backend, Chunk, Messages, run_in_worker
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.specs import ModelSpec, Registry
+from llm_compare.ui.session import AppContext
 
+SCRIPTED_SOURCE = "/scripted/"  # a source no loader reads: the ScriptedPool serves it
 WORDS = ("The", " sky", " is", " blue", " because", " air", " scatters", " short", " waves", ".")
 
 
 def scripted_spec(name: str, **fields) -> ModelSpec:
     """A registry entry for a scripted model (its source is never read: the ScriptedPool serves it)."""
     fields.setdefault("label", name.title())
-    return ModelSpec(name=name, source=f"/scripted/{name}", **fields)
+    return ModelSpec(name=name, source=f"{SCRIPTED_SOURCE}{name}", **fields)
 
 
 class ScriptedBackend(Backend):
@@ -71,9 +73,14 @@ class ScriptedBackend(Backend):
         self.closed = True
 
 
+def is_scripted(spec: ModelSpec) -> bool:
+    return spec.source.startswith(SCRIPTED_SOURCE)
+
+
 class ScriptedPool(ModelPool):
-    """A real ModelPool whose models are scripted: `scripts` maps a spec name to the keyword
-    arguments of its ScriptedBackend (made on first `get`, then reused like a loaded model)."""
+    """A real ModelPool whose scripted specs (`scripted_spec`) get a ScriptedBackend, made on first
+    `get` from `scripts[name]` (its keyword arguments) and then reused like a loaded model; any
+    other spec loads as in the real pool (a missing file fails as it would in the app)."""
 
     def __init__(self, scripts: dict[str, dict] | None = None, max_resident: int | None = None):
         super().__init__(max_resident)
@@ -81,17 +88,25 @@ class ScriptedPool(ModelPool):
         self.made: dict[str, ScriptedBackend] = {}
 
     def get(self, spec: ModelSpec, progress=None) -> Backend:
+        if not is_scripted(spec):
+            return super().get(spec, progress)
         if spec.name not in self.made or self.made[spec.name].closed:
             self.made[spec.name] = ScriptedBackend(spec, **self.scripts.get(spec.name, {}))
-        backend = self.made[spec.name]
-        self._backends[spec.name] = backend
-        return backend
+        return self.made[spec.name]
 
     def is_loaded(self, spec: ModelSpec) -> bool:
-        return spec.name in self._backends
+        return spec.name in self.made if is_scripted(spec) else super().is_loaded(spec)
 
 
 def scripted_registry(*specs: ModelSpec) -> Registry:
     models = {s.name: s for s in specs}
     names = list(models)
     return Registry(models=models, default_pair=(names[0], names[-1]))
+
+
+class ScriptedApp(AppContext):
+    """The app's shared context where scripted models count as available here (blind draws)."""
+
+    def available_names(self) -> list[str]:
+        real = set(super().available_names())
+        return [n for n, spec in self.registry.models.items() if n in real or is_scripted(spec)]

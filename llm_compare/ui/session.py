@@ -30,7 +30,7 @@ class AppContext:
     registry: Registry
     pool: ModelPool
     presets: list = field(default_factory=list)
-    store: object | None = None  # VoteStore once the store lands
+    store: object | None = None  # the VoteStore (None: votes are off)
     model_a: str | None = None  # initial pickers (flags), registry names or paths
     model_b: str | None = None
     threads: dict = field(default_factory=dict)  # side -> --threads-a/-b override
