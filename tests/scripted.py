@@ -32,21 +32,27 @@ def scripted_spec(name: str, **fields) -> ModelSpec:
 class ScriptedBackend(Backend):
     """Replays `tokens` (one text piece a token) as its reply to any prompt, waiting `delays` seconds
     before each token (a number for all, or one a token; the last repeats). `fail_at`: raise
-    RuntimeError instead of yielding that token (a model crashing mid-reply). `calls` records the
+    RuntimeError instead of yielding that token (a model crashing mid-reply). `best_threads`: its
+    measured best thread count (what the engine's thread policy reads). `calls` records the
     (messages, params, threads) of every `stream`."""
 
     def __init__(self, spec: ModelSpec | str = "scripted", tokens: Sequence[str] = WORDS,
-                 delays: float | Sequence[float] = 0.0, *, context_length: int = 512, fail_at: int | None = None):
+                 delays: float | Sequence[float] = 0.0, *, context_length: int = 512, fail_at: int | None = None,
+                 best_threads: int | None = None):
         self.spec = spec if isinstance(spec, ModelSpec) else scripted_spec(spec)
         self.tokens = list(tokens)
         self.delays = [delays] if isinstance(delays, (int, float)) else list(delays)
-        self.context_length, self.fail_at = context_length, fail_at
+        self.context_length, self.fail_at, self.best = context_length, fail_at, best_threads
         self.calls: list[tuple[Messages, GenerationParams, int | None]] = []
         self.closed = False
 
     def count_prompt_tokens(self, messages: Messages) -> int:
         """Whitespace-separated words, plus two a message (its role and its end)."""
         return sum(len((m.get("content") or "").split()) + 2 for m in messages)
+
+    def best_threads(self) -> int | None:
+        """What a thread probe would have measured (None: as a remote model, unknown)."""
+        return self.best
 
     def delay(self, i: int) -> float:
         return self.delays[min(i, len(self.delays) - 1)] if self.delays else 0.0
