@@ -182,20 +182,14 @@ def test_a_prompt_a_model_cannot_take_is_reported_not_stored(tmp_path, tiny_mode
 
 def test_report_with_a_judge_adds_its_verdict(tmp_path, tiny_models, capsys):
     from test_judge import JudgeServer
-    import threading
 
-    server = JudgeServer()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     suite = tmp_path / "suite.toml"
     suite.write_text(SUITE, encoding="utf-8")
     out, db = tmp_path / "out", tmp_path / "v.db"
-    try:
+    with JudgeServer() as server:
         code = main(["report", "--prompts", str(suite), "--model-a", tiny_models[0], "--model-b", tiny_models[1],
                      "--dtype-a", "float32", "--dtype-b", "float32", "--out", str(out), "--db", str(db),
                      "--max-new-tokens", "6", "--greedy", "--judge", server.url])
-    finally:
-        server.shutdown()
-        server.server_close()
     err = capsys.readouterr().err
     assert code == 0, err
     assert "judged 3 battles" in err and len(server.requests) == 6, err  # three battles, both orders
@@ -211,27 +205,20 @@ def test_report_with_a_judge_adds_its_verdict(tmp_path, tiny_models, capsys):
 
 
 def test_report_tab_judge_option_stores_verdicts_and_adds_the_section(tmp_path, tiny_models):
-    import threading
-
     from test_judge import JudgeServer
 
     from llm_compare.specs import load_registry
     from llm_compare.ui.report_tab import NO_JUDGE, make_report
     from llm_compare.ui.session import AppContext
 
-    server = JudgeServer()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     presets = [Preset("t", "one", "hello, how are you?"), Preset("t", "two", "他知道我知道吗？")]
     with VoteStore(tmp_path / "v.db") as store:
         ctx = AppContext(registry=load_registry(), pool=ModelPool(), presets=presets, store=store,
                          dtypes={"a": "float32", "b": "float32"})
         run_report = make_report(ctx)
         quiet = lambda *args, **kwargs: None
-        try:
+        with JudgeServer() as server:
             files, preview, status = run_report("t", tiny_models[0], tiny_models[1], 6, True, server.url, progress=quiet)
-        finally:
-            server.shutdown()
-            server.server_close()
         assert "judged 2 battles" in status and "Judge verdict" in preview
         assert len(store.judge_records()) == 2 and store.counts()["votes"] == 0
         files, preview, status = run_report("t", tiny_models[0], tiny_models[1], 6, True, NO_JUDGE, progress=quiet)
