@@ -109,3 +109,43 @@ def test_a_probe_measured_while_other_processes_load_the_cpu_is_not_kept(tmp_pat
     quiet_machine(monkeypatch)  # a quiet reading is injected: this machine may be busy with other work
     assert machine.cached_probe("demo", "quiet", measure) == 2
     assert json.loads(stored.read_text()) == {"quiet": 2}
+
+
+def test_probes_measure_one_at_a_time_and_once_per_key(cache, monkeypatch):
+    """Both panes may load at once: their probes never overlap (each would see half the CPU), a
+    second ask for a key being measured waits for that measurement instead of making another, and
+    a probe that needs another inside its measurement (a GGUF probe opening llama.cpp) goes on."""
+    import threading
+    import time
+
+    from llm_compare import machine
+
+    quiet_machine(monkeypatch)
+    running, overlaps, calls = [], [], []
+
+    def measure(value):
+        def run():
+            calls.append(value)
+            running.append(value)
+            overlaps.append(len(running) > 1)
+            time.sleep(0.2)
+            running.remove(value)
+            return value
+        return run
+
+    def nested():
+        return {"outer": machine.cached_probe("demo-inner", "k", measure("inner"))}
+
+    threads = [threading.Thread(target=machine.cached_probe, args=("demo", key, measure(key)))
+               for key in ("a", "b", "a")]
+    threads.append(threading.Thread(target=machine.cached_probe, args=("demo-outer", "k", nested)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a probe waited for ever"
+    assert overlaps and not any(overlaps)  # one at a time
+    assert sorted(calls) == ["a", "b", "inner"]  # "a" measured once though asked twice at once
+    assert machine.probe_results("demo") == {"a": "a", "b": "b"}
+    assert machine.probe_results("demo-outer") == {"k": {"outer": "inner"}}
+    assert machine.probe_results("never-measured") == {}
