@@ -312,17 +312,19 @@ def _initial_state(job: Job) -> SideState:
 
 
 def stream_pair(
-    job_a: Job, job_b: Job, params: GenerationParams, *, sequential: bool = False, tick_s: float = 0.1
+    job_a: Job, job_b: Job, params: GenerationParams, *, sequential: bool = False, tick_s: float = 0.1,
+    b_first: bool = False,
 ) -> Iterator[PairState]:
     """Run two replies and yield both panes' state on every change and every `tick_s`.
 
     Concurrent by default (both share the CPU: both take their seats in the stream account before
-    either starts); `sequential=True` is fair timing: B starts when A ends. A job without a backend
+    either starts); `sequential=True` is fair timing: B starts when A ends (A when B ends with
+    `b_first`; the yielded state keeps A as `a` either way). A job without a backend
     loads it in its own worker, the load showing in its pane. Each side's failure is confined to that
     side. Closing the iterator stops both sides and waits for their workers to end.
     """
     states = {job.side: _initial_state(job) for job in (job_a, job_b)}
-    runnable = [j for j in (job_a, job_b) if not j.error]
+    runnable = [j for j in ((job_b, job_a) if b_first else (job_a, job_b)) if not j.error]
     if not sequential:
         here = [j for j in runnable if j.uses_cpu()]
         for job, seat in zip(here, STREAMS.take(len(here))):

@@ -182,6 +182,14 @@ def test_pair_concurrent_overlaps_and_sequential_does_not():
     assert seq[-1].a.text == states[-1].a.text
 
 
+def test_b_first_runs_b_first_and_keeps_each_side_in_its_pane():
+    """The report alternates which model goes first; the panes (and what is stored) must not swap."""
+    left, right = ScriptedBackend("left", "LLLL", 0.005), ScriptedBackend("right", "RRRR", 0.005)
+    final = list(stream_pair(Job("a", left, ASK), Job("b", right, ASK), GREEDY, sequential=True, b_first=True))[-1]
+    assert (final.a.side, final.a.text, final.b.side, final.b.text) == ("a", "LLLL", "b", "RRRR")
+    assert final.b.started_at + final.b.metrics.elapsed_s <= final.a.started_at
+
+
 def test_live_counter_ticks_while_a_side_waits_for_tokens():
     slow = ScriptedBackend("slow", WORDS, delays=[0.5, 0.0])  # a first token that comes late (a long prefill)
     states = list(stream_pair(Job("a", slow, ASK), Job("b", scripted(), ASK), GREEDY, tick_s=0.05))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llm_compare.cli import main
-from llm_compare.engine import Metrics, SideState
+from llm_compare.engine import Metrics, SideState, Status
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.presets import Preset
@@ -104,14 +104,22 @@ def html_escaped(text):
     return html.escape(text, quote=True)
 
 
-def test_run_suite_alternates_which_model_goes_first(tiny_models):
-    spec_a, spec_b = (spec_from_source(p).with_overrides(dtype="float32") for p in tiny_models)
+def test_run_suite_alternates_which_model_goes_first():
+    """Scripted models (tests/scripted.py): the order and the bookkeeping, not what a model says."""
+    from scripted import ScriptedPool, scripted_spec
+
+    spec_a, spec_b = scripted_spec("left"), scripted_spec("right")
     presets = [Preset("t", f"p{i}", f"hello {i}") for i in range(3)]
     seen = []
-    report = run_suite(presets, spec_a, spec_b, GenerationParams(max_new_tokens=4, greedy=True), ModelPool(),
+    report = run_suite(presets, spec_a, spec_b, GenerationParams(max_new_tokens=4, greedy=True),
+                       ScriptedPool({"left": dict(tokens="LLLLL", delays=0.01), "right": dict(tokens="RRRRR", delays=0.01)}),
                        progress=lambda n, total, preset, state: seen.append((n, total, state.finished)))
     assert [r.first for r in report.results] == ["a", "b", "a"]
-    assert all(r.a.status == "done" and r.b.status == "done" and r.battle_id is None for r in report.results)
+    for r in report.results:  # sequential: the side that goes first ends before the other starts
+        first, second = (r.a, r.b) if r.first == "a" else (r.b, r.a)
+        assert first.started_at + first.metrics.elapsed_s <= second.started_at
+        assert (r.a.text, r.b.text) == ("LLLL", "RRRR")  # A's answer stays A's when B goes first
+        assert r.a.status == r.b.status == Status.DONE and r.battle_id is None
     assert seen[-1] == (2, 3, True) and {n for n, _, _ in seen} == {0, 1, 2}
 
 
