@@ -129,7 +129,7 @@ def measure_gguf_costs(hidden: int, mlp: int) -> dict:
     """{gguf dtype: per-parameter seconds of a turn and of the export, with the probe's raw figures}."""
     from llm_compare.loading import resolve_source
     from llm_compare.loading.gguf_arch import head_dim, plan_export
-    from llm_compare.loading.gguf_export import GGUF_TYPES
+    from llm_compare.loading.gguf_export import export_steps
     from llm_compare.loading.gguf_write import quantize, write_gguf
 
     cache_root().mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,7 @@ def measure_gguf_costs(hidden: int, mlp: int) -> dict:
         for dtype in PROBE_TYPES:
             target = folder / f"{dtype}.gguf"
             t0 = time.perf_counter()
-            quantize(folder / "source.gguf", target, GGUF_TYPES[dtype][1])
+            quantize(folder / "source.gguf", target, export_steps(dtype)[1])
             export_s = write_s + time.perf_counter() - t0
             prefill, decode = time_turn(target, dtype, head_dim(plan.config))
             turn = prefill + TURN_NEW * decode

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from llm_compare.backends.base import Backend, Chunk  # noqa: F401
 from llm_compare.errors import UserError
+from llm_compare.specs import is_gguf_dtype
 
 
 def open_backend(spec, progress=None) -> Backend:
     """`progress(step, total, what)`: called while a gguf-* dtype is exported (minutes for a 7B model)."""
-    from llm_compare.loading.gguf_export import is_gguf_dtype
-
     if is_gguf_dtype(spec.dtype) and spec.backend != "openai":
         from llm_compare.backends.llamacpp_exported import open_exported
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import psutil
 
 from llm_compare.errors import UserError
-from llm_compare.loading.gguf import trained_context
-from llm_compare.loading.memory import GiB
+from llm_compare.loading.memory import GiB, llamacpp_context
 from llm_compare.loading.memory import gib as _gib
-from llm_compare.specs import AUTO_DTYPE, DTYPES, GGUF_DTYPES, load_registry, reserved_context, spec_from_source
+from llm_compare.specs import AUTO_DTYPE, DTYPES, is_gguf_dtype, load_registry, spec_from_source
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
@@ -205,13 +204,10 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
 def loader_line(spec, source) -> str:
     """Which loader reads it, and the context llama.cpp reserves where llama.cpp runs it."""
     loader = LOADERS[source.kind]
+    context = llamacpp_context(source, spec.dtype, spec.backend, spec.context)
     if spec.backend == "llamacpp" and source.kind == "gguf":
-        context = reserved_context(spec.context, trained_context(source.path))
         return f"GGUF file run by llama.cpp as it is ({context}-token context)"
-    if spec.dtype in GGUF_DTYPES:
-        from llm_compare.loading.gguf_arch import exported_context
-
-        context = reserved_context(spec.context, exported_context(source))
+    if is_gguf_dtype(spec.dtype):
         return f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
     return loader
 
@@ -238,7 +234,7 @@ def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
         return
     parts = []
     for dtype, disk in needed.items():
-        ram = estimate(spec.source, dtype).resident_bytes
+        ram = estimate(spec.source, dtype, context=spec.context).resident_bytes
         fits = ram <= free and disk <= free_disk
         parts.append(f"{dtype} ≈{_gib(ram)} RAM, {'cached' if not disk else f'≈{_gib(disk)} disk to export'}"
                      f" → {'fits' if fits else 'does not fit'}")
@@ -250,7 +246,7 @@ def check_pair(specs, report: DoctorReport, free: int | None = None) -> None:
     from llm_compare.loading.memory import APP_BYTES, estimate
 
     try:
-        ests = [estimate(s.source, s.dtype, s.backend) for s in specs]
+        ests = [estimate(s.source, s.dtype, s.backend, s.context) for s in specs]
     except UserError:
         return  # already reported per model
     if any(e is None for e in ests):

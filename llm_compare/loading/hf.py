@@ -30,6 +30,7 @@ from llm_compare.loading.gguf_unpack import VOCAB_KEYS, not_covered, write_model
 from llm_compare.loading.quantize import quantize_int8
 from llm_compare.machine import cache_root, cache_write_error, rss
 from llm_compare.progress import status
+from llm_compare.specs import is_gguf_dtype
 
 log = logging.getLogger(__name__)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -87,7 +88,7 @@ def convert_in_background(specs) -> list[threading.Thread]:
 
     threads, paths = [], set()
     for spec in specs:
-        if spec.backend != "transformers" or spec.dtype.startswith("gguf-"):
+        if spec.backend != "transformers" or is_gguf_dtype(spec.dtype):
             continue
         try:
             source = resolve_source(spec.source)
