@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from conftest import build_tiny_chat_model
+from conftest import LEGACY_FIXTURES, build_tiny_chat_model
 from llm_compare.architecture.facts import describe
 from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
 from llm_compare.loading import resolve_source
@@ -123,6 +123,15 @@ def test_the_projects_exports_match_their_estimate_and_disk_check(quantized, dty
     path = exported_gguf(source, dtype)
     assert error(estimate(str(directory), dtype).weights_bytes, data_bytes(path)) <= SIZE_TOLERANCE
     assert needs(plan_export(source), dtype)[0] >= path.stat().st_size
+
+
+@pytest.mark.parametrize("fixture", ("chatglm3-6b-tiny", "qwen-7b-chat-tiny"))
+def test_seed_checkpoint_exports_match_their_estimate(fixture):
+    """The seed formats' raw configs (ChatGLM3: gate and up fused in one tensor; Qwen-1: the MLP width
+    counted twice) size the files the project exports from them."""
+    directory = LEGACY_FIXTURES / fixture
+    path = exported_gguf(resolve_source(str(directory)), "gguf-q4_k_m")  # its mix of types: the strictest check
+    assert error(estimate(str(directory), "gguf-q4_k_m").weights_bytes, data_bytes(path)) <= SIZE_TOLERANCE
 
 
 def test_architecture_tab_states_the_same_sizes(quantized):
