@@ -176,7 +176,9 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
         from llm_compare.dtype_choice import choose, ram_fits
 
         report.say(f"  {choose(spec, ram_fits(spec, available=free)).line}")
-    dtypes = list(DTYPES) if all_dtypes and spec.backend == "transformers" else [spec.dtype]
+    # every transformers dtype; the gguf-* ones get their own line (check_gguf_types), where an export is possible
+    every = [d for d in DTYPES if not is_gguf_dtype(d)]
+    dtypes = every if all_dtypes and spec.backend == "transformers" else [spec.dtype]
     estimates = {}
     for dtype in dtypes:
         try:
