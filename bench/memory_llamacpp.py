@@ -35,12 +35,14 @@ from memory import proc_status_bytes  # noqa: E402
 from seven_b import SEEDS, fit, long_prompt  # noqa: E402
 
 from llm_compare.loading.memory import APP_BYTES, GiB, MiB, estimate  # noqa: E402
+from llm_compare.loading.size_model import GGML_TYPES  # noqa: E402
 from llm_compare.specs import CONTEXT_TOKENS  # noqa: E402
 
 BUDGET = 10 * GiB  # the goal for both seed models resident together
 SETTINGS = {  # label: (context options beyond the app's, context tokens)
     f"app: q8_0 KV cache, flash attention, {CONTEXT_TOKENS} tokens": (None, None),
-    "before: f16 KV cache, no flash attention, 4096 tokens": ({"type_k": 1, "type_v": 1, "flash_attn": False}, 4096),
+    "before: f16 KV cache, no flash attention, 4096 tokens": ({"type_k": GGML_TYPES["f16"].id, "type_v": GGML_TYPES["f16"].id,
+                                                              "flash_attn": False}, 4096),
 }
 BUFFER = re.compile(r"(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")
 
