@@ -21,10 +21,10 @@ from conftest import LEGACY_FIXTURES, build_tiny_chat_model
 from llm_compare.architecture.facts import describe
 from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
 from llm_compare.loading import resolve_source
-from llm_compare.loading.gguf import check_gguf
-from llm_compare.loading.gguf_arch import plan_export
-from llm_compare.loading.gguf_export import exported_gguf, needs
-from llm_compare.loading.gguf_write import write_gguf
+from llm_compare.loading.gguf.export import exported_gguf, needs
+from llm_compare.loading.gguf.header import check_gguf
+from llm_compare.loading.gguf.plan import plan_export
+from llm_compare.loading.gguf.write import write_gguf
 from llm_compare.loading.memory import count_gguf, count_parameters, estimate
 from llm_compare.loading.size_model import GGML_TYPES, tensor_types
 from llm_compare.specs import ModelSpec

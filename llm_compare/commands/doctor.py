@@ -15,10 +15,16 @@ from dataclasses import dataclass
 
 import psutil
 
+from llm_compare import cpu_probe, gguf_probe
+from llm_compare.architecture.table import size
+from llm_compare.dtype_choice import choose, ram_fits
 from llm_compare.errors import UserError
-from llm_compare.loading.memory import GiB, llamacpp_context
-from llm_compare.loading.memory import gib as _gib
-from llm_compare.specs import AUTO_DTYPE, DTYPES, is_gguf_dtype, load_registry, spec_from_source
+from llm_compare.loading import resolve_source
+from llm_compare.loading.gguf.export import disk_needs
+from llm_compare.loading.memory import (APP_BYTES, GiB, SAVED_CONTEXTS, SAVED_SHARE, available_bytes,
+                                        estimate, gib as _gib, llamacpp_context, saved_caches_budget)
+from llm_compare.machine import cpu_model
+from llm_compare.specs import AUTO_DTYPE, DTYPES, ModelSpec, is_gguf_dtype, load_registry, spec_from_source
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
@@ -96,8 +102,6 @@ def _adhoc_spec(path: str):
     try:
         return spec_from_source(path)
     except UserError:  # not a path or hub id: let resolve_source name the problem below
-        from llm_compare.specs import ModelSpec
-
         return ModelSpec(name=path, source=path)
 
 
@@ -134,9 +138,6 @@ def check_system(report: DoctorReport) -> None:
 
 def check_cpu_defaults(report: DoctorReport) -> None:
     """What the CPU probe measured here and chose (cpu_probe.py; measured now if not cached)."""
-    from llm_compare import cpu_probe, gguf_probe
-    from llm_compare.machine import cpu_model
-
     report.say(f"CPU model: {cpu_model()}; defaults measured on it (cached per machine, see cpu_probe.py):")
     for line in cpu_probe.summary_lines(*cpu_probe.model_width("embedded:smollm2")):
         report.say(f"  {line}")
@@ -146,9 +147,6 @@ def check_cpu_defaults(report: DoctorReport) -> None:
 
 def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None = None) -> dict | None:
     """Report one model; returns {dtype: Estimate} (None when it cannot be sized)."""
-    from llm_compare.loading import resolve_source
-    from llm_compare.loading.memory import available_bytes, estimate
-
     report.say(f"{spec.name}  [{spec.backend}, {spec.dtype}]  {spec.source}")
     if spec.backend == "openai":
         report.say("  remote server: no local memory needed")
@@ -173,8 +171,6 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
         return None
     free = available_bytes() if free is None else free
     if spec.backend == "transformers" and spec.dtype == AUTO_DTYPE:
-        from llm_compare.dtype_choice import choose, ram_fits
-
         report.say(f"  {choose(spec, ram_fits(spec, available=free)).line}")
     # every transformers dtype; the gguf-* ones get their own line (check_gguf_types), where an export is possible
     every = [d for d in DTYPES if not is_gguf_dtype(d)]
@@ -216,9 +212,6 @@ def loader_line(spec, source) -> str:
 
 def saved_caches_line(est, free: int) -> str:
     """What the model may keep for conversations waiting their turn (backends/kv_states.py)."""
-    from llm_compare.architecture.table import size
-    from llm_compare.loading.memory import SAVED_CONTEXTS, SAVED_SHARE, saved_caches_budget
-
     budget = saved_caches_budget(est.kv_bytes, max(0, free - est.resident_bytes))
     return (f"saved conversation caches: up to {size(budget)} ({SAVED_CONTEXTS} contexts of {size(est.kv_bytes)} "
             f"KV cache, at most {SAVED_SHARE:.0%} of the RAM left free; least recently used dropped first)")
@@ -226,9 +219,6 @@ def saved_caches_line(est, free: int) -> str:
 
 def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
     """The gguf-* dtypes (llama.cpp on an exported file) that fit this machine's RAM and disk."""
-    from llm_compare.loading.gguf_export import disk_needs
-    from llm_compare.loading.memory import estimate
-
     try:
         folder, free_disk, needed = disk_needs(source)
     except UserError as e:
@@ -245,8 +235,6 @@ def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
 
 def check_pair(specs, report: DoctorReport, free: int | None = None) -> None:
     """Both default models at once, as the app loads them (unless load-on-demand is on)."""
-    from llm_compare.loading.memory import APP_BYTES, estimate
-
     try:
         ests = [estimate(s.source, s.dtype, s.backend, s.context) for s in specs]
     except UserError:

@@ -25,7 +25,10 @@ import psutil
 import torch
 
 from llm_compare.errors import UserError
+from llm_compare.loading.gguf.header import check_gguf, trained_context
+from llm_compare.loading.gguf.plan import exported_context
 from llm_compare.loading.size_model import gguf_bytes, kv_cache_bytes, kv_cache_type, llama_shaped
+from llm_compare.loading.source import Source, resolve_source
 from llm_compare.specs import CONTEXT_TOKENS, check_shape, is_gguf_dtype, reserved_context
 
 GiB = 1024**3
@@ -158,8 +161,6 @@ def _count_on_meta(config: dict) -> ParamCount:
 
 def gguf_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes from a GGUF header (checked against the file size; no data read)."""
-    from llm_compare.loading.gguf import check_gguf
-
     return {t.name: t.dims for t in check_gguf(path).tensors}
 
 
@@ -210,8 +211,6 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
 
 def _as_source(source_or_config):
     """A resolved source; a config dict stands for a directory holding it (no path: nothing else is read)."""
-    from llm_compare.loading import Source, resolve_source
-
     if isinstance(source_or_config, dict):
         kind = {"chatglm": "chatglm3", "qwen": "qwen"}.get(source_or_config.get("model_type"), "hf_dir")
         return Source(kind, None, config=source_or_config)
@@ -223,12 +222,8 @@ def llamacpp_context(source, dtype: str, backend: str, context: int | None) -> i
     not run it): the model's `context`, capped at the context the GGUF file states (a .gguf file) or the
     export will state (a directory at a gguf-* dtype): the one rule for the RAM check, `doctor` and loading."""
     if source.kind == "gguf" and (backend == "llamacpp" or is_gguf_dtype(dtype)):
-        from llm_compare.loading.gguf import trained_context
-
         return reserved_context(context, trained_context(source.path))
     if is_gguf_dtype(dtype):
-        from llm_compare.loading.gguf_arch import exported_context
-
         return reserved_context(context, exported_context(source))
     return None
 

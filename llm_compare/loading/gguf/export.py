@@ -32,8 +32,8 @@ import psutil
 
 from llm_compare.errors import UserError
 from llm_compare.machine import cache_root, cache_write_error
-from llm_compare.loading.gguf_arch import ExportPlan, plan_export
-from llm_compare.loading.gguf_write import Progress, quantize, write_gguf
+from llm_compare.loading.gguf.plan import ExportPlan, plan_export
+from llm_compare.loading.gguf.write import Progress, quantize, write_gguf
 from llm_compare.loading.memory import count_parameters
 from llm_compare.loading.size_model import gguf_bytes
 from llm_compare.specs import GGUF_DTYPES
