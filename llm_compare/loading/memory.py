@@ -27,7 +27,7 @@ import torch
 from llm_compare.errors import UserError
 from llm_compare.loading.gguf.header import check_gguf, trained_context
 from llm_compare.loading.gguf.plan import exported_context
-from llm_compare.loading.size_model import gguf_bytes, kv_cache_bytes, kv_cache_type, llama_shaped
+from llm_compare.loading.size_model import file_type, gguf_bytes, kv_cache_bytes, kv_cache_type, llama_shaped
 from llm_compare.loading.source import Source, resolve_source
 from llm_compare.specs import CONTEXT_TOKENS, check_shape, is_gguf_dtype, reserved_context
 
@@ -72,7 +72,7 @@ def weight_bytes(count: ParamCount, dtype: str) -> int:
         if count.table is None:
             raise UserError(f"cannot size a {dtype} export of this model: its tensors are not known; "
                             "use dtype float32, bfloat16, float16 or int8")
-        return gguf_bytes(count.table, dtype.removeprefix("gguf-"))
+        return gguf_bytes(count.table, file_type(dtype))
     if dtype == "int8":
         return count.linear + 2 * count.linear_rows + 2 * count.other
     return int(BYTES.get(dtype, 2) * count.total)

@@ -44,7 +44,13 @@ _TYPES = (
 GGML_TYPES = {name: GgmlType(name, *rest) for name, *rest in _TYPES}
 GGML_IDS = {t.id: t for t in GGML_TYPES.values()}
 
-FILE_TYPES = tuple(d.removeprefix("gguf-") for d in GGUF_DTYPES)  # the GGUF types the project exports
+
+def file_type(dtype: str) -> str:
+    """The GGUF file type a gguf-* dtype names ("gguf-q4_k_m" -> "q4_k_m")."""
+    return dtype.removeprefix("gguf-")
+
+
+FILE_TYPES = tuple(map(file_type, GGUF_DTYPES))  # the GGUF types the project exports
 BASE_TYPE = {"q8_0": "q8_0", "q4_k_m": "q4_k"}  # llama.cpp's default tensor type of each quantized file type
 # llama.cpp's type for a row that is no whole number of blocks (f16 after that; for q8_0 it refuses to quantize)
 FALLBACK = {"q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0", "q2_k": "q4_0", "q3_k": "q4_0"}

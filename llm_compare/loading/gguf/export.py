@@ -35,7 +35,7 @@ from llm_compare.machine import cache_root, cache_write_error
 from llm_compare.loading.gguf.plan import ExportPlan, plan_export
 from llm_compare.loading.gguf.write import Progress, quantize, write_gguf
 from llm_compare.loading.memory import count_parameters
-from llm_compare.loading.size_model import gguf_bytes
+from llm_compare.loading.size_model import file_type, gguf_bytes
 from llm_compare.specs import GGUF_DTYPES
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ CHECK_BYTES = 1 << 20  # checksummed at each end of a cached file
 
 def export_steps(dtype: str) -> tuple[str, str | None]:
     """(the mode we write the file in, the type llama.cpp's quantizer then makes of it, or None)."""
-    kind = dtype.removeprefix("gguf-")
+    kind = file_type(dtype)
     return (kind, None) if kind in ("f32", "f16") else ("source", kind)
 
 
