@@ -110,13 +110,13 @@ def start_server(file: Path, threads: int):
     import httpx
 
     from llm_compare.backends.openai import OpenAIBackend
-    from llm_compare.specs import LLAMACPP_CONTEXT, ModelSpec
+    from llm_compare.specs import CONTEXT_TOKENS, ModelSpec
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(file), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(LLAMACPP_CONTEXT), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
+           "--n_ctx", str(CONTEXT_TOKENS), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):

@@ -147,14 +147,14 @@ def child(directory: str, path: str) -> None:
     """Part 2, one process per path and depth: JSON {rows: seconds of one pass over that many new tokens}."""
     from llm_compare.backends import open_backend
     from llm_compare.backends.drafting import LlamaForward, TorchForward, seconds_for_rows
-    from llm_compare.specs import ModelSpec
+    from llm_compare.specs import ModelSpec, is_gguf_dtype
     from llm_compare.threads import cpu_cores, use_torch_threads
 
     import torch
 
     spec = ModelSpec(name="bench", source=directory, dtype=path, threads=cpu_cores())
     backend = open_backend(spec)
-    if path.startswith("gguf"):
+    if is_gguf_dtype(path):
         llm = backend._idle.get()
         seconds = seconds_for_rows(lambda: LlamaForward(llm), llm.n_vocab(), budget_s=1.0)
     else:
@@ -171,13 +171,14 @@ def seven_b_dirs(args) -> dict[int, Path]:
 
     from llm_compare.loading import resolve_source
     from llm_compare.loading.gguf.export import exported_gguf, terminal_progress
+    from llm_compare.specs import is_gguf_dtype
 
     dirs = {}
     for layers in args.layers:
         directory = Path(args.workdir) / f"Qwen-7B-Chat-{layers}"
         build_checkpoint("Qwen-7B-Chat", QWEN_7B_CHAT | {"num_hidden_layers": layers}, directory)
         for path in args.seven_b_paths:
-            if path.startswith("gguf"):
+            if is_gguf_dtype(path):
                 exported_gguf(resolve_source(str(directory)), path, terminal_progress())
         dirs[layers] = directory
         gc.collect()

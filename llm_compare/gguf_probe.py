@@ -33,7 +33,7 @@ from pathlib import Path
 from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
 from llm_compare.cpu_probe import TURN_NEW, TURN_PROMPT, torch_kernels
 from llm_compare.loading import resolve_source
-from llm_compare.loading.gguf.export import GGUF_TYPES
+from llm_compare.loading.gguf.export import export_steps
 from llm_compare.loading.gguf.plan import head_dim, plan_export
 from llm_compare.loading.gguf.vocab import byte_to_unicode
 from llm_compare.loading.gguf.write import quantize, write_gguf
@@ -141,7 +141,7 @@ def measure_gguf_costs(hidden: int, mlp: int) -> dict:
         for dtype in PROBE_TYPES:
             target = folder / f"{dtype}.gguf"
             t0 = time.perf_counter()
-            quantize(folder / "source.gguf", target, GGUF_TYPES[dtype][1])
+            quantize(folder / "source.gguf", target, export_steps(dtype)[1])
             export_s = write_s + time.perf_counter() - t0
             prefill, decode = time_turn(target, dtype, head_dim(plan.config))
             turn = prefill + TURN_NEW * decode

@@ -31,7 +31,7 @@ from llm_compare.loading.memory import (
 from llm_compare.loading.quantize import Int8Linear, quantize_int8
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
-from llm_compare.specs import LLAMACPP_CONTEXT, ModelSpec
+from llm_compare.specs import CONTEXT_TOKENS, ModelSpec
 
 from conftest import LEGACY_FIXTURES as FIXTURES  # noqa: E402
 
@@ -157,7 +157,7 @@ def test_llamacpp_kv_cache_is_sized_by_the_models_context_and_cache_type():
     assert q4[4096] - q4[2048] == 570_425_344  # 2048 x 262_144 x 34 / 32
     f32 = {n: estimate(QWEN_7B_CHAT, "gguf-f32", context=n).resident_bytes for n in (2048, 4096)}
     assert f32[4096] - f32[2048] == 2_147_483_648  # 2048 x 262_144 x 4
-    default = estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=LLAMACPP_CONTEXT).resident_bytes
+    default = estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=CONTEXT_TOKENS).resident_bytes
     assert estimate(QWEN_7B_CHAT, "gguf-q4_k_m").resident_bytes == default
     small = estimate("embedded:smollm2", backend="llamacpp", context=256).resident_bytes
     assert estimate("embedded:smollm2", backend="llamacpp", context=8192).resident_bytes > small

@@ -24,7 +24,7 @@ from llm_compare.chat_formats import choose_format
 from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
 from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 from llm_compare.params import GenerationParams
-from llm_compare.specs import GGUF_KV_CACHE
+from llm_compare.loading.size_model import GGML_TYPES, kv_cache_type
 from llm_compare.threads import use_torch_threads
 
 
@@ -100,15 +100,9 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
         emit((tail, 0, first_at, 0))
 
 
-GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids of the KV cache types (ggml.h)
-Q8_0_BLOCK = 32  # values per q8_0 block
-
-
 def kv_cache_kwargs(dtype: str, head_dim: int) -> dict:
     """llama.cpp context options for an exported type's KV cache (specs.GGUF_KV_CACHE says which and why).
     f32 keeps flash attention off (an f16 KV cache alone moves logits by ~1e-3); a quantized V cache
     needs it on, and heads whose width is a whole number of q8_0 blocks (32 values) — else f16."""
-    kind = GGUF_KV_CACHE[dtype]
-    if kind == "q8_0" and head_dim % Q8_0_BLOCK:
-        kind = "f16"
-    return {"type_k": GGML_TYPES[kind], "type_v": GGML_TYPES[kind], "flash_attn": kind != "f32"}
+    kind = kv_cache_type(dtype, head_dim=head_dim)
+    return {"type_k": GGML_TYPES[kind].id, "type_v": GGML_TYPES[kind].id, "flash_attn": kind != "f32"}

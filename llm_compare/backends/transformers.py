@@ -32,9 +32,11 @@ from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, blo
 from llm_compare.backends.drafting import TorchForward, draft_length, measured_probe, torch_decode
 from llm_compare.backends.kv_states import SavedCaches, is_another
 from llm_compare.backends.sampling import SeededSampler
-from llm_compare.loading.memory import KV_TOKENS, available_bytes, saved_caches_budget
+from llm_compare.loading.memory import available_bytes, saved_caches_budget
+from llm_compare.loading.size_model import kv_cache_bytes, kv_cache_type
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.progress import status
+from llm_compare.specs import CONTEXT_TOKENS
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
 class CountingStreamer(BaseStreamer):
@@ -164,13 +166,14 @@ def tensor_bytes(model) -> int:
 
 def conversation_budget(model) -> int:
     """Bytes of saved conversation caches this model keeps (loading.memory.saved_caches_budget), from
-    its KV size per token (K and V of every layer, in the model's dtype) at KV_TOKENS tokens."""
+    its KV size per token (K and V of every layer, in the model's dtype) at CONTEXT_TOKENS tokens."""
     c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     heads = getattr(c, "num_attention_heads", 0) or 0
     head_dim = getattr(c, "head_dim", None) or (getattr(c, "hidden_size", 0) // heads if heads else 0)
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
-    per_token = 2 * (getattr(c, "num_hidden_layers", 0) or 0) * kv_heads * head_dim * model.dtype.itemsize
-    return saved_caches_budget(per_token * KV_TOKENS, available_bytes())
+    values = 2 * (getattr(c, "num_hidden_layers", 0) or 0) * kv_heads * head_dim
+    cache = kv_cache_type(str(model.dtype).removeprefix("torch."))
+    return saved_caches_budget(kv_cache_bytes(values, CONTEXT_TOKENS, cache), available_bytes())
 
 
 def croppable(cache) -> bool:
