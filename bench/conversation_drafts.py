@@ -21,14 +21,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header  # noqa: E402
+from _common import header, run_heading, write_tables  # noqa: E402
 
 from llm_compare import drafts  # noqa: E402
-from llm_compare.machine import cpu_model  # noqa: E402
 
 PATHS = {  # name: (registry-like spec fields, LLM_COMPARE_DRAFTS value for the drafted runs)
     "transformers fp32": (dict(dtype="float32"), "auto"),
@@ -254,11 +252,8 @@ def main() -> None:
     if args.prepare:
         return seven_b_dirs(args) and None
     header("prompt lookup: decode speed with and without drafts")
-    load = os.getloadavg()
-    command = "python bench/conversation_drafts.py " + " ".join(sys.argv[1:])
-    say(f"CPU: {cpu_model()} · {os.cpu_count()} cores · load average {load[0]:.1f} at start · "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')} · commit {git_commit()} · `{command}`")
-    say()
+    heading = run_heading()
+    print(heading, flush=True)
     saved = Path(args.workdir) / "drafts_part1.json"
     if args.part1_from:
         results = {path: {(m, q == "quoting"): pairs for m, q, pairs in runs}
@@ -273,20 +268,7 @@ def main() -> None:
         seven_b_table(seven_b_costs(args), results)
     say(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.markdown:
-        write_page(args.markdown)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
-    except OSError:
-        return "?"
-
-
-def write_page(path: str) -> None:
-    intro = Path(path).read_text(encoding="utf-8").split("<!-- bench -->")[0] if Path(path).exists() else ""
-    Path(path).write_text(intro + "<!-- bench -->\n" + "\n".join(LINES) + "\n", encoding="utf-8")
+        write_tables(args.markdown, __file__, heading, LINES, "Prompt-lookup drafts")
 
 
 if __name__ == "__main__":

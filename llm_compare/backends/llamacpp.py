@@ -29,10 +29,11 @@ import psutil
 
 from llm_compare import cpu_probe
 from llm_compare.architecture.tokens import plain_ids
+from llm_compare.backends import detokenize
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
 from llm_compare.backends.drafting import LlamaForward, draft_length, llama_decode, measured_probe
-from llm_compare.backends.gguf_text import GgufPrompt, Utf8Pieces, gguf_path
+from llm_compare.backends.gguf_text import GgufPrompt, gguf_path
 from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.backends.llamacpp_eval import common_prefix, evaluate_blocks, held_ids
@@ -300,7 +301,7 @@ class LlamaCppBackend(Backend):
             sampling = dict(temp=0.0, top_k=1, top_p=1.0)
         else:
             sampling = dict(temp=params.temperature, top_k=0, top_p=params.top_p)
-        pieces = Utf8Pieces()
+        pieces = detokenize.for_llama(llm)
         first_at = None
         if stop.is_set():
             return
@@ -308,7 +309,7 @@ class LlamaCppBackend(Backend):
         def put(token: int, drafted: bool = False) -> None:
             nonlocal first_at
             first_at = first_at or time.perf_counter()
-            emit((pieces.feed(llm.detokenize([token], special=False)), 1, first_at, int(drafted)))
+            emit((pieces.feed(token), 1, first_at, int(drafted)))
 
         if length is not None:  # drafts from the conversation, verified by llama.cpp's own sampler chain
             llama_decode(llm, ids, sampling, params, stop, put, length)

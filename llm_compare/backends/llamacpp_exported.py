@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_compare import drafts
+from llm_compare.backends import detokenize
 from llm_compare.backends.base import TUNABLE
 from llm_compare.backends.drafting import LlamaForward
 from llm_compare.chat_formats import choose_format
@@ -73,31 +74,6 @@ def text_side(source, spec) -> TextSide:
     return TextSide(tok, fmt, context, configured_generation(gen) if gen is not None else {})
 
 
-class IdDecoder:
-    """Generated ids -> text pieces through our tokenizer, holding back a half-decoded character."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.shown = 0
-
-    def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
-
-    def feed(self, token: int) -> str:
-        self.ids.append(token)
-        text = self._text()
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
-            return ""
-        piece, self.shown = text[self.shown :], len(text)
-        return piece
-
-    def flush(self) -> str:
-        text = self._text()
-        piece, self.shown = text[self.shown :], len(text)
-        return piece
-
-
 def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None) -> None:
     """Evaluate the prompt, then pick and emit tokens until a stop id, max_new_tokens or `stop`, one
     per step or several per step from verified drafts (`drafts.decode`; `length`: a DraftLength, or
@@ -106,7 +82,7 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
 
     # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
     use_torch_threads(1)
-    decoder = IdDecoder(text.tokenizer)
+    decoder = detokenize.for_tokenizer(text.tokenizer)
     first_at = None
 
     def put(token: int, drafted: bool) -> None:
