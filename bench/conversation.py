@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header  # noqa: E402
+from _common import header, run_heading, write_tables  # noqa: E402
 from seven_b import SEEDS, fit, long_prompt, prepare  # noqa: E402
 
-from llm_compare.machine import cpu_model  # noqa: E402
 
 PATHS = ("gguf-q4_k_m", "llama.cpp", "transformers bf16", "llama_cpp.server")
 LOCAL = PATHS[:3]
@@ -111,13 +110,13 @@ def start_server(file: Path, threads: int):
     import httpx
 
     from llm_compare.backends.openai import OpenAIBackend
-    from llm_compare.specs import LLAMACPP_CONTEXT, ModelSpec
+    from llm_compare.specs import CONTEXT_TOKENS, ModelSpec
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(file), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(LLAMACPP_CONTEXT), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
+           "--n_ctx", str(CONTEXT_TOKENS), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -190,7 +189,7 @@ def first_token(results: dict, path: str, key: str, layers) -> list[float]:
         return [t["first_s"] for t in results[layers][path][key]]
     counts = sorted(k for k in results if k != "depth")
     per_turn = zip(*([t["first_s"] for t in results[n][path][key]] for n in counts))
-    return [fit(counts, list(ys), results["depth"]) for ys in per_turn]
+    return [None if None in ys else fit(counts, list(ys), results["depth"]) for ys in per_turn]
 
 
 def turn_table(results: dict, layers, paths) -> list[str]:
@@ -212,13 +211,14 @@ def turn_table(results: dict, layers, paths) -> list[str]:
             row += [f"{cols[p, 'on'][i]:.2f} s ({shown[p]['on'][i]['reused']})", f"{cols[p, 'off'][i]:.2f} s"]
         if "llama_cpp.server" in paths:
             server = cols["llama_cpp.server", "on"][i]
-            row.append(f"{server:.2f} s")
+            row.append("no token" if server is None else f"{server:.2f} s")
             if "gguf-q4_k_m" in paths:
-                row.append(f"{cols['gguf-q4_k_m', 'on'][i] / server:.2f}×")
+                row.append("—" if server is None else f"{cols['gguf-q4_k_m', 'on'][i] / server:.2f}×")
         lines.append("| " + " | ".join(row) + " |")
     last = [f"{p} {cols[p, 'on'][-1] / cols[p, 'on'][0]:.2f}×" for p in local]
-    if "llama_cpp.server" in paths:
-        last.append(f"llama_cpp.server {cols['llama_cpp.server', 'on'][-1] / cols['llama_cpp.server', 'on'][0]:.2f}×")
+    server = cols.get(("llama_cpp.server", "on"))
+    if server and None not in (server[0], server[-1]):
+        last.append(f"llama_cpp.server {server[-1] / server[0]:.2f}×")
     return lines + ["", f"last turn ÷ first turn, with reuse: {', '.join(last)}"]
 
 
@@ -261,10 +261,10 @@ def kv_types(file: Path, new: int, at: int, repeat: int) -> list[str]:
     import llama_cpp
 
     from llm_compare.backends.llamacpp_eval import evaluate_blocks, keep_prefix
-    from llm_compare.specs import LLAMACPP_CONTEXT
+    from llm_compare.specs import CONTEXT_TOKENS
 
     threads = os.cpu_count() or 1
-    llms = {name: llama_cpp.Llama(model_path=str(file), n_ctx=LLAMACPP_CONTEXT, n_threads=threads,
+    llms = {name: llama_cpp.Llama(model_path=str(file), n_ctx=CONTEXT_TOKENS, n_threads=threads,
                                   n_threads_batch=threads, verbose=False, **kw) for name, kw in KV_TYPES.items()}
     rng = random.Random(0)
     ids = [rng.randrange(1000, min(60000, next(iter(llms.values())).n_vocab())) for _ in range(at + new)]
@@ -286,14 +286,6 @@ def kv_types(file: Path, new: int, at: int, repeat: int) -> list[str]:
     lines = [f"| KV cache | {new} new ids, empty cache | {new} new ids after {at} | ratio |", "|---|---|---|---|"]
     lines += [f"| {name} | {a:.3f} s | {b:.3f} s | {b / a:.2f}× |" for name, (a, b) in best.items()]
     return lines
-
-
-def preamble(argv: list[str]) -> list[str]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
-    return [f"CPU {cpu_model()}, {os.cpu_count()} cores · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
-            f"commit {commit} · load average {os.getloadavg()[0]:.1f} at start",
-            f"`python bench/conversation.py {' '.join(argv)}`"]
 
 
 def main() -> None:
@@ -320,8 +312,8 @@ def main() -> None:
         prepare(args, ("gguf-q4_k_m",))
         return
     header("conversations at seed size: first token per turn, with and without prefix reuse")
-    lines = preamble(sys.argv[1:])
-    print("\n".join(lines), flush=True)
+    heading, lines = run_heading(), []
+    print(heading, flush=True)
     dirs = prepare(args, ("gguf-q4_k_m",))
     if args.kv_types:
         from llm_compare.loading import resolve_source
@@ -350,19 +342,7 @@ def main() -> None:
         lines += part
     lines.append(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     if args.markdown:
-        write_markdown(Path(args.markdown), lines)
-
-
-def write_markdown(path: Path, lines: list[str]) -> None:
-    """The tables between the file's bench markers (the prose around them stays), or a new file."""
-    start, end = "<!-- bench/conversation.py -->", "<!-- /bench/conversation.py -->"
-    block = "\n".join([start, *lines, end])
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if start in text and end in text:
-        text = text.split(start)[0] + block + text.split(end, 1)[1]
-    else:
-        text = "# Conversations at seed size\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
+        write_tables(args.markdown, __file__, heading, lines, "Conversations at seed size")
 
 
 if __name__ == "__main__":
