@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import psutil
 
 from llm_compare.errors import UserError
+from llm_compare.families import family_of
 from llm_compare.loading.gguf import trained_context
 from llm_compare.loading.memory import GiB
 from llm_compare.loading.memory import gib as _gib
@@ -23,9 +24,6 @@ from llm_compare.specs import AUTO_DTYPE, DTYPES, GGUF_DTYPES, load_registry, re
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
-    "hf_dir": "transformers model directory",
-    "chatglm3": "ChatGLM3 checkpoint (legacy_chatglm3 → GlmForCausalLM, no remote code)",
-    "qwen": "Qwen-1 checkpoint (legacy_qwen → Qwen2ForCausalLM, no remote code)",
     "hub": "hub id (downloaded on first use: needs network)",
 }
 
@@ -194,7 +192,7 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
     sized = spec.dtype if spec.dtype in estimates else "bfloat16"  # "auto" is sized as bfloat16 (check_fits)
     if sized in estimates and estimates[sized].peak_bytes <= free:
         report.say(f"  {saved_caches_line(estimates[sized], free)}" + (f" in {sized}" if sized != spec.dtype else ""))
-    if source.kind in ("chatglm3", "qwen", "hf_dir") and spec.backend == "transformers":
+    if family_of(source) is not None and spec.backend == "transformers":
         check_gguf_types(spec, source, report, free)
     if all(e.peak_bytes > free for e in estimates.values()):
         smaller = "" if "int8" in estimates else " or dtype int8"
@@ -204,7 +202,8 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
 
 def loader_line(spec, source) -> str:
     """Which loader reads it, and the context llama.cpp reserves where llama.cpp runs it."""
-    loader = LOADERS[source.kind]
+    family = family_of(source)
+    loader = family.loader if family else LOADERS[source.kind]
     if spec.backend == "llamacpp" and source.kind == "gguf":
         context = reserved_context(spec.context, trained_context(source.path))
         return f"GGUF file run by llama.cpp as it is ({context}-token context)"

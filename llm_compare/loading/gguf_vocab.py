@@ -185,11 +185,15 @@ def _token_text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def vocab_for(kind: str, directory: Path) -> Vocab:
-    if kind == "chatglm3":
-        from llm_compare.loading.tokenizer_chatglm3 import load_chatglm3_tokenizer
+def chatglm3_directory_vocab(directory: Path) -> Vocab:
+    from llm_compare.loading.tokenizer_chatglm3 import load_chatglm3_tokenizer
 
-        return chatglm3_vocab(load_chatglm3_tokenizer(directory))
-    if kind == "qwen":
-        return qwen_vocab(directory)
-    return hf_vocab(directory)
+    return chatglm3_vocab(load_chatglm3_tokenizer(directory))
+
+
+VOCABS = {"chatglm3": chatglm3_directory_vocab, "qwen": qwen_vocab, "hf": hf_vocab}  # a family's `vocab`
+
+
+def vocab_for(kind: str, directory: Path) -> Vocab:
+    """The GGUF vocabulary of a model directory whose family names `kind` (families.Family.vocab)."""
+    return VOCABS[kind](directory)

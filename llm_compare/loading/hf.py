@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from llm_compare.chat_formats import choose_format
 from llm_compare.errors import UserError
+from llm_compare.families.native import context_length
 from llm_compare.loading import LoadedModel, Source
 from llm_compare.loading.gguf import check_gguf
 from llm_compare.loading.gguf_unpack import VOCAB_KEYS, not_covered, write_model_directory
@@ -38,14 +39,6 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 def torch_dtype(name: str) -> torch.dtype:
     """The dtype weights are loaded in; int8 loads bfloat16 then quantizes the linear layers."""
     return TORCH_DTYPES.get(name, torch.bfloat16)
-
-
-def context_length_of(config) -> int | None:
-    for attr in ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 CONVERSION_VERSION = 2  # bump when the converted folder could differ (2: the native llama conversion)
@@ -212,7 +205,7 @@ def load_hf(source: Source, spec) -> LoadedModel:
         model=model,
         tokenizer=tokenizer,
         chat_format=fmt,
-        context_length=context_length_of(config),
+        context_length=context_length(config),
         load_seconds=time.perf_counter() - t0,
         resident_bytes=max(0, rss() - before),
         loader=loader,

@@ -23,6 +23,8 @@ import psutil
 import torch
 
 from llm_compare.errors import UserError
+from llm_compare.families import family_for_config
+from llm_compare.families.tensors import covers, tensor_shapes
 from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT, check_shape, reserved_context
 
 GiB = 1024**3
@@ -35,7 +37,6 @@ DTYPE_FALLBACKS = ("float32", "bfloat16", "int8")  # each needs less than the on
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2,
          # exported GGUF files run by llama.cpp (memory-mapped): their bytes per parameter
          "gguf-f32": 4, "gguf-f16": 2, "gguf-q8_0": 1.0625, "gguf-q4_k_m": 0.61}
-NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "glm")
 
 
 @dataclass(frozen=True)
@@ -67,68 +68,15 @@ def weight_bytes(count: ParamCount, dtype: str) -> int:
     return int(BYTES.get(dtype, 2) * count.total)
 
 
-def _decoder_count(vocab, hidden, inter, layers, heads, kv_heads, head_dim, *, qkv_bias=False, o_bias=False,
-                   mlp_bias=False, tied=False, qk_norm=False) -> ParamCount:
-    """Parameters of a llama-shaped decoder (gated MLP, RMSNorm, grouped-query attention)."""
-    q, kv = heads * head_dim, kv_heads * head_dim
-    attn_rows, mlp_rows = q + 2 * kv + hidden, 2 * inter + hidden
-    linear = layers * (hidden * (q + 2 * kv) + q * hidden + 3 * hidden * inter)
-    per_layer_other = 2 * hidden + (q + 2 * kv if qkv_bias else 0) + (hidden if o_bias else 0)
-    per_layer_other += (2 * inter + hidden if mlp_bias else 0) + (2 * head_dim if qk_norm else 0)
-    embeddings = vocab * hidden * (1 if tied else 2)
-    return ParamCount(
-        linear=linear,
-        linear_rows=layers * (attn_rows + mlp_rows),
-        other=embeddings + layers * per_layer_other + hidden,
-        kv_per_token=2 * layers * kv,
-    )
-
-
-def _int(config: dict, *keys, default=None) -> int:
-    """A size from config.json, refused with one line when no model could have it (specs.SHAPE_RANGES)."""
-    for key in keys:
-        if config.get(key) is not None:
-            check_shape({key: config[key]})
-            return config[key]
-    if default is not None:
-        return default
-    raise UserError(f"config.json has no {' / '.join(keys)}; re-download the model's config.json")
-
-
 def count_parameters(config: dict) -> ParamCount:
-    """Parameters from a config.json dict: legacy chatglm / qwen, native llama-family, else transformers."""
-    kind = config.get("model_type")
-    if kind == "chatglm":
-        heads = _int(config, "num_attention_heads")
-        hidden = _int(config, "hidden_size")
-        groups = _int(config, "multi_query_group_num") if config.get("multi_query_attention", True) else heads
-        bias = bool(config.get("add_bias_linear", False))
-        return _decoder_count(
-            _int(config, "padded_vocab_size", "vocab_size"), hidden, _int(config, "ffn_hidden_size"),
-            _int(config, "num_layers"), heads, groups, _int(config, "kv_channels", default=hidden // heads),
-            qkv_bias=bool(config.get("add_qkv_bias", True)) or bias, o_bias=bias, mlp_bias=bias,
-        )
-    if kind == "qwen":
-        heads, hidden = _int(config, "num_attention_heads"), _int(config, "hidden_size")
-        return _decoder_count(
-            _int(config, "vocab_size"), hidden, _int(config, "intermediate_size") // 2,
-            _int(config, "num_hidden_layers"), heads, heads, _int(config, "kv_channels", default=hidden // heads),
-            qkv_bias=True, tied=bool(config.get("tie_word_embeddings", False)),
-        )
-    if kind in NATIVE_TYPES:
-        heads, hidden = _int(config, "num_attention_heads"), _int(config, "hidden_size")
-        attention_bias = bool(config.get("attention_bias", kind == "glm"))
-        return _decoder_count(
-            _int(config, "vocab_size"), hidden, _int(config, "intermediate_size"),
-            _int(config, "num_hidden_layers"), heads, _int(config, "num_key_value_heads", default=heads),
-            config.get("head_dim") or hidden // heads,
-            qkv_bias=attention_bias or kind == "qwen2",
-            o_bias=attention_bias and kind in ("llama", "qwen3"),
-            mlp_bias=bool(config.get("mlp_bias", False)),
-            tied=bool(config.get("tie_word_embeddings", False)),
-            qk_norm=kind == "qwen3",
-        )
-    return _count_on_meta(config)
+    """Parameters from a config.json dict, through its family's mapping to the native config (the one
+    the loader builds) and that config's tensor table; other architectures transformers knows are
+    built on the meta device and counted. UserError for a size no model has or a refused variant."""
+    check_shape(config)
+    family = family_for_config(config)
+    if not (family.renamed or covers(config.get("model_type"))):
+        return _count_on_meta(config)
+    return count_table(dict(tensor_shapes(family.native_config(config, Path("config.json")))))
 
 
 def _count_on_meta(config: dict) -> ParamCount:
