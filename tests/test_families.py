@@ -104,21 +104,14 @@ def assert_estimate_is_the_loaded_model(directory: Path, raw: dict, stored: int 
 
 
 @needs_fixtures
-def test_chatglm3_without_optional_fields(tmp_path):
-    tensors = original_chatglm3_tensors(BARE_CHATGLM3)
-    directory = write_checkpoint(tmp_path / "glm", BARE_CHATGLM3, tensors,
-                                 [LEGACY_FIXTURES / "chatglm3-6b-tiny" / "tokenizer.model"])
-    stored = sum(torch.Size(s).numel() for s in tensors.values())
-    assert_estimate_is_the_loaded_model(directory, BARE_CHATGLM3, stored)
-
-
-@needs_fixtures
-def test_qwen1_without_optional_fields(tmp_path):
-    tensors = original_qwen_tensors(BARE_QWEN)
-    directory = write_checkpoint(tmp_path / "qwen", BARE_QWEN, tensors,
-                                 [LEGACY_FIXTURES / "qwen-7b-chat-tiny" / "qwen.tiktoken"])
-    stored = sum(torch.Size(s).numel() for s in tensors.values())
-    assert_estimate_is_the_loaded_model(directory, BARE_QWEN, stored)
+@pytest.mark.parametrize("raw, original_layout, tokenizer", [
+    (BARE_CHATGLM3, original_chatglm3_tensors, "chatglm3-6b-tiny/tokenizer.model"),
+    (BARE_QWEN, original_qwen_tensors, "qwen-7b-chat-tiny/qwen.tiktoken"),
+], ids=["chatglm3", "qwen1"])
+def test_seed_family_without_optional_fields(raw, original_layout, tokenizer, tmp_path):
+    tensors = original_layout(raw)
+    directory = write_checkpoint(tmp_path / "model", raw, tensors, [LEGACY_FIXTURES / tokenizer])
+    assert_estimate_is_the_loaded_model(directory, raw, sum(torch.Size(s).numel() for s in tensors.values()))
 
 
 @pytest.mark.parametrize("name", list(BARE_NATIVE))

@@ -104,11 +104,17 @@ def tensor_shapes(config) -> list[tuple[str, tuple[int, ...]]] | None:
     return table
 
 
+def rename(name: str, top: dict, layer: re.Pattern, in_layer: dict, template: str) -> str | None:
+    """`name` through a whole-model table, or a per-layer table (`layer` matches (index, rest) and
+    `template` puts them back); None when neither knows it."""
+    if name in top:
+        return top[name]
+    match = layer.fullmatch(name)
+    if match and match.group(2) in in_layer:
+        return template.format(match.group(1), in_layer[match.group(2)])
+    return None
+
+
 def gguf_name(native: str) -> str | None:
     """llama.cpp's name for a native transformers tensor name, None when it has none."""
-    if native in TOP_NAMES:
-        return TOP_NAMES[native]
-    match = LAYER.fullmatch(native)
-    if match and match.group(2) in LAYER_NAMES:
-        return f"blk.{match.group(1)}.{LAYER_NAMES[match.group(2)]}"
-    return None
+    return rename(native, TOP_NAMES, LAYER, LAYER_NAMES, "blk.{}.{}")

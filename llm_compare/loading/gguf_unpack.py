@@ -24,7 +24,7 @@ import torch
 
 from llm_compare.loading.gguf import GgufHeader, GgufTensor
 from llm_compare.families.gguf_metadata import native_config, rotary_dims
-from llm_compare.families.tensors import LAYER_NAMES, TOP_NAMES
+from llm_compare.families.tensors import LAYER_NAMES, TOP_NAMES, rename
 from llm_compare.specs import check_shape
 
 VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
@@ -42,13 +42,8 @@ _GGML_TYPES = {0, 1, 30, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14}  # floats, legacy an
 
 
 def native_name(gguf_name: str) -> str | None:
-    """transformers' name for a llama GGUF tensor (the inverse of gguf_arch's export table)."""
-    if gguf_name in _NATIVE_TOP:
-        return _NATIVE_TOP[gguf_name]
-    match = _LAYER.fullmatch(gguf_name)
-    if match and match.group(2) in _NATIVE_LAYER:
-        return f"model.layers.{match.group(1)}.{_NATIVE_LAYER[match.group(2)]}"
-    return None
+    """transformers' name for a llama GGUF tensor (the inverse of the exporter's table)."""
+    return rename(gguf_name, _NATIVE_TOP, _LAYER, _NATIVE_LAYER, "model.layers.{}.{}")
 
 
 def not_covered(header: GgufHeader) -> str | None:
