@@ -187,6 +187,24 @@ def test_gguf_head_width_is_key_length_else_hidden_over_heads():
     assert (cfg["head_dim"], cfg["num_key_value_heads"]) == (32, 2) and derived == ()
 
 
+@pytest.mark.parametrize("name", ["llama", "llama-head-dim", "glm"])
+def test_exported_hyperparameters_read_back_as_the_native_config(name, tmp_path):
+    """What the exporter writes, read through the one metadata mapping, is the config it was written from."""
+    import gguf
+
+    from llm_compare.families.tensors import head_dim, kv_heads
+    from llm_compare.loading.gguf_arch import ExportPlan, write_hparams
+
+    config = _configs()[name]
+    arch = {"llama": "llama", "glm": "chatglm"}[config.model_type]
+    writer = gguf.GGUFWriter(str(tmp_path / "x.gguf"), arch)
+    write_hparams(writer, ExportPlan(arch, config, tmp_path, None, None, None), 64)
+    metadata = {key: field.value for key, field in writer.kv_data[0].items()}
+    _, cfg, _ = gguf_native_config(metadata.get)
+    assert (cfg["head_dim"], cfg["num_key_value_heads"]) == (head_dim(config), kv_heads(config))
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"]) == (config.hidden_size, config.num_hidden_layers)
+
+
 def test_every_gguf_reader_takes_the_same_head_width():
     """The Architecture tab, the fast GGUF -> transformers conversion and llama.cpp's key agree on the
     embedded model; a file rotating part of each head is left to transformers' own conversion."""
