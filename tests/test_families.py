@@ -193,7 +193,7 @@ def test_exported_hyperparameters_read_back_as_the_native_config(name, tmp_path)
     import gguf
 
     from llm_compare.families.tensors import head_dim, kv_heads
-    from llm_compare.loading.gguf_arch import ExportPlan, write_hparams
+    from llm_compare.loading.gguf.plan import ExportPlan, write_hparams
 
     config = _configs()[name]
     arch = {"llama": "llama", "glm": "chatglm"}[config.model_type]
@@ -208,10 +208,10 @@ def test_exported_hyperparameters_read_back_as_the_native_config(name, tmp_path)
 def test_every_gguf_reader_takes_the_same_head_width():
     """The Architecture tab, the fast GGUF -> transformers conversion and llama.cpp's key agree on the
     embedded model; a file rotating part of each head is left to transformers' own conversion."""
-    from llm_compare.architecture.gguf_header import read_gguf
+    from llm_compare.architecture.read_gguf import read_gguf
     from llm_compare.loading import embedded_path
-    from llm_compare.loading.gguf import check_gguf
-    from llm_compare.loading.gguf_unpack import VOCAB_KEYS, llama_config, not_covered
+    from llm_compare.loading.gguf.header import check_gguf
+    from llm_compare.loading.gguf.unpack import VOCAB_KEYS, llama_config, not_covered
 
     path = embedded_path("smollm2")
     header = check_gguf(path, VOCAB_KEYS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from llm_compare.families import chatglm3, native, qwen1
 from llm_compare.families.family import Family
-from llm_compare.loading import LEGACY_TYPES
+from llm_compare.loading.source import LEGACY_TYPES
 
 FAMILIES = {f.kind: f for f in (chatglm3.FAMILY, qwen1.FAMILY, native.FAMILY)}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llm_compare.errors import UserError
 from llm_compare.families.family import Family
-from llm_compare.loading.checkpoint import renaming_converter
+from llm_compare.families.renames import renaming_converter
 from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
 from llm_compare.specs import check_shape
 

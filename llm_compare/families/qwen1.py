@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llm_compare.errors import UserError
 from llm_compare.families.family import Family
-from llm_compare.loading.checkpoint import renaming_converter
+from llm_compare.families.renames import renaming_converter
 from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 from llm_compare.specs import check_shape
 

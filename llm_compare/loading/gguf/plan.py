@@ -24,7 +24,7 @@ import torch
 from llm_compare.errors import UserError
 from llm_compare.families import Family, family_of
 from llm_compare.families.tensors import gguf_name, head_dim
-from llm_compare.loading import Source
+from llm_compare.loading.source import Source
 from llm_compare.loading.checkpoint import Shards, find_shards, read_shard
 
 COVERED = "ChatGLM3-6B and Qwen-1 checkpoints, and native llama, qwen2 and glm directories"
