@@ -24,8 +24,8 @@ import torch
 from llm_compare.errors import UserError
 from llm_compare.families import Family, family_of
 from llm_compare.families.tensors import gguf_name, head_dim
-from llm_compare.loading.source import Source
 from llm_compare.loading.checkpoint import Shards, find_shards, read_shard
+from llm_compare.loading.source import Source
 
 COVERED = "ChatGLM3-6B and Qwen-1 checkpoints, and native llama, qwen2 and glm directories"
 
@@ -55,7 +55,8 @@ class ExportPlan:
 
 def export_config(source: Source):
     """The native transformers config an export of `source` is written from (no weights read), or a
-    one-line refusal naming what is covered."""
+    one-line refusal naming what is covered. A source without a path stands for its config dict alone."""
+    where = source.path / "config.json" if source.path else Path("config.json")
     if source.kind == "gguf":
         raise UserError(f"{source.path.name} is already a GGUF file; use backend \"llamacpp\" for it, not a gguf-* dtype")
     if source.kind == "hub":
@@ -63,10 +64,10 @@ def export_config(source: Source):
     family = family_of(source)
     if family.llamacpp_arch(source.config) is None:
         raise UserError(
-            f"the GGUF exporter does not cover model_type {source.config.get('model_type')!r} ({source.path}); "
+            f"the GGUF exporter does not cover model_type {source.config.get('model_type')!r} ({where}); "
             f"it covers {COVERED}; use dtype float32, bfloat16, float16 or int8 for this model"
         )
-    return family.native_config(source.config, source.path / "config.json")
+    return family.native_config(source.config, where)
 
 
 def export_context(config) -> int:
