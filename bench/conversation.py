@@ -87,8 +87,8 @@ def open_path(directory: Path, path: str, threads: int):
     """The backend for a path, and what to stop afterwards (the server's process)."""
     from llm_compare.backends import open_backend
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf import check_gguf
-    from llm_compare.loading.gguf_export import exported_gguf
+    from llm_compare.loading.gguf.header import check_gguf
+    from llm_compare.loading.gguf.export import exported_gguf
     from llm_compare.specs import ModelSpec
 
     if path == "transformers bf16":

@@ -172,7 +172,7 @@ def seven_b_dirs(args) -> dict[int, Path]:
     from memory import QWEN_7B_CHAT, build_checkpoint
 
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_export import exported_gguf, terminal_progress
+    from llm_compare.loading.gguf.export import exported_gguf, terminal_progress
 
     dirs = {}
     for layers in args.layers:

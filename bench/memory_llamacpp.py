@@ -51,8 +51,8 @@ def child(directory: str, dtype: str, setting: str) -> None:
     from llm_compare.backends.llamacpp_exported import kv_cache_kwargs, text_side
     from llm_compare.engine import stream_reply
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_arch import head_dim, plan_export
-    from llm_compare.loading.gguf_export import exported_gguf
+    from llm_compare.loading.gguf.plan import head_dim, plan_export
+    from llm_compare.loading.gguf.export import exported_gguf
     from llm_compare.params import GenerationParams
     from llm_compare.specs import ModelSpec
 

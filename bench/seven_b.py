@@ -64,7 +64,7 @@ def child(directory: str, path: str, tokens: int, prompt_tokens: int) -> None:
     if path.startswith("raw"):  # the same file and prompt ids, but no project code while timing
         from llm_compare.backends.llamacpp_exported import text_side
         from llm_compare.loading import resolve_source
-        from llm_compare.loading.gguf_export import exported_gguf
+        from llm_compare.loading.gguf.export import exported_gguf
 
         source = resolve_source(directory)
         fmt, file = text_side(source, spec).chat_format, exported_gguf(source, spec.dtype)
@@ -131,7 +131,7 @@ def run_child(directory: Path, path: str, args) -> dict:
 def prepare(args, dtypes=("gguf-q8_0", "gguf-q4_k_m")) -> dict[tuple[str, int], Path]:
     """Checkpoints (legacy layout, bf16 random weights) and their exports, built once."""
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_export import exported_gguf, terminal_progress
+    from llm_compare.loading.gguf.export import exported_gguf, terminal_progress
 
     dirs = {}
     for name in args.models:

@@ -32,9 +32,9 @@ import threading
 import time
 from typing import Callable
 
-from llm_compare.architecture.read import source_widths
-from llm_compare.machine import cached_probe as _cached_probe
-from llm_compare.machine import machine_key
+from llm_compare.architecture.sources import source_widths
+from llm_compare.machine import cache_root, cached_probe as _cached_probe, machine_key
+from llm_compare.threads import cpu_cores, use_torch_threads
 
 CANDIDATES = ("float32", "bfloat16")  # precisions that keep the model's answers
 DECODE_BYTES = 384 * 2**20  # decode is timed over this much float32 weight: more than a CPU's caches
@@ -97,8 +97,6 @@ def measure_turn_costs(hidden: int, mlp: int, dtypes=CANDIDATES) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from llm_compare.threads import cpu_cores, use_torch_threads
-
     rows = min(TURN_PROMPT, max(8, int(2e9 / (2 * hidden * mlp))))  # keep the probe to seconds
     copies = min(MAX_COPIES, -(-DECODE_BYTES // (4 * hidden * mlp)))
     out = {}
@@ -128,8 +126,6 @@ def measure_matvec(out_features: int, in_features: int) -> dict:
     """bf16 one-row product at this shape: `torch.mv` vs `F.linear` time, and whether they agree bitwise."""
     import torch
     import torch.nn.functional as F
-
-    from llm_compare.threads import cpu_cores, use_torch_threads
 
     def run():
         use_torch_threads(cpu_cores())
@@ -168,7 +164,7 @@ def ranked_dtypes(hidden: int, mlp: int) -> list[str]:
 
 
 def model_width(source: str) -> tuple[int, int]:
-    """(hidden, MLP width) of a model (`architecture.read.source_widths`), DEFAULT_WIDTH when unknown."""
+    """(hidden, MLP width) of a model (`architecture.sources.source_widths`), DEFAULT_WIDTH when unknown."""
     try:
         return source_widths(source) or DEFAULT_WIDTH
     except Exception:  # a width we cannot read only means the default width
@@ -185,8 +181,6 @@ def best_threads(backend: str, weight_bytes: int | None, seconds_per_token: Call
     """{"seconds": {threads: s/token}, "best": threads} for a lone stream of this backend and size.
 
     `seconds_per_token(n)` decodes with `n` threads and returns the median seconds per token."""
-    from llm_compare.threads import cpu_cores
-
     counts = sorted({1, cpu_cores()})
     key = machine_key("threads", backend, size_bucket(weight_bytes), _versions(), extra)
 
@@ -218,8 +212,6 @@ def summary_lines(hidden: int, mlp: int) -> list[str]:
 def threads_lines() -> list[str]:
     """The thread measurements cached so far (each model's first load on this machine makes one)."""
     import json
-
-    from llm_compare.machine import cache_root
 
     try:
         known = json.loads((cache_root() / "probes" / "threads.json").read_text())

@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from llm_compare.machine import machine_key
+
 NGRAM_MAX = 3  # the longest tail matched; longer tails rarely add to a 3-token match
 K_MAX = 15  # most tokens drafted at once (the probe measures up to K_MAX + 1 rows)
 PROBE_ROWS = (1, 2, 4, 8, 16)  # tokens per forward pass the probe times
@@ -228,8 +230,7 @@ def verification_probe(backend: str, weight_bytes: int | None, seconds_for_rows:
     difference between logits computed in one batch and one token at a time} for this backend and model
     here, measured once per machine and cached (`cpu_probe.cached_probe`); None if it cannot be measured.
     `seconds_for_rows(r)` evaluates r tokens after a short context and returns the seconds."""
-    from llm_compare import cpu_probe
-    from llm_compare.machine import machine_key
+    from llm_compare import cpu_probe  # reason: torch
 
     key = machine_key("drafts", backend, cpu_probe.size_bucket(weight_bytes), cpu_probe._versions(), extra,
                       ",".join(map(str, PROBE_ROWS)))

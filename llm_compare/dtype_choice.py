@@ -5,7 +5,7 @@ Candidates, each projected to one representative turn of the whole model (a TURN
 
 - float32 and bfloat16 on transformers (`cpu_probe.dtype_costs`: one weight at the model's width,
   scaled by parameters / (hidden x MLP)) — they keep the model's answers;
-- for a model directory the GGUF exporter covers (`gguf_arch.plan_export`), the quantized exports
+- for a model directory the GGUF exporter covers (`gguf.plan.plan_export`), the quantized exports
   gguf-q4_k_m and gguf-q8_0 run by llama.cpp (`gguf_probe.gguf_costs`, per parameter), each with
   its one-time export (unless already cached) spread over EXPORT_TURNS turns.
 
@@ -23,9 +23,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from llm_compare import cpu_probe
+from llm_compare import cpu_probe, gguf_probe
 from llm_compare.cpu_probe import DTYPE_ENV, TURN_NEW, TURN_PROMPT
 from llm_compare.errors import UserError
+from llm_compare.loading import resolve_source
+from llm_compare.loading.gguf.export import disk_needs, needs
+from llm_compare.loading.gguf.plan import check_supported, plan_export
+from llm_compare.loading.memory import available_bytes, estimate
 from llm_compare.specs import AUTO_DTYPE, DTYPES
 
 QUICK_TURN_S = 10.0  # an unquantized turn this quick (≈ 20+ tokens/s) is not worth changing the answers for
@@ -88,8 +92,6 @@ def choose(spec, fits: Callable[[str], bool] | None = None) -> Choice:
 
 def _with_gguf(kept: Choice, hidden: int, mlp: int, params: int, fits, export_done: dict, plain_fits: bool) -> Choice:
     """`kept` or the fastest quantized export that fits and pays, export time counted."""
-    from llm_compare import gguf_probe
-
     try:
         figures = gguf_probe.gguf_costs(hidden, mlp)
     except Exception as e:  # noqa: BLE001 - a failed probe only means the unquantized choice stands
@@ -121,8 +123,6 @@ def _with_gguf(kept: Choice, hidden: int, mlp: int, params: int, fits, export_do
 
 def _parameters(source: str) -> int | None:
     """The model's parameter count from its config or GGUF header (None: unknowable, e.g. a hub id)."""
-    from llm_compare.loading.memory import estimate
-
     try:
         est = estimate(source, "bfloat16")
     except Exception:  # noqa: BLE001 - a size we cannot read only means no projection (today's choice)
@@ -135,11 +135,6 @@ def _export_refusal(source_text: str) -> tuple[str | None, dict]:
     the types exported already or whose export fits in free disk and RAM now, as `check_room` will
     require — a type missing from it does not)."""
     import psutil
-
-    from llm_compare import gguf_probe
-    from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_arch import check_supported, plan_export
-    from llm_compare.loading.gguf_export import disk_needs, needs
 
     missing = gguf_probe.available()
     if missing:
@@ -163,8 +158,6 @@ def _export_refusal(source_text: str) -> tuple[str | None, dict]:
 
 def ram_fits(spec, loaded=(), available: int | None = None) -> Callable[[str], bool]:
     """Whether `spec` at a dtype fits in free RAM beside the `loaded` backends (or in `available` bytes)."""
-    from llm_compare.loading.memory import available_bytes, estimate
-
     free = available_bytes(loaded) if available is None else available
 
     def fits(dtype: str) -> bool:

@@ -15,7 +15,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from llm_compare.backends.base import block_rows
+from llm_compare.engine import stream_reply
 from llm_compare.errors import UserError
+from llm_compare.params import GenerationParams
+from llm_compare.turn import messages_for
 
 # A text whose ids differ between any two different vocabularies: English, Chinese, digits, code,
 # markup and special-token strings. (No rare symbols such as "½": one vocabulary's GGUF and HF
@@ -154,8 +158,6 @@ def score(a, b, reading: Reading, progress: Callable[[int, int], None] | None = 
     if not len(targets):
         stats.note = (stats.note + "; " if stats.note else "") + "nothing to score: no answer token fits after the prompt"
         return stats
-    from llm_compare.backends.base import block_rows
-
     rows = block_rows(1 << 17)  # the same block size on both sides, small enough for any vocabulary
     blocks_a = a.prompt_logits(reading.ids_a[:-1], rows=rows)
     blocks_b = None if a is b and reading.ids_a == reading.ids_b else b.prompt_logits(reading.ids_b[:-1], rows=rows)
@@ -217,9 +219,6 @@ def score_all(a, b, readings: list[Reading], progress: Callable[[int, int, str],
 
 def greedy_answer(backend, messages: list[dict], max_new_tokens: int) -> str:
     """The reference model's own greedy reply (no repetition penalty: its argmax at every step)."""
-    from llm_compare.engine import stream_reply
-    from llm_compare.params import GenerationParams
-
     params = GenerationParams(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
     update = None
     for update in stream_reply(backend, messages, params):
@@ -230,8 +229,6 @@ def greedy_answer(backend, messages: list[dict], max_new_tokens: int) -> str:
 def presets_fidelity(a, b, presets, max_new_tokens: int = 128, system: str | None = None,
                      progress: Callable[[float, int, str], None] | None = None) -> list[Fidelity]:
     """Each preset answered greedily by A, then both read prompt + that answer (each in its own chat format)."""
-    from llm_compare.turn import messages_for
-
     check_same_tokenizer(a, b)  # before minutes of generation
     readings = []
     for n, preset in enumerate(presets):

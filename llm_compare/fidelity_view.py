@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 
 from llm_compare.errors import UserError
-from llm_compare.fidelity import Fidelity
+from llm_compare.fidelity import Fidelity, answers_fidelity
 
 COLUMNS = ("tokens", "top-1 agree", "KL mean", "KL median", "KL p99", "ppl A", "ppl B", "greedy parts at")
 HOW_TO_READ = ("B read the same tokens as reference A, teacher-forced. top-1 agree: share of positions where both "
@@ -92,8 +92,6 @@ def section_html(parts: list[Fidelity] | None, overall: Fidelity | None, skipped
 def last_answer_line(pool, spec_a, spec_b, messages_a: list[dict]) -> str:
     """The Compare tab's line for the turn just answered: both models read A's conversation (each in
     its own chat format) and B is scored over A's last answer. UserError says why it cannot be done."""
-    from llm_compare.fidelity import answers_fidelity
-
     if not messages_a or messages_a[-1].get("role") != "assistant" or not messages_a[-1].get("content"):
         raise UserError("no answer from A to measure yet: send a prompt and wait for A's answer")
     if pool.max_resident is not None and pool.max_resident < 2:

@@ -30,9 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
 from llm_compare.cpu_probe import TURN_NEW, TURN_PROMPT, _versions, cached_probe
+from llm_compare.loading import resolve_source
+from llm_compare.loading.gguf.export import GGUF_TYPES
+from llm_compare.loading.gguf.plan import head_dim, plan_export
+from llm_compare.loading.gguf.vocab import byte_to_unicode
+from llm_compare.loading.gguf.write import quantize, write_gguf
 from llm_compare.machine import cache_root, machine_key
 from llm_compare.progress import status
+from llm_compare.threads import cpu_cores
 
 PROBE_TYPES = ("gguf-q4_k_m", "gguf-q8_0")  # the quantized exports "auto" may choose
 PROBE_PARAMS = 150_000_000  # parameters of the probe checkpoint (≈ 90 MiB in Q4_K_M: beyond any L3)
@@ -63,8 +70,6 @@ def write_probe_model(directory: Path, hidden: int, mlp: int) -> int:
     """A random-weight Llama checkpoint (bf16 safetensors, byte-level tokenizer) at these widths; its parameters."""
     import torch
     from safetensors.torch import save_file
-
-    from llm_compare.loading.gguf_vocab import byte_to_unicode
 
     heads, layers = probe_shape(hidden, mlp)
     directory.mkdir(parents=True)
@@ -100,9 +105,6 @@ def time_turn(path: Path, dtype: str, head_dim: int) -> tuple[float, float]:
     """(prompt pass seconds for TURN_PROMPT ids, seconds per decoded token): best of two rounds."""
     import llama_cpp
 
-    from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
-    from llm_compare.threads import cpu_cores
-
     threads = cpu_cores()
     llm = llama_cpp.Llama(str(path), n_ctx=TURN_PROMPT + 2 * DECODE_STEPS, n_threads=threads,
                           n_threads_batch=threads, verbose=False, **kv_cache_kwargs(dtype, head_dim))
@@ -127,11 +129,6 @@ def time_turn(path: Path, dtype: str, head_dim: int) -> tuple[float, float]:
 
 def measure_gguf_costs(hidden: int, mlp: int) -> dict:
     """{gguf dtype: per-parameter seconds of a turn and of the export, with the probe's raw figures}."""
-    from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_arch import head_dim, plan_export
-    from llm_compare.loading.gguf_export import GGUF_TYPES
-    from llm_compare.loading.gguf_write import quantize, write_gguf
-
     cache_root().mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="gguf-probe-", dir=cache_root()))  # on disk: /tmp may be RAM
     try:

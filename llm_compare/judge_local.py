@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llm_compare.errors import UserError
-from llm_compare.judge import VERDICTS
+from llm_compare.judge import TextJudge, VERDICTS
 
 PREFIX = "[["
 
@@ -59,8 +59,6 @@ class ProbabilityJudge:
 def make_judge(backend, decode: bool = False):
     """The judge for a loaded backend: by next-token probabilities when it runs here (unless
     `decode`), else by parsing its reply (servers, and local models asked to decode)."""
-    from llm_compare.judge import TextJudge
-
     if backend.runs_here and not decode:
         return ProbabilityJudge(backend, backend.spec.name)
     return TextJudge(backend, backend.spec.name)

@@ -8,7 +8,6 @@ is stored as a battle (source "batch", blind, random sides) to be voted on later
 
 from __future__ import annotations
 
-import html
 import os
 import platform
 import random
@@ -30,6 +29,7 @@ from llm_compare.engine import PairState, SideState, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.fidelity import merged
 from llm_compare.fidelity_view import section_html as fidelity_html, section_markdown as fidelity_markdown
+from llm_compare.markup import esc, md_cell
 from llm_compare.params import GenerationParams
 from llm_compare.presets import Preset
 from llm_compare.store import VoteStore, software_versions
@@ -232,17 +232,6 @@ def battle_ids(report: Report) -> list[int]:
 
 # -- Markdown -------------------------------------------------------------------------------------
 
-MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "*": "&#42;", "_": "&#95;",
-              "`": "&#96;", "[": "&#91;", "]": "&#93;", "\\": "&#92;", "#": "&#35;"}
-
-
-def md_cell(text: str) -> str:
-    """Model text as a literal Markdown table cell: nothing in it formats, links or breaks the table."""
-    out = "".join(MD_ESCAPES.get(c, c) for c in text.strip())
-    lines = [line.replace("  ", "&nbsp; ") for line in out.split("\n")]
-    return "<br>".join(lines) or "&nbsp;"
-
-
 def render_markdown(report: Report) -> str:
     a, b = report.spec_a, report.spec_b
     out = [
@@ -290,10 +279,6 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .error{color:#b00020}.figures{font-size:.85rem;color:#333}
 @media (max-width:800px){.pair{grid-template-columns:1fr}}
 """
-
-
-def esc(text) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def order(result: PairResult, side: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from llm_compare.judge import run_judge
 from llm_compare.judge_local import make_judge
-from llm_compare.report import esc, md_cell
+from llm_compare.markup import esc, md_cell
 from llm_compare.verdict import LANGUAGES, Verdict, gap_line, style_lines, verdict
 
 

@@ -21,7 +21,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_REGISTRY = ASSETS / "models.toml"
 
 BACKENDS = ("transformers", "llamacpp", "openai")
-# gguf-*: the model directory exported once to that GGUF type and run by llama.cpp (loading/gguf_export.py)
+# gguf-*: the model directory exported once to that GGUF type and run by llama.cpp (loading/gguf/export.py)
 GGUF_DTYPES = ("gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 DTYPES = ("float32", "bfloat16", "float16", "int8", *GGUF_DTYPES)
 # llama.cpp's KV cache for each exported type: float32 keeps gguf-f32 exact; the 4- and 8-bit types keep

@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llm_compare.arena import detect_language, self_mentions
-from llm_compare.battle import JSON_COLUMNS, Battle, battle_from_row
+from llm_compare.battle import JSON_COLUMNS
 from llm_compare.errors import UserError
 from llm_compare.migrations import MIGRATIONS, READABLE_WITHOUT, migrate, transaction
+from llm_compare.store_queries import JUDGE_PREFIX, BattleQueries
 
 log = logging.getLogger(__name__)
 DEFAULT_DB = Path("data") / "llm_compare.db"
@@ -82,18 +83,9 @@ def as_dict(value) -> dict:
     return dict(value)
 
 
-JUDGE_PREFIX = "judge:"  # a vote whose voter starts so came from a judge model, not a person
-HUMAN_VOTE = "substr(COALESCE(votes.voter, ''), 1, 6) != 'judge:'"
-SELECT_VOTED = """
-    SELECT battles.*, votes.outcome AS vote, votes.created AS voted_at, votes.voter AS voter
-    FROM battles {join} votes ON votes.battle_id = battles.id AND {which}
-"""
-SELECT_BATTLES = SELECT_VOTED.format(join="LEFT JOIN", which=HUMAN_VOTE)  # with the human vote, if any
-SELECT_JUDGED = SELECT_VOTED.format(join="JOIN", which=f"NOT ({HUMAN_VOTE})")  # one row per judge verdict
-
-
-class VoteStore:
-    """One SQLite vote database; safe to share between threads (one connection, one lock)."""
+class VoteStore(BattleQueries):
+    """One SQLite vote database; safe to share between threads (one connection, one lock). Opening and
+    writing live here, the reads in `store_queries.BattleQueries`."""
 
     def __init__(self, path: str | Path | None = None, *, create_dir: bool = False, must_exist: bool = False,
                  readonly: bool = False):
@@ -297,8 +289,10 @@ class VoteStore:
             "language": language or detect_language(prompt),
             "question_id": question_id,
         }
-        for name in JSON_COLUMNS:
-            row[name] = json.dumps(row[name], ensure_ascii=False, default=str)
+        return self._insert_battle(row)
+
+    def _insert_battle(self, row: dict) -> int:
+        row = row | {name: json.dumps(row[name], ensure_ascii=False, default=str) for name in JSON_COLUMNS}
         columns = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         with self._write("battle") as db:
@@ -333,79 +327,3 @@ class VoteStore:
                 whose = f"from {voter}" if detail is not None else "(a human vote)"
                 raise UserError(f"battle {battle_id} already has a vote {whose}; each battle takes one") from None
             return cur.lastrowid
-
-    # -- reading ------------------------------------------------------------------------------
-
-    def _query(self, sql: str, args=()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as e:
-                raise UserError(f"cannot read the vote database {self.path}: {e}") from None
-
-    def get_battle(self, battle_id: int) -> Battle:
-        rows = self._query(SELECT_BATTLES + " WHERE battles.id = ?", (battle_id,))
-        if not rows:
-            raise UserError(f"there is no battle {battle_id} in {self.path}")
-        return battle_from_row(rows[0])
-
-    def battles(self, *, voted: bool | None = None, anony: bool | None = None, source: str | None = None,
-                limit: int | None = None, newest_first: bool = False) -> list[Battle]:
-        """Battles filtered by vote state, blind flag and source, oldest first unless asked."""
-        where, args = [], []
-        if voted is not None:
-            where.append("votes.id IS NOT NULL" if voted else "votes.id IS NULL")
-        if anony is not None:
-            where.append("battles.anony = ?")
-            args.append(int(anony))
-        if source is not None:
-            where.append("battles.source = ?")
-            args.append(source)
-        sql = SELECT_BATTLES + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY battles.id " + ("DESC" if newest_first else "ASC")
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(int(limit))
-        return [battle_from_row(r) for r in self._query(sql, args)]
-
-    def unvoted_battles(self, anony: bool | None = None, limit: int | None = 50, source: str | None = None) -> list[Battle]:
-        """Battles waiting for a vote, oldest first ("generate now, vote later")."""
-        return self.battles(voted=False, anony=anony, source=source, limit=limit)
-
-    def clean_battles(self, blind_only: bool = False) -> list[dict]:
-        """Voted battles as FastChat clean-battle records, in vote order (what ratings and export read).
-
-        blind_only keeps anonymous battles whose answers did not name a model or maker.
-        """
-        records = [b.record() for b in self.battles(voted=True)]
-        if blind_only:
-            records = [r for r in records if r["anony"] and not r["self_identified"]]
-        return sorted(records, key=lambda r: (r["tstamp"], r["battle_id"]))
-
-    def judge_records(self, judge: str | None = None) -> list[dict]:
-        """Judge models' verdicts as clean-battle records ("judge": "judge:<name>"), oldest vote first."""
-        sql, args = SELECT_JUDGED, ()
-        if judge is not None:
-            sql, args = sql + " WHERE votes.voter = ?", (JUDGE_PREFIX + judge,)
-        records = [battle_from_row(r).record() for r in self._query(sql, args)]
-        return sorted(records, key=lambda r: (r["tstamp"], r["battle_id"]))
-
-    def judged_ids(self, judge: str) -> set[int]:
-        """Battles this judge has already given a verdict on (a resumed run skips them)."""
-        rows = self._query("SELECT battle_id FROM votes WHERE voter = ?", (JUDGE_PREFIX + judge,))
-        return {r[0] for r in rows}
-
-    def judges(self) -> list[str]:
-        """Names of the judge models with stored verdicts."""
-        rows = self._query(f"SELECT DISTINCT voter FROM votes WHERE NOT ({HUMAN_VOTE}) ORDER BY voter")
-        return [r[0][len(JUDGE_PREFIX):] for r in rows]
-
-    def counts(self) -> dict:
-        row = self._query(
-            "SELECT (SELECT COUNT(*) FROM battles) AS battles, "
-            f"(SELECT COUNT(*) FROM votes WHERE {HUMAN_VOTE}) AS votes"
-        )[0]
-        return {"battles": row["battles"], "votes": row["votes"], "unvoted": row["battles"] - row["votes"]}
-
-    def integrity_check(self) -> str:
-        return self._query("PRAGMA integrity_check")[0][0]

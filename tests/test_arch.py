@@ -80,7 +80,7 @@ def stored_shape(directory, name: str) -> tuple[int, ...]:
 def test_widths_of_a_native_model_and_a_gguf_are_their_mlp_tensors_shapes(tiny_model_dir):
     """(hidden, MLP width) from config.json or the GGUF header's metadata, never the weights, equal the
     down projection's stored shape."""
-    from llm_compare.architecture.read import source_widths
+    from llm_compare.architecture.sources import source_widths
     from llm_compare.loading import embedded_path
     from llm_compare.loading.memory import gguf_tensor_shapes
 
@@ -95,7 +95,7 @@ def test_widths_of_a_native_model_and_a_gguf_are_their_mlp_tensors_shapes(tiny_m
 def test_widths_of_a_seed_checkpoint_are_its_mlp_tensors_shapes(fixture, down):
     """The seed formats' own config keys: ChatGLM3's ffn_hidden_size, Qwen-1's intermediate_size that
     counts both halves of its gated MLP (the width is half of it)."""
-    from llm_compare.architecture.read import source_widths
+    from llm_compare.architecture.sources import source_widths
 
     assert source_widths(str(fixture)) == stored_shape(fixture, down)  # [hidden, mlp]
 

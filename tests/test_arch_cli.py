@@ -29,9 +29,9 @@ def arch_json(capsys, *args) -> list[dict]:
 
 @pytest.mark.skipif(not LEGACY_FIXTURES.is_dir(), reason="legacy fixtures not present")
 def test_table_for_both_seed_fixtures(capsys, monkeypatch):
-    from llm_compare.architecture import bandwidth
+    import llm_compare.architecture as architecture
 
-    monkeypatch.setattr(bandwidth, "memory_bandwidth", lambda: 40e9)  # an injected figure: no probe, any machine
+    monkeypatch.setattr(architecture, "memory_bandwidth", lambda: 40e9)  # an injected figure: no probe, any machine
     code, out, err = arch(capsys, CHATGLM3, QWEN)
     assert code == 0, err
     lines = out.splitlines()
@@ -43,7 +43,7 @@ def test_table_for_both_seed_fixtures(capsys, monkeypatch):
     facts = json.loads(out)
     assert facts["memory_bandwidth_bytes_per_s"] == 40e9
     ceilings = facts["decode_ceiling_tokens_per_s"]
-    monkeypatch.setattr(bandwidth, "memory_bandwidth", lambda: 80e9)
+    monkeypatch.setattr(architecture, "memory_bandwidth", lambda: 80e9)
     code, out, err = arch(capsys, CHATGLM3, "--json")
     assert json.loads(out)["decode_ceiling_tokens_per_s"] == {k: 2 * v for k, v in ceilings.items()}
 

@@ -44,7 +44,7 @@ def test_prompt_ids_equal_transformers_template(backend):
 
     from llm_compare.chat_formats import TemplateFormat
     from llm_compare.loading import embedded_path
-    from llm_compare.loading.hf import convert_gguf
+    from llm_compare.loading.gguf.cache import convert_gguf
 
     tokenizer = AutoTokenizer.from_pretrained(convert_gguf(embedded_path("smollm2")))
     fmt = TemplateFormat(tokenizer)

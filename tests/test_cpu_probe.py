@@ -37,7 +37,7 @@ def test_model_width_is_the_sources_widths_or_the_default():
 
 
 def test_thread_count_is_the_fastest_measured_and_cached(cache, monkeypatch):
-    monkeypatch.setattr("llm_compare.threads.cpu_cores", lambda: 4)
+    monkeypatch.setattr(cpu_probe, "cpu_cores", lambda: 4)
     calls = []
 
     def seconds_per_token(n):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llm_compare import drafts
-from llm_compare.backends.llamacpp_exported import NextToken
+from llm_compare.backends.sampling import NextToken
 from llm_compare.drafts import DraftLength, NgramIndex, best_length, decode, usable
 from llm_compare.params import GenerationParams
 

@@ -233,11 +233,9 @@ def test_the_gguf_probe_measures_an_export_at_the_width_and_caches_it(cache, mon
 
 
 def test_a_config_the_export_planner_chokes_on_keeps_transformers(cache, tmp_path, monkeypatch):
-    from llm_compare.loading import gguf_arch
-
     inject(monkeypatch)
     no_gguf_probe(monkeypatch)
-    monkeypatch.setattr(gguf_arch, "check_supported", lambda plan: 1 / 0)
+    monkeypatch.setattr(dtype_choice, "check_supported", lambda plan: 1 / 0)
     choice = dtype_choice.choose(ModelSpec(name="m", source=model_dir(tmp_path, "llama-7b", LLAMA_7B)))
     assert choice.dtype == "bfloat16" and "cannot plan its export: ZeroDivisionError" in choice.why
 
@@ -245,8 +243,9 @@ def test_a_config_the_export_planner_chokes_on_keeps_transformers(cache, tmp_pat
 def test_export_disk_is_checked_and_a_done_export_costs_nothing(cache, tmp_path, monkeypatch):
     from collections import namedtuple
 
-    from llm_compare.loading import gguf_export, resolve_source
-    from llm_compare.loading.gguf_arch import plan_export
+    from llm_compare.loading import resolve_source
+    from llm_compare.loading.gguf import export as gguf_export
+    from llm_compare.loading.gguf.plan import plan_export
 
     inject(monkeypatch)
     source = model_dir(tmp_path, "llama-7b", LLAMA_7B)

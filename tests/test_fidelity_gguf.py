@@ -94,7 +94,7 @@ def test_embedded_smollm2_figures(capsys):
     """float32 reference; bfloat16 and llama.cpp Q4_1 (the shipped file) printed for the README, and
     the converted directory exported to every gguf-* type, in order."""
     from llm_compare.loading import embedded_path
-    from llm_compare.loading.hf import convert_gguf
+    from llm_compare.loading.gguf.cache import convert_gguf
 
     directory = convert_gguf(embedded_path("smollm2"))
     reference = open_backend(spec(directory, "float32"))

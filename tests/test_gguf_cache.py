@@ -17,8 +17,9 @@ from conftest import REPO
 from gguf_helpers import GLM, QWEN
 from llm_compare.backends import open_backend
 from llm_compare.errors import UserError
-from llm_compare.loading import gguf_export, load_model, resolve_source
-from llm_compare.loading.gguf_export import cached_problem, exported_gguf
+from llm_compare.loading import load_model, resolve_source
+from llm_compare.loading.gguf import export as gguf_export
+from llm_compare.loading.gguf.export import cached_problem, exported_gguf
 from llm_compare.specs import ModelSpec
 
 pytestmark = pytest.mark.skipif(not GLM.is_dir(), reason="legacy fixtures not present")
@@ -48,7 +49,7 @@ def test_corrupt_cached_file_is_rebuilt_and_said_once(caplog):
     with path.open("r+b") as f:  # overwrite bytes of the header's metadata
         f.seek(64)
         f.write(b"\xff" * 32)
-    with caplog.at_level(logging.WARNING, logger="llm_compare.loading.gguf_export"):
+    with caplog.at_level(logging.WARNING, logger="llm_compare.loading.gguf.export"):
         again = exported_gguf(resolve_source(str(GLM)), "gguf-f32")
         exported_gguf(resolve_source(str(GLM)), "gguf-f32")
     said = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage()]
@@ -71,7 +72,7 @@ def test_truncated_cached_file_is_never_loaded():
 KILLED_EXPORT = textwrap.dedent("""
     import sys, time
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_export import exported_gguf
+    from llm_compare.loading.gguf.export import exported_gguf
 
     def slow(done, total, what):
         print(done, total, flush=True)
@@ -154,7 +155,7 @@ def test_cli_accepts_gguf_dtypes():
 
 def test_a_cached_export_is_found_without_writing_anything(monkeypatch):
     """The reuse path only reads: the second lookup returns the same file, untouched, and never exports."""
-    from llm_compare.loading import gguf_export
+    from llm_compare.loading.gguf import export as gguf_export
 
     first = exported_gguf(resolve_source(str(QWEN)), "gguf-f16")
     before = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in first.parent.iterdir())

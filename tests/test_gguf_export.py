@@ -19,8 +19,8 @@ from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
 from llm_compare.backends.transformers import TransformersBackend
 from llm_compare.engine import stream_reply
 from llm_compare.loading import load_model, resolve_source
-from llm_compare.loading.gguf import check_gguf
-from llm_compare.loading.gguf_export import exported_gguf
+from llm_compare.loading.gguf.header import check_gguf
+from llm_compare.loading.gguf.export import exported_gguf
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
 

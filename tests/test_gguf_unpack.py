@@ -1,6 +1,6 @@
-"""The native GGUF conversion (loading/gguf_unpack.py) against transformers' own, in the same run.
+"""The native GGUF conversion (loading/gguf/unpack.py) against transformers' own, in the same run.
 
-transformers' GGUF loading (`hf.convert_with_transformers`) is the independent reference: the same
+transformers' GGUF loading (`gguf/cache.convert_with_transformers`) is the independent reference: the same
 file goes through both, and the two folders must hold bitwise-identical float32 tensors, the same
 config, a tokenizer giving the same ids and chat prompts, and models giving the same greedy ids.
 Files: the embedded SmolLM2 (Q4_1 + Q8_0 + F32, tied embeddings, 9 heads / 3 kv heads) and a tiny
@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from llm_compare.errors import UserError
-from llm_compare.loading import embedded_path, hf, resolve_source
-from llm_compare.loading.gguf import GgufHeader, GgufTensor, check_gguf
-from llm_compare.loading.gguf_arch import llama_rope_order
-from llm_compare.loading.gguf_unpack import VOCAB_KEYS, not_covered, unrope, write_model_directory
+from llm_compare.loading import embedded_path, resolve_source
+from llm_compare.loading.gguf import cache
+from llm_compare.loading.gguf.header import GgufHeader, GgufTensor, check_gguf
+from llm_compare.loading.gguf.plan import llama_rope_order
+from llm_compare.loading.gguf.unpack import VOCAB_KEYS, not_covered, unrope, write_model_directory
 from llm_compare.progress import reporting
 from llm_compare.specs import ModelSpec
 
@@ -49,10 +50,10 @@ def both_ways(path, work):
     with transformers' conversion made to fail there, so the fast path is the one that ran."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLM_COMPARE_CACHE", str(work / "cache"))
-        mp.setattr(hf, "convert_with_transformers", lambda *a: pytest.fail("fell back to transformers"))
-        native = hf.convert_gguf(path)
+        mp.setattr(cache, "convert_with_transformers", lambda *a: pytest.fail("fell back to transformers"))
+        native = cache.convert_gguf(path)
     reference = work / "reference"
-    hf.convert_with_transformers(path, reference, "the reference")
+    cache.convert_with_transformers(path, reference, "the reference")
     return native, reference
 
 
@@ -63,7 +64,7 @@ def embedded(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_model_dir, tmp_path_factory):
-    from llm_compare.loading.gguf_export import exported_gguf
+    from llm_compare.loading.gguf.export import exported_gguf
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLM_COMPARE_CACHE", str(tmp_path_factory.mktemp("export-cache")))
@@ -176,11 +177,11 @@ def test_uncovered_file_falls_back_to_transformers_and_says_why(tiny_gguf, tmp_p
     """The fallback itself runs for real (transformers' conversion of the tiny file); what makes a file
     uncovered is test_what_the_fast_conversion_covers' job."""
     monkeypatch.setenv("LLM_COMPARE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(hf, "not_covered", lambda header: "tensor rope_freqs.weight")
-    monkeypatch.setattr(hf, "write_model_directory", lambda *a, **k: pytest.fail("native path on an uncovered file"))
+    monkeypatch.setattr(cache, "not_covered", lambda header: "tensor rope_freqs.weight")
+    monkeypatch.setattr(cache, "write_model_directory", lambda *a, **k: pytest.fail("native path on an uncovered file"))
     lines = []
     with reporting(lines.append):
-        folder = hf.convert_gguf(tiny_gguf)
+        folder = cache.convert_gguf(tiny_gguf)
     assert (folder / "complete").exists() and (folder / "model.safetensors").exists()
     assert any("rope_freqs" in line and "transformers' own GGUF conversion" in line for line in lines)
 
@@ -195,18 +196,18 @@ def test_two_callers_convert_once_and_background_start(tiny_gguf, tmp_path, monk
         threading.Event().wait(0.5)  # the second caller arrives while this one works
         return write_model_directory(*args, **kwargs)
 
-    monkeypatch.setattr(hf, "write_model_directory", slow_write)
+    monkeypatch.setattr(cache, "write_model_directory", slow_write)
     spec = ModelSpec(name="t", source=str(tiny_gguf), dtype="float32")
-    started = hf.convert_in_background([spec, spec.with_overrides(dtype="bfloat16")])
+    started = cache.convert_in_background([spec, spec.with_overrides(dtype="bfloat16")])
     assert len(started) == 1  # one file, one conversion
     assert entered.wait(60)
     lines = []
     with reporting(lines.append):
-        folder = hf.convert_gguf(tiny_gguf)  # a Send while the launch-time conversion runs: it waits
+        folder = cache.convert_gguf(tiny_gguf)  # a Send while the launch-time conversion runs: it waits
     started[0].join(60)
     assert calls == [tiny_gguf] and (folder / "complete").exists()
     assert any("already running" in line for line in lines)
-    assert hf.convert_in_background([spec]) == []  # cached: nothing to start
+    assert cache.convert_in_background([spec]) == []  # cached: nothing to start
 
 
 def test_vocabulary_is_read_only_when_asked(tiny_gguf):
@@ -220,4 +221,4 @@ def test_cut_file_is_refused_before_converting(tiny_gguf, tmp_path, monkeypatch)
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[: tiny_gguf.stat().st_size // 2])
     with pytest.raises(UserError, match="cut short"):
-        hf.convert_gguf(cut)
+        cache.convert_gguf(cut)

@@ -134,7 +134,7 @@ def cut_copy(src, dst, size):
 
 
 def test_whole_gguf_header_accounts_for_the_file(gguf_file):
-    from llm_compare.loading.gguf import check_gguf
+    from llm_compare.loading.gguf.header import check_gguf
 
     header = check_gguf(gguf_file)
     size = gguf_file.stat().st_size
@@ -430,7 +430,7 @@ def test_the_store_refuses_a_pair_with_a_side_stopped_before_its_first_token(tmp
 
 
 def test_random_bytes_after_the_gguf_magic_are_refused_without_reading_huge_lengths(tmp_path):
-    from llm_compare.loading.gguf import check_gguf
+    from llm_compare.loading.gguf.header import check_gguf
 
     rng = __import__("random").Random(0)
     for n in range(20):

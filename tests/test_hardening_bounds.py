@@ -86,7 +86,7 @@ def test_gguf_header_nesting_5000_arrays_is_one_line_for_ask_and_arch(tmp_path, 
 
 
 def test_gguf_arrays_nested_as_deep_as_allowed_still_read(tmp_path):
-    from llm_compare.loading.gguf import check_gguf
+    from llm_compare.loading.gguf.header import check_gguf
 
     assert check_gguf(gguf_with_value(tmp_path / "ok.gguf", nested_arrays(4))).tensors == ()
 
@@ -96,15 +96,15 @@ def test_gguf_arrays_nested_as_deep_as_allowed_still_read(tmp_path):
     (struct.pack("<IQ", 8, 2**40), "string bytes"),  # one string of a terabyte
 ])
 def test_gguf_header_counts_beyond_any_model_are_refused(value, what, tmp_path):
-    from llm_compare.loading.gguf import check_gguf
+    from llm_compare.loading.gguf.header import check_gguf
 
     with pytest.raises(UserError, match=f"{2**40:,} {what} at byte"):
         check_gguf(gguf_with_value(tmp_path / "big.gguf", value + b"\0" * 64))
 
 
 def test_gguf_header_sizes_no_model_has_are_refused_before_a_model_is_built():
-    from llm_compare.loading.gguf import GgufHeader
-    from llm_compare.loading.gguf_unpack import llama_config
+    from llm_compare.loading.gguf.header import GgufHeader
+    from llm_compare.loading.gguf.unpack import llama_config
 
     meta = {"general.architecture": "llama", "llama.embedding_length": 64, "llama.attention.head_count": 4,
             "tokenizer.ggml.tokens": ["a", "b"]}

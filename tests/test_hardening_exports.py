@@ -13,9 +13,11 @@ import pytest
 
 from conftest import REPO, USER_CACHE, build_tiny_chat_model, start_app_env
 from llm_compare.errors import UserError
-from llm_compare.loading import gguf_export, hf, resolve_source
-from llm_compare.loading.gguf_arch import plan_export
-from llm_compare.loading.gguf_export import cache_dir, cached_problem, exported_gguf
+from llm_compare.loading import resolve_source
+from llm_compare.loading.gguf import cache
+from llm_compare.loading.gguf import export as gguf_export
+from llm_compare.loading.gguf.plan import plan_export
+from llm_compare.loading.gguf.export import cache_dir, cached_problem, exported_gguf
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def export_folder(directory):
 EXPORT = textwrap.dedent("""
     import os, sys, time
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_export import exported_gguf
+    from llm_compare.loading.gguf.export import exported_gguf
 
     def paused(done, total, what):  # after the first tensor: wait until the test says go
         print(done, total, flush=True)
@@ -123,13 +125,13 @@ def test_disk_full_during_a_conversion_is_one_line_with_nothing_partial_left(pri
     def fills(path, header, tmp, progress):
         fill_disk(tmp / "model.safetensors")
 
-    monkeypatch.setattr(hf, "write_model_directory", fills)
+    monkeypatch.setattr(cache, "write_model_directory", fills)
     gguf = embedded_path("smollm2")
     with pytest.raises(UserError) as err:
-        hf.convert_gguf(gguf)
+        cache.convert_gguf(gguf)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"converting {gguf.name} for transformers: the disk filled up")
-    assert [p.name for p in (private_cache / "gguf").iterdir()] == [hf.gguf_cache_dir(gguf).name + ".lock"]
+    assert [p.name for p in (private_cache / "gguf").iterdir()] == [cache.gguf_cache_dir(gguf).name + ".lock"]
 
 
 def test_another_os_error_during_an_export_is_one_line_too(tiny_dir, private_cache, monkeypatch):

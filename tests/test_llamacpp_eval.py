@@ -30,7 +30,7 @@ def model_path(request, tiny_model_dir, private_cache):
 
         return embedded_path("smollm2")
     from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_export import exported_gguf
+    from llm_compare.loading.gguf.export import exported_gguf
 
     return exported_gguf(resolve_source(str(tiny_model_dir)), "gguf-f32")
 

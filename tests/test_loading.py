@@ -12,7 +12,7 @@ from llm_compare.chat_formats import RawFormat, TemplateFormat, choose_format, n
 from llm_compare.engine import stream_reply
 from llm_compare.errors import UserError
 from llm_compare.loading import embedded_path, load_model, resolve_source
-from llm_compare.loading.hf import gguf_cache_dir
+from llm_compare.loading.gguf.cache import gguf_cache_dir
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
 

@@ -340,7 +340,7 @@ def test_gguf_header_keeps_per_layer_numbers_and_skips_the_vocabulary_unless_ask
     import numpy as np
     from gguf import GGUFWriter
 
-    from llm_compare.loading.gguf import read_header
+    from llm_compare.loading.gguf.header import read_header
 
     path = tmp_path / "per-layer.gguf"
     writer = GGUFWriter(str(path), "llama")

@@ -10,7 +10,8 @@ from llm_compare.engine import Metrics, SideState
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.presets import Preset
-from llm_compare.report import PairResult, Report, md_cell, render_html, run_suite
+from llm_compare.markup import md_cell
+from llm_compare.report import PairResult, Report, render_html, run_suite
 from llm_compare.specs import spec_from_source
 from llm_compare.store import VoteStore
 

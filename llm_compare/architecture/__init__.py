@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import logging
 
+from llm_compare.architecture.bandwidth import memory_bandwidth
 from llm_compare.architecture.facts import KEYS, describe
+from llm_compare.errors import UserError
 
 __all__ = ["KEYS", "describe", "describe_many"]
 
 
 def describe_many(specs, measure_bandwidth: bool = True) -> list[dict]:
     """Facts per spec; a spec nothing can be read of becomes {"name", "error"} (never raises)."""
-    from llm_compare.errors import UserError
-
     bandwidth = None
     if measure_bandwidth:
-        from llm_compare.architecture.bandwidth import memory_bandwidth
-
         bandwidth = memory_bandwidth()
     out, read = [], {}
     for spec in specs:

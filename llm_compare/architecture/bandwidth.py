@@ -12,6 +12,9 @@ import statistics
 import threading
 import time
 
+from llm_compare.machine import cached_probe, machine_key
+from llm_compare.threads import cpu_cores, use_torch_threads
+
 PROBE_MIB = 256  # beyond any L3 cache seen (EPYC: 32 MiB per CCD); ~0.1 s per pass
 PROBE_RUNS = 5
 
@@ -30,8 +33,6 @@ def read_bandwidth(sum_fn, nbytes: int, runs: int) -> float:
 def torch_sum_bandwidth(mib: int = PROBE_MIB, runs: int = PROBE_RUNS, threads: int | None = None) -> float:
     """Read bandwidth of a torch float32 sum with `threads` (default: all cores), in a fresh thread."""
     import torch
-
-    from llm_compare.threads import cpu_cores, use_torch_threads
 
     out: dict = {}
 
@@ -54,9 +55,6 @@ def torch_sum_bandwidth(mib: int = PROBE_MIB, runs: int = PROBE_RUNS, threads: i
 def memory_bandwidth() -> float:
     """Bytes/s, measured on the first call on this machine (CPU model, flags, torch version) and cached."""
     import torch
-
-    from llm_compare.machine import cached_probe, machine_key
-    from llm_compare.threads import cpu_cores
 
     def measure() -> float:  # the best of one thread and all: on a busy box OpenMP threads wait for each other
         return max(torch_sum_bandwidth(threads=n) for n in sorted({1, cpu_cores()}))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 
 from llm_compare.architecture import sizes, tensors
-from llm_compare.architecture.read import Reading, read_source
+from llm_compare.architecture.read import Reading
+from llm_compare.architecture.sources import read_source
 from llm_compare.architecture.tokens import tokenizer_facts
 from llm_compare.errors import UserError
+from llm_compare.loading.memory import count_parameters, weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,6 @@ def memory_facts(reading: Reading, out: dict, bandwidth: float | None) -> dict:
 def other_class_totals(reading: Reading) -> dict:
     """Total and bf16 / int8 sizes of a transformers class tensors.py does not describe, counted
     on the meta device (no memory) by `loading.memory.count_parameters`; {} when it cannot."""
-    from llm_compare.loading.memory import count_parameters, weight_bytes
-
     if not reading.raw:
         return {}
     try:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from llm_compare.architecture.read import Reading, shape_facts, table_for
 from llm_compare.errors import UserError
+from llm_compare.loading.legacy_chatglm3 import glm_config
+from llm_compare.loading.legacy_qwen import qwen2_config
+from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 
 FAMILIES = {"chatglm3": ("ChatGLM3 (GLM, decoder-only)", "GlmForCausalLM", "glm"),
             "qwen": ("Qwen-1 (decoder-only)", "Qwen2ForCausalLM", "qwen2")}
@@ -26,11 +30,7 @@ RAW_KEYS = {  # native key: raw key, for configs the mapping refuses
 def native_config(kind: str, raw: dict, where):
     """The native transformers config the legacy loader would build (UserError when it refuses)."""
     if kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import glm_config
-
         return glm_config(raw, where)
-    from llm_compare.loading.legacy_qwen import qwen2_config
-
     return qwen2_config(raw, where)
 
 
@@ -77,11 +77,7 @@ def read_legacy(source) -> Reading:
 def legacy_tokenizer(kind: str, path):
     """The native tokenizer and the original chat() format of a seed checkpoint (no weights read)."""
     if kind == "chatglm3":
-        from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
-
         tokenizer = load_chatglm3_tokenizer(path)
         return tokenizer, ChatGLM3Format(tokenizer)
-    from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
-
     tokenizer = load_qwen_tokenizer(path)
     return tokenizer, QwenFormat(tokenizer)

@@ -1,5 +1,6 @@
-"""Read a model's architecture without its weights: config.json (native, or a seed format through
-the legacy loaders' own config mapping) or a GGUF header, into one set of native-named facts.
+"""A native config.json's architecture without its weights, and what every reader shares: the `Reading`
+of one source in native config names (a seed format: `legacy.py`; a GGUF header: `read_gguf.py`;
+which reader a source takes: `sources.py`).
 
 Facts not in the source stay None and are listed in `not_stated`; nothing is guessed. Values the
 model class defines when the config is silent (a llama-class head dimension is hidden / heads)
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from llm_compare.architecture.tensors import llama_shaped
+from llm_compare.chat_formats import choose_format
 from llm_compare.errors import UserError
 from llm_compare.specs import shape_problems
 
@@ -108,62 +110,6 @@ def table_for(facts: dict, cfg: dict, model_type: str | None) -> dict | None:
     return llama_shaped(shape)
 
 
-def read_source(spec) -> Reading:
-    """A Reading for a spec; UserError only when nothing at all can be read (bad path, not a model)."""
-    if spec.backend == "openai" or spec.source.startswith(("http://", "https://")):
-        return Reading("remote", "unknown", None, f"OpenAI-compatible server at {spec.source}", notes=[
-            "a remote server exposes no config, tokenizer or weights: the architecture cannot be known from here"])
-    source = resolve_for_facts(spec.source)
-    if source.kind == "hub":
-        return Reading("hub", "unknown", None, f"hub id {source.hub_id}", notes=[
-            "a hub id is not read (no download): pass the downloaded model directory"])
-    if source.kind == "gguf":
-        from llm_compare.architecture.gguf_header import read_gguf
-
-        return read_gguf(source.path)
-    if source.kind in ("chatglm3", "qwen"):
-        from llm_compare.architecture.legacy import read_legacy
-
-        return read_legacy(source)
-    return read_native_dir(source.path, source.config)
-
-
-def resolve_for_facts(source_text: str):
-    """`loading.resolve_source`, but a directory with a config.json and no weight files is still
-    described (its config is all this needs)."""
-    from llm_compare.loading import Source, read_config, resolve_source
-
-    try:
-        return resolve_source(source_text, check_sizes=False)  # impossible sizes are shown as invalid
-    except UserError:
-        path = Path(source_text).expanduser()
-        if not (path.is_dir() and (path / "config.json").is_file()):
-            raise
-        return Source("hf_dir", path, config=read_config(path))
-
-
-def source_widths(source_text: str) -> tuple[int, int] | None:
-    """(hidden, MLP width) of a model as the project loads it, from its config.json or GGUF header
-    (no weights read), through the same config mappings as the architecture readers (Qwen-1's
-    intermediate_size counts both halves of its gated MLP: the legacy mapping halves it).
-    None when the source does not state both; UserError when nothing can be read."""
-    source = resolve_for_facts(source_text)
-    if source.kind == "gguf":
-        from llm_compare.architecture.gguf_header import native_keys
-        from llm_compare.loading.gguf import check_gguf
-
-        cfg = native_keys(check_gguf(source.path).metadata.get)[1]
-    elif source.kind in ("chatglm3", "qwen"):
-        from llm_compare.architecture.legacy import legacy_config
-
-        cfg = legacy_config(source)[0]
-    else:
-        raw = source.config or {}
-        cfg = native_names(raw, raw.get("model_type"))
-    hidden, mlp = cfg.get("hidden_size"), cfg.get("intermediate_size")
-    return (hidden, mlp) if isinstance(hidden, int) and isinstance(mlp, int) else None
-
-
 def native_names(raw: dict, model_type) -> dict:
     """The config with the class's own aliases (GPT-2's n_layer, n_head, ...) under the native names."""
     try:
@@ -201,8 +147,6 @@ def hf_tokenizer(directory, **kwargs):
 
 def with_format(tokenizer):
     """(tokenizer, its chat-template format or None when it has none)."""
-    from llm_compare.chat_formats import choose_format
-
     try:
         return tokenizer, choose_format("auto", tokenizer)
     except UserError:

@@ -11,6 +11,9 @@ import html
 import textwrap
 from typing import Callable
 
+from llm_compare.machine import cpu_model
+from llm_compare.markup import md_cell
+
 MISSING = "unknown"
 NOT_APPLICABLE = "–"
 MAX_SPECIALS = 12  # special tokens listed by name in the table; the rest counted
@@ -105,8 +108,6 @@ def first_turn(f: dict) -> str:
 
 
 def bandwidth(f: dict) -> str:
-    from llm_compare.machine import cpu_model
-
     bw = f.get("memory_bandwidth_bytes_per_s")
     return value(f, "memory_bandwidth_bytes_per_s") if bw is None else f"{bw / 1e9:.1f} GB/s ({cpu_model()})"
 
@@ -218,8 +219,6 @@ def render_text(facts: list[dict], width: int = 44) -> str:
 
 def render_markdown(facts: list[dict]) -> str:
     """A Markdown table (model text escaped) with a ≠ column marking rows that differ."""
-    from llm_compare.report import md_cell
-
     out = ["| ≠ | | " + " | ".join(md_cell(h) for h in headers(facts)) + " |",
            "|---|---|" + "---|" * len(facts)]
     for section, label, values, differs in rows(facts):

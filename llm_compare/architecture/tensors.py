@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+from llm_compare.loading.gguf.header import BLOCKS
 from llm_compare.specs import GGUF_DTYPES
 
 PARTS = ("embeddings", "attention", "mlp", "norms", "output_head")
@@ -111,8 +112,6 @@ def tensor_type(name: str, dims: tuple[int, ...], gguf_type: str, layers: int) -
 
 def block_of(type_name: str) -> tuple[int, int]:
     """(weights per block, bytes per block) of a ggml type."""
-    from llm_compare.loading.gguf import BLOCKS
-
     return BLOCKS[GGML_TYPES[type_name]]
 
 

@@ -13,6 +13,7 @@ import threading
 from typing import Callable
 
 from llm_compare import drafts
+from llm_compare.backends.llamacpp_eval import evaluate, keep_prefix
 
 PROBE_CONTEXT = 32  # tokens in the cache while the probe times a pass: a decode-like state
 PROBE_COMPARED = 4  # tokens whose logits the probe compares, batched against one at a time
@@ -95,8 +96,6 @@ class LlamaForward:
         self.seq: list[int] = []
 
     def evaluate(self, ids: list[int], rows: int):
-        from llm_compare.backends.llamacpp_eval import evaluate
-
         self.seq.extend(ids)  # what the cache already holds of it is kept (kv_states.prepare_llama)
         found = evaluate(self.llm, self.seq, all_rows=rows > 1)
         if self.indices:
@@ -104,8 +103,6 @@ class LlamaForward:
         return found.logits[-rows:] if rows > 1 else [found.logits]
 
     def keep(self, n: int) -> None:
-        from llm_compare.backends.llamacpp_eval import keep_prefix
-
         del self.seq[n:]
         keep_prefix(self.llm, n)
 
@@ -124,7 +121,7 @@ def probe_tokens(vocab: int) -> tuple[list[int], list[int]]:
 
 def seconds_for_rows(new_forward: Callable, vocab: int, budget_s: float = 0.3) -> Callable[[int], float]:
     """`seconds(r)`: the fastest of a few forward passes over r new tokens after PROBE_CONTEXT cached ones."""
-    from llm_compare.cpu_probe import _timed
+    from llm_compare.cpu_probe import _timed  # reason: torch
 
     context, after = probe_tokens(vocab)
 
@@ -186,7 +183,7 @@ def torch_decode(model, ids: list[int], params, stop, stop_ids, streamer, length
     `cache` holds the first `cached` prompt ids already. Returns the cache and the ids it holds."""
     import torch
 
-    from llm_compare.backends.llamacpp_exported import NextToken
+    from llm_compare.backends.sampling import NextToken  # reason: transformers
 
     lm, sink = TorchForward(model, cache, cached), TokenSink(streamer)
     streamer.put(torch.tensor([ids]))  # generate() puts the prompt first; the streamer skips it

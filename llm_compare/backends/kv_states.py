@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from llm_compare.backends.llamacpp_eval import common_prefix
+from llm_compare.backends.llamacpp_eval import (common_prefix, held_ids, keep_prefix, restore_sequence,
+                                                reusable_prefix, saved_sequence)
 from llm_compare.loading.memory import APP_BYTES
 
 
@@ -116,10 +117,6 @@ def prepare_llama(llm, ids, saved: SavedCaches, reuse: bool = True) -> int:
     request is saved too (another conversation arriving with no saved cache of its own).
     `reuse=False`: the cache is emptied and every id is evaluated afresh.
     """
-    from llm_compare.backends.llamacpp_eval import (
-        held_ids, keep_prefix, restore_sequence, reusable_prefix, saved_sequence,
-    )
-
     if not reuse:
         return keep_prefix(llm, 0)
     live = reusable_prefix(llm, ids)

@@ -28,19 +28,21 @@ from typing import Iterator, Sequence
 import psutil
 
 from llm_compare import cpu_probe
+from llm_compare.architecture.tokens import plain_ids
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
-from llm_compare.backends.drafting import draft_length, llama_decode
+from llm_compare.backends.drafting import LlamaForward, draft_length, llama_decode, measured_probe
+from llm_compare.backends.gguf_text import GgufPrompt, Utf8Pieces, gguf_path
 from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.backends.llamacpp_eval import common_prefix, evaluate_blocks, held_ids
-from llm_compare.chat_formats import normalize_messages
+from llm_compare.backends.llamacpp_exported import GGML_TYPES, generate_ids
 from llm_compare.errors import UserError
+from llm_compare.loading.gguf.header import trained_context
 from llm_compare.loading.memory import APP_BYTES, available_bytes, count_gguf, saved_caches_budget
 from llm_compare.machine import anon_rss, rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
-from llm_compare.loading.gguf import trained_context
 from llm_compare.specs import KV_VALUE_BYTES, reserved_context
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
@@ -53,91 +55,11 @@ def llama_cpp_version() -> str:
     return getattr(llama_cpp, "__version__", "?")
 
 
-def gguf_path(source: str) -> Path:
-    """The GGUF file a llamacpp spec names ("embedded:NAME" or a path), checked to exist and be whole."""
-    from llm_compare.loading import embedded_path
-    from llm_compare.loading.gguf import check_gguf
-
-    if source.startswith("embedded:"):
-        path = embedded_path(source.split(":", 1)[1])
-    else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise UserError(f"GGUF file {path} does not exist; the llamacpp backend needs a .gguf file")
-        if path.suffix.lower() != ".gguf":
-            raise UserError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
-    check_gguf(path)  # a cut file: one line here, not a failure inside llama.cpp
-    return path
-
-
 def llama_cpp_threads(llm, n_threads: int) -> None:
     """Threads for this stream (the policy may change them between replies)."""
     import llama_cpp
 
     llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
-
-
-class Utf8Pieces:
-    """Token bytes -> text, holding back an incomplete multi-byte character until its rest arrives."""
-
-    def __init__(self):
-        self.pending = b""
-
-    def feed(self, data: bytes) -> str:
-        data = self.pending + data
-        for cut in range(len(data), max(-1, len(data) - 4), -1):  # a char is at most 4 bytes
-            try:
-                text = data[:cut].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self.pending = data[cut:]
-            return text
-        self.pending = b""
-        return data.decode("utf-8", errors="replace")
-
-    def flush(self) -> str:
-        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
-        return text
-
-
-class GgufPrompt:
-    """Conversation -> prompt ids: the GGUF's chat template ("auto"/"template") or plain text ("raw")."""
-
-    def __init__(self, llm, chat_format: str, path: Path):
-        self.llm = llm
-        self.name = "raw" if chat_format == "raw" else "template"
-        if chat_format in ("chatglm3", "qwen"):
-            raise UserError(
-                f"chat_format {chat_format!r} is not available for the llamacpp backend; "
-                "use \"auto\" (the GGUF's template) or \"raw\""
-            )
-        self.formatter = None
-        if self.name == "template":
-            template = llm.metadata.get("tokenizer.chat_template")
-            if not template:
-                raise UserError(f"{path.name} has no chat template; set chat_format = \"raw\" for it")
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            model = llm._model
-            eos, bos = llm.token_eos(), llm.token_bos()
-            self.formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=model.token_get_text(eos) if eos != -1 else "",
-                bos_token=model.token_get_text(bos) if bos != -1 else "",
-            )
-
-    def encode(self, messages: Messages) -> list[int]:
-        messages = normalize_messages(messages)
-        if self.formatter is None:
-            text = "\n".join(m["content"] for m in messages if m["content"])
-            return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-        try:
-            rendered = self.formatter(messages=messages)
-        except Exception as e:  # jinja errors from the template itself (e.g. "roles must alternate")
-            raise UserError(f"the model's chat template refused this conversation: {e}") from None
-        return self.llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
 
 
 class LlamaCppBackend(Backend):
@@ -185,8 +107,6 @@ class LlamaCppBackend(Backend):
 
     def context_kv_bytes(self) -> int:
         """KV cache of one full context of this model in its cache type (a saved conversation's ceiling)."""
-        from llm_compare.backends.llamacpp_exported import GGML_TYPES
-
         kind = {v: k for k, v in GGML_TYPES.items()}.get(self.open_kwargs.get("type_k"), "f16")
         return int(count_gguf(self.path).kv_per_token * self.n_ctx * KV_VALUE_BYTES[kind])
 
@@ -268,8 +188,6 @@ class LlamaCppBackend(Backend):
     def text_ids(self, text: str) -> list[int]:
         """Through the directory's tokenizer for an exported model, else the GGUF's own (llama.cpp)."""
         if self.text is not None:
-            from llm_compare.architecture.tokens import plain_ids
-
             return plain_ids(self.text.tokenizer, text, split_specials=True)
         return self.prompt.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
@@ -303,8 +221,6 @@ class LlamaCppBackend(Backend):
         """What drafting costs and whether it keeps replies, for this file here (drafts.verification_probe;
         measured once, on an idle instance)."""
         if self._draft_probe is None:
-            from llm_compare.backends.drafting import LlamaForward, measured_probe
-
             n_threads = self.best_threads()
             llm = self._idle.get()
             try:
@@ -361,8 +277,6 @@ class LlamaCppBackend(Backend):
             try:
                 reused[0] = prepare_llama(llm, ids, self.saved, self.reuse)
                 if self.text is not None:
-                    from llm_compare.backends.llamacpp_exported import generate_ids
-
                     llama_cpp_threads(llm, n_threads)
                     generate_ids(llm, ids, params, stop, self.text, emit_counted, length)
                 else:

@@ -16,9 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_compare import drafts
 from llm_compare.backends.base import TUNABLE
+from llm_compare.backends.drafting import LlamaForward
+from llm_compare.chat_formats import choose_format
+from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 from llm_compare.params import GenerationParams
 from llm_compare.specs import GGUF_KV_CACHE
+from llm_compare.threads import use_torch_threads
 
 
 @dataclass
@@ -40,12 +46,9 @@ def text_side(source, spec) -> TextSide:
     """Tokenizer, chat format, context and generation defaults of a resolved source, no weights read."""
     from transformers import GenerationConfig
 
-    from llm_compare.chat_formats import choose_format
-
     path = Path(source.path)
     if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import glm_config
-        from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+        from llm_compare.loading.legacy_chatglm3 import glm_config  # reason: torch
 
         tok = load_chatglm3_tokenizer(path)
         gen = GenerationConfig(eos_token_id=2, pad_token_id=0)
@@ -53,8 +56,7 @@ def text_side(source, spec) -> TextSide:
         return TextSide(tok, fmt, glm_config(source.config, path / "config.json").max_position_embeddings,
                         configured_generation(gen))
     if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import context_of, generation_defaults
-        from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
+        from llm_compare.loading.legacy_qwen import context_of, generation_defaults  # reason: torch
 
         tok = load_qwen_tokenizer(path)
         gen = GenerationConfig(**generation_defaults(path))
@@ -62,7 +64,7 @@ def text_side(source, spec) -> TextSide:
         return TextSide(tok, fmt, context_of(source.config, path / "config.json"), configured_generation(gen))
     from transformers import AutoConfig, AutoTokenizer
 
-    from llm_compare.loading.hf import context_length_of
+    from llm_compare.loading.hf import context_length_of  # reason: torch and transformers
 
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     gen = GenerationConfig.from_pretrained(path) if (path / "generation_config.json").is_file() else None
@@ -96,40 +98,11 @@ class IdDecoder:
         return piece
 
 
-class NextToken:
-    """The transformers path's choice of the next token, applied to llama.cpp's logits: the
-    repetition penalty over prompt + reply, then argmax (greedy) or the seeded sampler."""
-
-    def __init__(self, params: GenerationParams):
-        import torch
-        from transformers import RepetitionPenaltyLogitsProcessor
-
-        from llm_compare.backends.transformers import SeededSampler
-
-        self.torch = torch
-        penalty = params.repetition_penalty
-        self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty and penalty != 1.0 else None
-        self.sampler = None if params.greedy else SeededSampler(params.temperature, params.top_p, params.seed)
-
-    def __call__(self, logits, history: list[int]) -> int:
-        """The next token from one row of logits (numpy from llama.cpp, or a torch row from transformers)."""
-        torch = self.torch
-        scores = (logits.float() if isinstance(logits, torch.Tensor) else torch.from_numpy(logits))[None]
-        ids = torch.tensor([history], dtype=torch.long)
-        if self.penalty is not None:
-            scores = self.penalty(ids, scores)
-        if self.sampler is not None:
-            scores = self.sampler(ids, scores)
-        return int(scores[0].argmax())
-
-
 def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None) -> None:
     """Evaluate the prompt, then pick and emit tokens until a stop id, max_new_tokens or `stop`, one
     per step or several per step from verified drafts (`drafts.decode`; `length`: a DraftLength, or
     None for none). Emits (text, tokens, first_token_at, drafted) like the plain llama.cpp path."""
-    from llm_compare import drafts
-    from llm_compare.backends.drafting import LlamaForward
-    from llm_compare.threads import use_torch_threads
+    from llm_compare.backends.sampling import NextToken  # reason: torch and transformers
 
     # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
     use_torch_threads(1)
@@ -163,25 +136,3 @@ def kv_cache_kwargs(dtype: str, head_dim: int) -> dict:
     if kind == "q8_0" and head_dim % Q8_0_BLOCK:
         kind = "f16"
     return {"type_k": GGML_TYPES[kind], "type_v": GGML_TYPES[kind], "flash_attn": kind != "f32"}
-
-
-def open_exported(spec, progress=None):
-    """The backend for a model directory at a gguf-* dtype: the config and our tokenizer (read first,
-    so a broken directory fails before any export), the cached or freshly exported GGUF, llama.cpp."""
-    from llm_compare.backends.llamacpp import LlamaCppBackend
-    from llm_compare.errors import UserError
-    from llm_compare.loading import resolve_source
-    from llm_compare.loading.gguf_arch import head_dim, plan_export
-    from llm_compare.loading.gguf_export import discard, exported_gguf, terminal_progress
-
-    source = resolve_source(spec.source)
-    plan = plan_export(source)  # refuses what the exporter does not cover, before anything is read
-    text = text_side(source, spec)
-    progress = progress or terminal_progress()
-    kwargs = kv_cache_kwargs(spec.dtype, head_dim(plan.config))
-    path = exported_gguf(source, spec.dtype, progress)
-    try:
-        return LlamaCppBackend(spec, path=path, text=text, open_kwargs=kwargs)
-    except UserError as e:
-        discard(path, f"llama.cpp could not load it ({e})")
-        return LlamaCppBackend(spec, path=exported_gguf(source, spec.dtype, progress), text=text, open_kwargs=kwargs)

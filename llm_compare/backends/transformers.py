@@ -5,8 +5,8 @@ Three small pieces make it measurable and controllable:
   (a word-buffered streamer would otherwise delay the visible first token), and never emits half
   a UTF-8 character (streamed Chinese stays unbroken).
 - `StopOnEvent` ends generation within one token of `stop.set()`.
-- `SeededSampler` samples with its own `torch.Generator`, so two sampled streams running at once
-  are each reproducible from their seed (torch's global RNG would interleave them).
+- `SeededSampler` (`sampling.py`) samples with its own `torch.Generator`, so two sampled streams
+  running at once are each reproducible from their seed (torch's global RNG would interleave them).
 
 A reply's `DynamicCache` is kept (backends/kv_states.py): the next request whose ids share a
 prefix with it crops it to that prefix and passes it to `generate`, which evaluates only the rest.
@@ -22,15 +22,19 @@ import unicodedata
 from typing import Iterator, Sequence
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
+from transformers import GenerationConfig, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from llm_compare import cpu_probe, drafts
+from llm_compare.architecture.tokens import plain_ids
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
-from llm_compare.backends.drafting import draft_length, torch_decode
+from llm_compare.backends.drafting import TorchForward, draft_length, measured_probe, torch_decode
 from llm_compare.backends.kv_states import SavedCaches, is_another
+from llm_compare.backends.sampling import SeededSampler
+from llm_compare.loading.memory import KV_TOKENS, available_bytes, saved_caches_budget
 from llm_compare.params import TUNABLE, GenerationParams
+from llm_compare.progress import status
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
 class CountingStreamer(BaseStreamer):
@@ -103,30 +107,6 @@ class StopOnEvent(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
-
-
-class SeededSampler(LogitsProcessor):
-    """Temperature + top-p sampling from a private generator; leaves a one-hot for greedy search."""
-
-    def __init__(self, temperature: float, top_p: float, seed: int | None):
-        self.temperature, self.top_p = temperature, top_p
-        self.generator = torch.Generator()
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
-
-    def __call__(self, input_ids, scores):
-        logits = scores.float() / self.temperature
-        probs = torch.softmax(logits, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, order = torch.sort(probs, descending=True)
-            drop = (sorted_p.cumsum(-1) - sorted_p) > self.top_p  # keep the smallest set reaching top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-        choice = torch.multinomial(probs, 1, generator=self.generator)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, choice, 0.0)
 
 
 def generation_kwargs(chat_format, tokenizer, params: GenerationParams) -> dict:
@@ -207,8 +187,6 @@ def tensor_bytes(model) -> int:
 def conversation_budget(model) -> int:
     """Bytes of saved conversation caches this model keeps (loading.memory.saved_caches_budget), from
     its KV size per token (K and V of every layer, in the model's dtype) at KV_TOKENS tokens."""
-    from llm_compare.loading.memory import KV_TOKENS, available_bytes, saved_caches_budget
-
     c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     heads = getattr(c, "num_attention_heads", 0) or 0
     head_dim = getattr(c, "head_dim", None) or (getattr(c, "hidden_size", 0) // heads if heads else 0)
@@ -284,8 +262,6 @@ class TransformersBackend(Backend):
 
     def _seconds_per_token(self, n_threads: int) -> float:
         """One decode-sized forward pass (one token, every weight read once) with `n_threads`."""
-        from llm_compare.progress import status
-
         status(f"measuring decode speed with {n_threads} thread(s) (once per machine and model size: "
                "a few forward passes, seconds for a small model)")
         ids = torch.tensor([[self.tokenizer.eos_token_id or 0]], dtype=torch.long)
@@ -300,8 +276,6 @@ class TransformersBackend(Backend):
     def draft_probe(self) -> dict | None:
         """What drafting costs and whether it keeps replies, for this model here (drafts.verification_probe)."""
         if self._draft_probe is None:
-            from llm_compare.backends.drafting import TorchForward, measured_probe
-
             n_threads = self.best_threads()
 
             def run():
@@ -326,8 +300,6 @@ class TransformersBackend(Backend):
         return list(self.chat_format.encode(messages))
 
     def text_ids(self, text: str) -> list[int]:
-        from llm_compare.architecture.tokens import plain_ids
-
         return plain_ids(self.tokenizer, text, split_specials=True)
 
     def prompt_logits(self, ids: Sequence[int], *, last_only: bool = False, rows: int | None = None,

@@ -15,11 +15,19 @@ from dataclasses import dataclass
 
 import psutil
 
+from llm_compare import cpu_probe, gguf_probe
+from llm_compare.architecture.table import size
+from llm_compare.dtype_choice import choose, ram_fits
 from llm_compare.errors import UserError
-from llm_compare.loading.gguf import trained_context
-from llm_compare.loading.memory import GiB
-from llm_compare.loading.memory import gib as _gib
-from llm_compare.specs import AUTO_DTYPE, DTYPES, GGUF_DTYPES, load_registry, reserved_context, spec_from_source
+from llm_compare.loading import resolve_source
+from llm_compare.loading.gguf.export import disk_needs
+from llm_compare.loading.gguf.header import trained_context
+from llm_compare.loading.gguf.plan import exported_context
+from llm_compare.loading.memory import (APP_BYTES, GiB, SAVED_CONTEXTS, SAVED_SHARE, available_bytes,
+                                        estimate, gib as _gib, saved_caches_budget)
+from llm_compare.machine import cpu_model
+from llm_compare.specs import (AUTO_DTYPE, DTYPES, GGUF_DTYPES, ModelSpec, load_registry, reserved_context,
+                               spec_from_source)
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
@@ -97,8 +105,6 @@ def _adhoc_spec(path: str):
     try:
         return spec_from_source(path)
     except UserError:  # not a path or hub id: let resolve_source name the problem below
-        from llm_compare.specs import ModelSpec
-
         return ModelSpec(name=path, source=path)
 
 
@@ -135,9 +141,6 @@ def check_system(report: DoctorReport) -> None:
 
 def check_cpu_defaults(report: DoctorReport) -> None:
     """What the CPU probe measured here and chose (cpu_probe.py; measured now if not cached)."""
-    from llm_compare import cpu_probe, gguf_probe
-    from llm_compare.machine import cpu_model
-
     report.say(f"CPU model: {cpu_model()}; defaults measured on it (cached per machine, see cpu_probe.py):")
     for line in cpu_probe.summary_lines(*cpu_probe.model_width("embedded:smollm2")):
         report.say(f"  {line}")
@@ -147,9 +150,6 @@ def check_cpu_defaults(report: DoctorReport) -> None:
 
 def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None = None) -> dict | None:
     """Report one model; returns {dtype: Estimate} (None when it cannot be sized)."""
-    from llm_compare.loading import resolve_source
-    from llm_compare.loading.memory import available_bytes, estimate
-
     report.say(f"{spec.name}  [{spec.backend}, {spec.dtype}]  {spec.source}")
     if spec.backend == "openai":
         report.say("  remote server: no local memory needed")
@@ -174,8 +174,6 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
         return None
     free = available_bytes() if free is None else free
     if spec.backend == "transformers" and spec.dtype == AUTO_DTYPE:
-        from llm_compare.dtype_choice import choose, ram_fits
-
         report.say(f"  {choose(spec, ram_fits(spec, available=free)).line}")
     dtypes = list(DTYPES) if all_dtypes and spec.backend == "transformers" else [spec.dtype]
     estimates = {}
@@ -209,8 +207,6 @@ def loader_line(spec, source) -> str:
         context = reserved_context(spec.context, trained_context(source.path))
         return f"GGUF file run by llama.cpp as it is ({context}-token context)"
     if spec.dtype in GGUF_DTYPES:
-        from llm_compare.loading.gguf_arch import exported_context
-
         context = reserved_context(spec.context, exported_context(source))
         return f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
     return loader
@@ -218,9 +214,6 @@ def loader_line(spec, source) -> str:
 
 def saved_caches_line(est, free: int) -> str:
     """What the model may keep for conversations waiting their turn (backends/kv_states.py)."""
-    from llm_compare.architecture.table import size
-    from llm_compare.loading.memory import SAVED_CONTEXTS, SAVED_SHARE, saved_caches_budget
-
     budget = saved_caches_budget(est.kv_bytes, max(0, free - est.resident_bytes))
     return (f"saved conversation caches: up to {size(budget)} ({SAVED_CONTEXTS} contexts of {size(est.kv_bytes)} "
             f"KV cache, at most {SAVED_SHARE:.0%} of the RAM left free; least recently used dropped first)")
@@ -228,9 +221,6 @@ def saved_caches_line(est, free: int) -> str:
 
 def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
     """The gguf-* dtypes (llama.cpp on an exported file) that fit this machine's RAM and disk."""
-    from llm_compare.loading.gguf_export import disk_needs
-    from llm_compare.loading.memory import estimate
-
     try:
         folder, free_disk, needed = disk_needs(source)
     except UserError as e:
@@ -247,8 +237,6 @@ def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
 
 def check_pair(specs, report: DoctorReport, free: int | None = None) -> None:
     """Both default models at once, as the app loads them (unless load-on-demand is on)."""
-    from llm_compare.loading.memory import APP_BYTES, estimate
-
     try:
         ests = [estimate(s.source, s.dtype, s.backend) for s in specs]
     except UserError:

@@ -6,6 +6,8 @@ import sys
 from collections import Counter
 
 from llm_compare.errors import UserError
+from llm_compare.judge import pick_battles, run_judge
+from llm_compare.judge_local import make_judge
 from llm_compare.pool import ModelPool
 from llm_compare.specs import DTYPES, load_registry
 from llm_compare.store import open_store
@@ -59,9 +61,6 @@ def summary(run, judge_name: str) -> str:
 
 
 def run(args) -> int:
-    from llm_compare.judge import pick_battles, run_judge
-    from llm_compare.judge_local import make_judge
-
     spec = judge_spec(args.judge, args.registry, args.dtype, args.timeout, args.trust_remote_code)
     with open_store(args.db, must_exist=True, note_readonly=False) as store:
         if store.readonly:

@@ -8,11 +8,13 @@ import sys
 from llm_compare.commands.flags import add_generation_args, add_model_args, settings_from_args, specs_from_args
 from llm_compare.commands.judge import judge_spec, line_progress
 from llm_compare.errors import UserError
+from llm_compare.fidelity import answers_fidelity
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_suite
 from llm_compare.report import check_out_dir, progress_bar, run_suite, write_report
 from llm_compare.report_verdict import judge_report, verdict_status
 from llm_compare.store import open_store
+from llm_compare.turn import messages_for
 
 
 def configure(p):
@@ -44,9 +46,6 @@ def writable_store(flag):
 
 def add_fidelity(report, pool, system) -> None:
     """The report's token-fidelity section: B teacher-forced over A's answers (skipped with a reason)."""
-    from llm_compare.fidelity import answers_fidelity
-    from llm_compare.turn import messages_for
-
     print("token fidelity: B reads A's answers …", file=sys.stderr)
     answers = [(r.preset.label, messages_for(r.preset.text, system), r.a.text) for r in report.results if not r.a.error]
     report.fidelity, report.fidelity_skipped = answers_fidelity(pool.get(report.spec_a), pool.get(report.spec_b),

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from llm_compare.errors import UserError
-from llm_compare.loading.quantize import quantize_int8
+from llm_compare.loading.quantize import quantize_int8, torch_dtype
 
 # (source name, tensor) -> [(native name, tensor), ...]; [] drops the tensor, None: unknown name
 Converter = Callable[[str, torch.Tensor], "list[tuple[str, torch.Tensor]] | None"]
@@ -280,8 +280,6 @@ def load_legacy_weights(directory: Path, spec, config, convert: Converter, gener
     """The legacy loaders' shared path: weights at spec.dtype (int8: bf16 then quantized), and a
     generation_config holding the checkpoint's own defaults (`generation`)."""
     from transformers import GenerationConfig
-
-    from llm_compare.loading.hf import torch_dtype
 
     model = load_checkpoint(directory, config, convert, torch_dtype(spec.dtype), what)
     model.generation_config = GenerationConfig(**generation)

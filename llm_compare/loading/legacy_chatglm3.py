@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.loading import LoadedModel, assemble_legacy, read_config
 from llm_compare.loading.checkpoint import load_legacy_weights, renaming_converter
+from llm_compare.loading.source import LoadedModel, assemble_legacy, read_config
+from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
 
 REQUIRED = (
     "num_layers", "hidden_size", "ffn_hidden_size", "kv_channels", "num_attention_heads", "padded_vocab_size",
@@ -130,7 +131,5 @@ def load_chatglm3_model(path: Path, spec):
 
 
 def load_chatglm3(path: Path, spec) -> LoadedModel:
-    from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
-
     return assemble_legacy(Path(path), spec, load_tokenizer=load_chatglm3_tokenizer, native_format=ChatGLM3Format,
                            load_weights=load_chatglm3_model, loader="chatglm3")

@@ -16,8 +16,9 @@ import re
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.loading import LoadedModel, assemble_legacy, read_config
 from llm_compare.loading.checkpoint import load_legacy_weights, renaming_converter
+from llm_compare.loading.source import LoadedModel, assemble_legacy, read_config
+from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,5 @@ def load_qwen_model(path: Path, spec):
 
 
 def load_qwen(path: Path, spec) -> LoadedModel:
-    from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
-
     return assemble_legacy(Path(path), spec, load_tokenizer=load_qwen_tokenizer, native_format=QwenFormat,
                            load_weights=load_qwen_model, loader="qwen")

@@ -23,6 +23,9 @@ import psutil
 import torch
 
 from llm_compare.errors import UserError
+from llm_compare.loading.gguf.header import check_gguf, trained_context
+from llm_compare.loading.gguf.plan import exported_context
+from llm_compare.loading.source import resolve_source
 from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT, check_shape, reserved_context
 
 GiB = 1024**3
@@ -157,8 +160,6 @@ def _count_on_meta(config: dict) -> ParamCount:
 
 def gguf_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes from a GGUF header (checked against the file size; no data read)."""
-    from llm_compare.loading.gguf import check_gguf
-
     return {t.name: t.dims for t in check_gguf(path).tensors}
 
 
@@ -195,8 +196,6 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
         return None
     if isinstance(source_or_config, dict):
         return _estimate_count(count_parameters(source_or_config), dtype, context)
-    from llm_compare.loading import resolve_source
-
     source = resolve_source(str(source_or_config))
     if source.kind == "hub":
         return None
@@ -204,15 +203,11 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
         count = count_gguf(source.path)
         if backend == "llamacpp":  # llama.cpp maps the file as is, plus its f16 KV cache
             size = source.path.stat().st_size
-            from llm_compare.loading.gguf import trained_context
-
             reserved = reserved_context(context, trained_context(source.path))
             kv = kv_cache_bytes(count, "f16", context=reserved)
             return Estimate(count.total, size, size + RUNTIME_OVERHEAD + kv, size + RUNTIME_OVERHEAD + kv, kv)
         return _estimate_count(count, dtype, context)
     if dtype in GGUF_KV_CACHE:  # exported once, then llama.cpp caps its KV cache at the trained context
-        from llm_compare.loading.gguf_arch import exported_context
-
         context = reserved_context(context, exported_context(source))
     return _estimate_count(count_parameters(source.config), dtype, context)
 

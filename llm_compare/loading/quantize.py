@@ -1,4 +1,5 @@
-"""int8 weight-only quantization: `quantize_int8(model)` swaps every nn.Linear for `Int8Linear`.
+"""The torch dtype each precision loads in (`torch_dtype`), and int8 weight-only quantization:
+`quantize_int8(model)` swaps every nn.Linear for `Int8Linear`.
 
 Two 6–7B models in bfloat16 do not fit a 24 GiB machine together; int8 weights halve the linear
 layers (sizes: `memory.weight_bytes`). Loaders read bfloat16 weights and quantize afterwards,
@@ -11,6 +12,14 @@ import ctypes
 
 import torch
 import torch.nn.functional as F
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The dtype weights are loaded in; int8 loads bfloat16 then quantizes the linear layers."""
+    return TORCH_DTYPES.get(name, torch.bfloat16)
+
 
 QUANT_ROWS = 256  # rows quantized at a time
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 
 from llm_compare.ratings import Leaderboard
-from llm_compare.report import md_cell
+from llm_compare.markup import md_cell
 from llm_compare.verdict import HUMAN, Verdict, agreement_lines, needed_text, style_lines, verdict
 
 HEADERS = ["Rank", "Model", "Rating", "95% CI", "Elo", "Battles", "W / T / L", "Win rate",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from llm_compare.loading.hf import convert_in_background
+from llm_compare.loading.gguf.cache import convert_in_background
 from llm_compare.pool import ModelPool
 from llm_compare.presets import load_presets
 from llm_compare.specs import MAX_UPLOAD_BYTES, load_registry

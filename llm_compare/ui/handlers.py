@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from llm_compare.errors import UserError
+from llm_compare.fidelity_view import last_answer_line
 from llm_compare.params import GenerationParams, settings_from_input
 from llm_compare.ui.leaderboard_tab import BoardView, leaderboard_outputs
 from llm_compare.ui.session import SIDES, AppContext, Conversation, Frame, final_frame, run_turn, vote
@@ -161,8 +162,6 @@ def make_stop(ctx: AppContext, view: CompareView):
 def make_fidelity(ctx: AppContext):
     def measure(conv):
         """Token fidelity of B to A over A's last answer, on request (fidelity_view.last_answer_line)."""
-        from llm_compare.fidelity_view import last_answer_line
-
         if conv.running:
             return "⏳ wait until both answers have finished, then measure"
         try:

@@ -17,6 +17,7 @@ from typing import Iterator
 from llm_compare.arena import draw_blind_pair, not_votable, record_pair
 from llm_compare.engine import PairState, SideState, require_prompt
 from llm_compare.errors import UserError
+from llm_compare.loading import resolve_source
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.specs import ModelSpec, Registry
@@ -47,8 +48,6 @@ class AppContext:
 
     def available_names(self) -> list[str]:
         """Registry models that can load here: a local source that exists, or a server (blind draws use these)."""
-        from llm_compare.loading import resolve_source
-
         names = []
         for name, spec in self.registry.models.items():
             if spec.backend == "openai":

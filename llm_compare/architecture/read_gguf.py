@@ -1,6 +1,6 @@
 """A GGUF file's architecture from its header: metadata keys and the tensor table, no tensor data.
 
-The header comes from `loading/gguf.py` (the one GGUF header reader; it also checks the file is
+The header comes from `loading/gguf/header.py` (the one GGUF header reader; it also checks the file is
 complete). llama.cpp's keys (`{arch}.block_count`, `{arch}.attention.head_count_kv`, ...) are renamed
 to the native config names the other sources use; anything absent stays "not stated".
 """
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llm_compare.architecture.read import GATED_ACTS, Reading, rope_facts, valid_sizes
+from llm_compare.architecture.read import GATED_ACTS, Reading, hf_tokenizer, rope_facts, valid_sizes, with_format
+from llm_compare.loading.gguf.header import check_gguf
+from llm_compare.loading.gguf.unpack import VOCAB_KEYS, byte_level_tokenizer, not_covered
 
 KEYS = {  # native config key: llama.cpp metadata key after "{arch}."
     "num_hidden_layers": "block_count",
@@ -61,8 +63,6 @@ def native_keys(metadata) -> tuple[str, dict]:
 
 
 def read_gguf(path: Path) -> Reading:
-    from llm_compare.loading.gguf import check_gguf
-
     header = check_gguf(path)  # a cut or foreign file: the project's one-line message
     meta = header.metadata
     arch, cfg = native_keys(meta.get)
@@ -129,10 +129,7 @@ def gguf_tokenizer(path: Path):
     """The tokenizer the transformers backend would use (the converted copy in the cache when there is
     one; else built from the header like the fast conversion does, or by transformers for what that
     does not cover), and its chat-template format."""
-    from llm_compare.architecture.read import hf_tokenizer, with_format
-    from llm_compare.loading.gguf import check_gguf
-    from llm_compare.loading.gguf_unpack import VOCAB_KEYS, byte_level_tokenizer, not_covered
-    from llm_compare.loading.hf import gguf_cache_dir
+    from llm_compare.loading.gguf.cache import gguf_cache_dir  # reason: torch and transformers
 
     cached = gguf_cache_dir(path)
     if (cached / "complete").exists():

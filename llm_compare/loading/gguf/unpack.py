@@ -3,14 +3,14 @@
 transformers' own GGUF loading (`from_pretrained(gguf_file=...)`) parses the file with
 `gguf.GGUFReader` once for the tokenizer, the config and the weights, and maps every tensor name
 through gguf's name tables: ≈30 s for the embedded 135M model on 2 cores, of which de-quantizing is
-≈2.5 s. Here the header is read once (`loading/gguf.py`), tensors are de-quantized with
+≈2.5 s. Here the header is read once (`loading/gguf/header.py`), tensors are de-quantized with
 `gguf.quants.dequantize` (the function transformers calls, so the floats are the same bits), q/k rows
 are put back from llama.cpp's adjacent-pair rope order exactly as transformers does, and the config and
 the byte-level BPE tokenizer are built from the metadata.
 
 Covered: `general.architecture` = "llama" with a "gpt2" (byte-level BPE) vocabulary split by GPT-2's
 rule, no rope scaling and only the plain llama tensors. `not_covered` names what is not, and
-`loading/hf.py` hands such a file to transformers' own conversion (slower, and it says so).
+`cache.py` hands such a file to transformers' own conversion (slower, and it says so).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm_compare.loading.gguf import GgufHeader, GgufTensor
-from llm_compare.loading.gguf_arch import LAYER_NAMES, TOP_NAMES
+from llm_compare.loading.gguf.header import GgufHeader, GgufTensor
+from llm_compare.loading.gguf.plan import LAYER_NAMES, TOP_NAMES
+from llm_compare.loading.gguf.vocab import byte_to_unicode
 from llm_compare.specs import check_shape
 
 VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
@@ -49,7 +50,7 @@ _GGML_TYPES = {0, 1, 30, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14}  # floats, legacy an
 
 
 def native_name(gguf_name: str) -> str | None:
-    """transformers' name for a llama GGUF tensor (the inverse of gguf_arch's export table)."""
+    """transformers' name for a llama GGUF tensor (the inverse of plan.py's export table)."""
     if gguf_name in _NATIVE_TOP:
         return _NATIVE_TOP[gguf_name]
     match = _LAYER.fullmatch(gguf_name)
@@ -138,8 +139,6 @@ def byte_level_tokenizer(header: GgufHeader):
     GPT-2's split and byte alphabet, control tokens special, user-defined tokens added whole."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from llm_compare.loading.gguf_vocab import byte_to_unicode
 
     meta = header.metadata
     tokens, types = meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type") or []

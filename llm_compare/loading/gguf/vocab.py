@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from llm_compare.errors import UserError
+from llm_compare.loading.tokenizer_chatglm3 import load_chatglm3_tokenizer
+from llm_compare.loading.tokenizer_qwen import ENDOFTEXT, IM_END, SPECIAL_TOKENS, read_ranks
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -125,8 +127,6 @@ def chatglm3_vocab(tokenizer) -> Vocab:
 
 
 def qwen_vocab(directory: Path) -> Vocab:
-    from llm_compare.loading.tokenizer_qwen import ENDOFTEXT, IM_END, SPECIAL_TOKENS, read_ranks
-
     ranks = read_ranks(directory / "qwen.tiktoken")
     by_rank = sorted(ranks, key=ranks.__getitem__)
     tokens = [spell(b) for b in by_rank]
@@ -187,8 +187,6 @@ def _token_text(value) -> str | None:
 
 def vocab_for(kind: str, directory: Path) -> Vocab:
     if kind == "chatglm3":
-        from llm_compare.loading.tokenizer_chatglm3 import load_chatglm3_tokenizer
-
         return chatglm3_vocab(load_chatglm3_tokenizer(directory))
     if kind == "qwen":
         return qwen_vocab(directory)

@@ -32,8 +32,8 @@ import psutil
 
 from llm_compare.errors import UserError
 from llm_compare.machine import cache_root, cache_write_error
-from llm_compare.loading.gguf_arch import ExportPlan, plan_export
-from llm_compare.loading.gguf_write import Progress, quantize, write_gguf
+from llm_compare.loading.gguf.plan import ExportPlan, plan_export
+from llm_compare.loading.gguf.write import Progress, quantize, write_gguf
 
 log = logging.getLogger(__name__)
 EXPORTER_VERSION = "2"  # bump when the written files change meaning (2: chat_template.jinja templates)

@@ -23,8 +23,10 @@ from typing import Callable, Iterator
 import torch
 
 from llm_compare.errors import UserError
-from llm_compare.loading import Source
 from llm_compare.loading.checkpoint import Shards, find_shards, read_shard
+from llm_compare.loading.legacy_chatglm3 import converter as glm_converter, glm_config
+from llm_compare.loading.legacy_qwen import converter as qwen_converter, qwen2_config
+from llm_compare.loading.source import Source
 
 # native model_type -> llama.cpp architecture
 NATIVE_ARCHES = {"llama": "llama", "qwen2": "qwen2", "glm": "chatglm"}
@@ -82,12 +84,8 @@ def export_config(source: Source):
     """The native transformers config an export of `source` is written from (no weights read), or a
     one-line refusal naming what is covered."""
     if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import glm_config
-
         return glm_config(source.config, source.path / "config.json")
     if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import qwen2_config
-
         return qwen2_config(source.config, source.path / "config.json")
     if source.kind == "gguf":
         raise UserError(f"{source.path.name} is already a GGUF file; use backend \"llamacpp\" for it, not a gguf-* dtype")
@@ -124,14 +122,11 @@ def plan_export(source: Source) -> ExportPlan:
     """The plan for a resolved source, or a one-line refusal naming what is covered."""
     config = export_config(source)
     if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import converter
-
-        return ExportPlan("chatglm", config, source.path, find_shards(source.path), converter(config),
+        return ExportPlan("chatglm", config, source.path, find_shards(source.path), glm_converter(config),
                           "chatglm3", "chatglm3")
     if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import converter
-
-        return ExportPlan("qwen2", config, source.path, find_shards(source.path), converter(config), "qwen", "Qwen-1")
+        return ExportPlan("qwen2", config, source.path, find_shards(source.path), qwen_converter(config),
+                          "qwen", "Qwen-1")
     model_type = source.config.get("model_type")
     shards = find_shards(source.path)
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from llm_compare.errors import UserError
-from llm_compare.loading.gguf_arch import ExportPlan, check_supported, entries, export_context, write_hparams
-from llm_compare.loading.gguf_vocab import vocab_for
+from llm_compare.loading.gguf.plan import ExportPlan, check_supported, entries, export_context, write_hparams
+from llm_compare.loading.gguf.vocab import vocab_for
 
 Progress = Callable[[int, int, str], None]  # (step done, steps in all, what is happening)
 # how the written tensors are stored: f32 everything; f16 matrices (vectors stay f32); "source":
