@@ -1,6 +1,7 @@
 """The draft loop (`drafts.decode`) on each local backend: how it evaluates tokens and trims its cache.
 
-`TorchForward` runs a transformers model forward with a `DynamicCache` it keeps and crops;
+`TorchForward` runs a transformers model forward with a `DynamicCache` it keeps and crops (its float32
+verification passes over a few rows multiply weights-first: `few_rows_linear`);
 `LlamaForward` runs llama.cpp with logits for every drafted row (`llamacpp_eval`). `measured_probe`
 times either over r new tokens and compares batched with one-at-a-time logits for
 `drafts.verification_probe`, which decides whether and how far drafting pays (and keeps replies)
