@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header  # noqa: E402
+from _common import header, run_heading, write_tables  # noqa: E402
 from seven_b import SEEDS, fit, long_prompt, prepare  # noqa: E402
 
-from llm_compare.machine import cpu_model  # noqa: E402
 
 PATHS = ("gguf-q4_k_m", "llama.cpp", "transformers bf16", "llama_cpp.server")
 LOCAL = PATHS[:3]
@@ -111,13 +110,13 @@ def start_server(file: Path, threads: int):
     import httpx
 
     from llm_compare.backends.openai import OpenAIBackend
-    from llm_compare.specs import LLAMACPP_CONTEXT, ModelSpec
+    from llm_compare.specs import CONTEXT_TOKENS, ModelSpec
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(file), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(LLAMACPP_CONTEXT), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
+           "--n_ctx", str(CONTEXT_TOKENS), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -245,14 +244,6 @@ def report(name: str, results: dict, paths) -> list[str]:
     return out
 
 
-def preamble(argv: list[str]) -> list[str]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
-    return [f"CPU {cpu_model()}, {os.cpu_count()} cores · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
-            f"commit {commit} · load average {os.getloadavg()[0]:.1f} at start",
-            f"`python bench/conversation.py {' '.join(argv)}`"]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=list(SEEDS), default=list(SEEDS))
@@ -275,8 +266,8 @@ def main() -> None:
         prepare(args, ("gguf-q4_k_m",))
         return
     header("conversations at seed size: first token per turn, with and without prefix reuse")
-    lines = preamble(sys.argv[1:])
-    print("\n".join(lines), flush=True)
+    heading, lines = run_heading(), []
+    print(heading, flush=True)
     dirs = prepare(args, ("gguf-q4_k_m",))
     for name in args.models:
         results: dict = {"depth": FULL_DEPTH[name]}
@@ -292,19 +283,7 @@ def main() -> None:
         lines += part
     lines.append(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     if args.markdown:
-        write_markdown(Path(args.markdown), lines)
-
-
-def write_markdown(path: Path, lines: list[str]) -> None:
-    """The tables between the file's bench markers (the prose around them stays), or a new file."""
-    start, end = "<!-- bench/conversation.py -->", "<!-- /bench/conversation.py -->"
-    block = "\n".join([start, *lines, end])
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if start in text and end in text:
-        text = text.split(start)[0] + block + text.split(end, 1)[1]
-    else:
-        text = "# Conversations at seed size\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
+        write_tables(args.markdown, __file__, heading, lines, "Conversations at seed size")
 
 
 if __name__ == "__main__":

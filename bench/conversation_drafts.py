@@ -21,14 +21,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header  # noqa: E402
+from _common import header, run_heading, write_tables  # noqa: E402
 
 from llm_compare import drafts  # noqa: E402
-from llm_compare.machine import cpu_model  # noqa: E402
 
 PATHS = {  # name: (registry-like spec fields, LLM_COMPARE_DRAFTS value for the drafted runs)
     "transformers fp32": (dict(dtype="float32"), "auto"),
@@ -149,14 +147,14 @@ def child(directory: str, path: str) -> None:
     """Part 2, one process per path and depth: JSON {rows: seconds of one pass over that many new tokens}."""
     from llm_compare.backends import open_backend
     from llm_compare.backends.drafting import LlamaForward, TorchForward, seconds_for_rows
-    from llm_compare.specs import ModelSpec
+    from llm_compare.specs import ModelSpec, is_gguf_dtype
     from llm_compare.threads import cpu_cores, use_torch_threads
 
     import torch
 
     spec = ModelSpec(name="bench", source=directory, dtype=path, threads=cpu_cores())
     backend = open_backend(spec)
-    if path.startswith("gguf"):
+    if is_gguf_dtype(path):
         llm = backend._idle.get()
         seconds = seconds_for_rows(lambda: LlamaForward(llm), llm.n_vocab(), budget_s=1.0)
     else:
@@ -173,13 +171,14 @@ def seven_b_dirs(args) -> dict[int, Path]:
 
     from llm_compare.loading import resolve_source
     from llm_compare.loading.gguf.export import exported_gguf, terminal_progress
+    from llm_compare.specs import is_gguf_dtype
 
     dirs = {}
     for layers in args.layers:
         directory = Path(args.workdir) / f"Qwen-7B-Chat-{layers}"
         build_checkpoint("Qwen-7B-Chat", QWEN_7B_CHAT | {"num_hidden_layers": layers}, directory)
         for path in args.seven_b_paths:
-            if path.startswith("gguf"):
+            if is_gguf_dtype(path):
                 exported_gguf(resolve_source(str(directory)), path, terminal_progress())
         dirs[layers] = directory
         gc.collect()
@@ -253,11 +252,8 @@ def main() -> None:
     if args.prepare:
         return seven_b_dirs(args) and None
     header("prompt lookup: decode speed with and without drafts")
-    load = os.getloadavg()
-    command = "python bench/conversation_drafts.py " + " ".join(sys.argv[1:])
-    say(f"CPU: {cpu_model()} · {os.cpu_count()} cores · load average {load[0]:.1f} at start · "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')} · commit {git_commit()} · `{command}`")
-    say()
+    heading = run_heading()
+    print(heading, flush=True)
     saved = Path(args.workdir) / "drafts_part1.json"
     if args.part1_from:
         results = {path: {(m, q == "quoting"): pairs for m, q, pairs in runs}
@@ -272,20 +268,7 @@ def main() -> None:
         seven_b_table(seven_b_costs(args), results)
     say(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.markdown:
-        write_page(args.markdown)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
-    except OSError:
-        return "?"
-
-
-def write_page(path: str) -> None:
-    intro = Path(path).read_text(encoding="utf-8").split("<!-- bench -->")[0] if Path(path).exists() else ""
-    Path(path).write_text(intro + "<!-- bench -->\n" + "\n".join(LINES) + "\n", encoding="utf-8")
+        write_tables(args.markdown, __file__, heading, LINES, "Prompt-lookup drafts")
 
 
 if __name__ == "__main__":

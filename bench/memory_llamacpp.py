@@ -13,7 +13,7 @@ and both models plus the app are added up. The anonymous memory the process real
 compute buffer is reserved for the worst case and only partly touched.
 
 Two settings: the app's (specs.GGUF_KV_CACHE: a q8_0 KV cache with flash attention, for
-specs.LLAMACPP_CONTEXT tokens) and what it replaced (f16 cache, no flash attention, 4096 tokens).
+specs.CONTEXT_TOKENS tokens) and what it replaced (f16 cache, no flash attention, 4096 tokens).
 
     python bench/seven_b.py --prepare      # the checkpoints and exports (once)
     python bench/memory_llamacpp.py
@@ -35,12 +35,14 @@ from memory import proc_status_bytes  # noqa: E402
 from seven_b import SEEDS, fit, long_prompt  # noqa: E402
 
 from llm_compare.loading.memory import APP_BYTES, GiB, MiB, estimate  # noqa: E402
-from llm_compare.specs import LLAMACPP_CONTEXT  # noqa: E402
+from llm_compare.loading.size_model import GGML_TYPES  # noqa: E402
+from llm_compare.specs import CONTEXT_TOKENS  # noqa: E402
 
 BUDGET = 10 * GiB  # the goal for both seed models resident together
 SETTINGS = {  # label: (context options beyond the app's, context tokens)
-    f"app: q8_0 KV cache, flash attention, {LLAMACPP_CONTEXT} tokens": (None, None),
-    "before: f16 KV cache, no flash attention, 4096 tokens": ({"type_k": 1, "type_v": 1, "flash_attn": False}, 4096),
+    f"app: q8_0 KV cache, flash attention, {CONTEXT_TOKENS} tokens": (None, None),
+    "before: f16 KV cache, no flash attention, 4096 tokens": ({"type_k": GGML_TYPES["f16"].id, "type_v": GGML_TYPES["f16"].id,
+                                                              "flash_attn": False}, 4096),
 }
 BUFFER = re.compile(r"(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")
 

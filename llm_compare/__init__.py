@@ -5,7 +5,7 @@ cycle, function-local imports included (tests/test_layers.py holds this; nothing
 Gradio). Names are dotted under llm_compare; a package name is its __init__.py.
 
     basics: errors, progress, markup, threads, machine, specs, params, chat_formats, presets
-    loading parts: loading.gguf, loading.gguf.header, loading.quantize, loading.checkpoint,
+    loading parts: loading.size_model, loading.gguf, loading.gguf.header, loading.quantize, loading.checkpoint,
         loading.tokenizer_base, loading.tokenizer_chatglm3, loading.tokenizer_qwen, loading.gguf.vocab,
         loading.source
     loaders: loading.legacy_chatglm3, loading.legacy_qwen, loading.gguf.plan, loading.gguf.unpack,
@@ -14,7 +14,7 @@ Gradio). Names are dotted under llm_compare; a package name is its __init__.py.
         architecture.read_gguf, architecture.sizes, architecture.sources, architecture.bandwidth,
         architecture.table, architecture.facts, architecture
     measured defaults: cpu_probe, drafts
-    backends: backends.base, backends.llamacpp_eval, backends.kv_states, backends.llamacpp_amx,
+    backends: backends.base, backends.detokenize, backends.llamacpp_eval, backends.kv_states, backends.llamacpp_amx,
         backends.gguf_text, backends.sampling, backends.drafting, backends.llamacpp_exported, backends.transformers,
         backends.openai, backends.llamacpp, backends
     precision choice: gguf_probe, dtype_choice

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 
+from llm_compare.engine import Status
 from llm_compare.errors import UserError
 
 # Names by which a model may identify itself or its maker: one list, matched case-insensitively.
@@ -78,11 +79,21 @@ def not_votable(state_a, state_b) -> str | None:
     answer (a bad one), and a side stopped later keeps its partial answer, marked stopped.
     """
     for st in (state_a, state_b):
-        if st.status == "error" or st.error:
+        if st.status == Status.ERROR or st.error:
             return f"side {st.side.upper()} failed"
-        if st.status == "stopped" and not st.text and not st.metrics.new_tokens:
+        if st.status == Status.STOPPED and not st.text and not st.metrics.new_tokens:
             return f"side {st.side.upper()} was stopped before its first token"
     return None
+
+
+def stored_settings(params, spec_a, state_a, spec_b, state_b):
+    """The settings stored with a battle (one rule for the app and the report): what the sides ran
+    with (`state.params`; a side without them ran with the shared `params`): one set when both
+    ran with the same, else each side's set by model name (the report shuffles sides)."""
+    ran_a, ran_b = state_a.params or params, state_b.params or params
+    if ran_a == ran_b:
+        return ran_a
+    return {spec_a.name: ran_a.to_dict() if ran_a else {}, spec_b.name: ran_b.to_dict() if ran_b else {}}
 
 
 def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict], messages_b: list[dict] | None = None,
@@ -92,6 +103,7 @@ def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict],
 
     messages_a/b are what each side was sent (its history plus the new user turn); each side's
     answer is appended. Side A is the left pane: pass the specs in the order the voter saw them.
+    `params`: the shared settings of the turn (`stored_settings` says what is stored).
     """
     reason = not_votable(state_a, state_b)
     if reason:
@@ -112,7 +124,7 @@ def record_pair(store, spec_a, state_a, spec_b, state_b, messages_a: list[dict],
         conversation_b=list(messages_b) + [{"role": "assistant", "content": state_b.text}],
         spec_a=spec_a,
         spec_b=spec_b,
-        params=params,
+        params=stored_settings(params, spec_a, state_a, spec_b, state_b),
         metrics_a=metrics(state_a),
         metrics_b=metrics(state_b),
         anony=anony,

@@ -33,7 +33,7 @@ import time
 from typing import Callable
 
 from llm_compare.architecture.sources import source_widths
-from llm_compare.machine import cache_root, cached_probe as _cached_probe, machine_key
+from llm_compare.machine import cached_probe, machine_key, probe_results
 from llm_compare.threads import cpu_cores, use_torch_threads
 
 CANDIDATES = ("float32", "bfloat16")  # precisions that keep the model's answers
@@ -47,16 +47,7 @@ DEFAULT_WIDTH = (2048, 5632)  # hidden, MLP width when the model's config does n
 THREADS_ENV_NOTE = "LLM_COMPARE_THREADS caps every stream"
 
 
-_MEASURING = threading.Lock()  # one measurement at a time: two at once would each see half the CPU
-
-
-def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
-    """machine.cached_probe, measuring alone in this process (both panes may load at once)."""
-    with _MEASURING:
-        return _cached_probe(name, key, measure)
-
-
-def _versions() -> str:
+def torch_kernels() -> str:
     """torch's version and the kernels it may use (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA change them)."""
     import torch
 
@@ -147,13 +138,13 @@ def matvec_pays(out_features: int, in_features: int) -> bool:
 
     Both vary by CPU: on a Zen 4 with avx512_bf16, mv differed from F.linear in a few elements at
     4096 -> 11008 (not at 4096 -> 4096), on AVX2-only CPUs it matched everywhere tried."""
-    key = machine_key("matvec", _versions(), f"{out_features}x{in_features}")
+    key = machine_key("matvec", torch_kernels(), f"{out_features}x{in_features}")
     return bool(cached_probe("matvec", key, lambda: measure_matvec(out_features, in_features))["use_mv"])
 
 
 def dtype_costs(hidden: int, mlp: int) -> dict:
     """The cached per-dtype turn costs at this width on this machine (measured on first use)."""
-    key = machine_key("dtype", _versions(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}", f"copies<={MAX_COPIES}")
+    key = machine_key("dtype", torch_kernels(), f"{hidden}x{mlp}", ",".join(CANDIDATES), f"decode>{DECODE_BYTES}", f"copies<={MAX_COPIES}")
     return cached_probe("dtype", key, lambda: measure_turn_costs(hidden, mlp))
 
 
@@ -180,9 +171,10 @@ def best_threads(backend: str, weight_bytes: int | None, seconds_per_token: Call
                  extra: str = "") -> dict:
     """{"seconds": {threads: s/token}, "best": threads} for a lone stream of this backend and size.
 
-    `seconds_per_token(n)` decodes with `n` threads and returns the median seconds per token."""
+    `seconds_per_token(n)` decodes with `n` threads and returns the fastest of a few passes' seconds
+    (`_timed`: other processes only ever slow a pass down)."""
     counts = sorted({1, cpu_cores()})
-    key = machine_key("threads", backend, size_bucket(weight_bytes), _versions(), extra)
+    key = machine_key("threads", backend, size_bucket(weight_bytes), torch_kernels(), extra)
 
     def measure():
         rounds = [{str(n): seconds_per_token(n) for n in counts} for _ in range(2)]  # interleaved: fair under load
@@ -211,12 +203,7 @@ def summary_lines(hidden: int, mlp: int) -> list[str]:
 
 def threads_lines() -> list[str]:
     """The thread measurements cached so far (each model's first load on this machine makes one)."""
-    import json
-
-    try:
-        known = json.loads((cache_root() / "probes" / "threads.json").read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = probe_results("threads")
     lines = [f"threads for a lone stream: measured at each model size's first load; {len(known)} so far"
              + (f" ({THREADS_ENV_NOTE})" if os.environ.get("LLM_COMPARE_THREADS") else "")]
     for found in known.values():

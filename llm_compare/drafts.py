@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from llm_compare.machine import machine_key
+from llm_compare.machine import cached_probe, machine_key
 
 NGRAM_MAX = 3  # the longest tail matched; longer tails rarely add to a 3-token match
 K_MAX = 15  # most tokens drafted at once (the probe measures up to K_MAX + 1 rows)
@@ -228,11 +228,11 @@ def verification_probe(backend: str, weight_bytes: int | None, seconds_for_rows:
                        logit_difference: Callable[[], float], extra: str = "") -> dict | None:
     """{"costs": {rows: seconds of one forward pass over that many new tokens}, "max_logit_diff": largest
     difference between logits computed in one batch and one token at a time} for this backend and model
-    here, measured once per machine and cached (`cpu_probe.cached_probe`); None if it cannot be measured.
+    here, measured once per machine and cached (`machine.cached_probe`); None if it cannot be measured.
     `seconds_for_rows(r)` evaluates r tokens after a short context and returns the seconds."""
     from llm_compare import cpu_probe  # reason: torch
 
-    key = machine_key("drafts", backend, cpu_probe.size_bucket(weight_bytes), cpu_probe._versions(), extra,
+    key = machine_key("drafts", backend, cpu_probe.size_bucket(weight_bytes), cpu_probe.torch_kernels(), extra,
                       ",".join(map(str, PROBE_ROWS)))
 
     def measure():
@@ -243,7 +243,7 @@ def verification_probe(backend: str, weight_bytes: int | None, seconds_for_rows:
         return {"costs": costs, "max_logit_diff": float(logit_difference())}
 
     try:
-        found = cpu_probe.cached_probe("drafts", key, measure)
+        found = cached_probe("drafts", key, measure)
     except Exception:  # a probe that fails (memory, a busy machine) only means no drafts
         return None
     return {"costs": {int(r): float(s) for r, s in found["costs"].items()}, "max_logit_diff": found["max_logit_diff"]}

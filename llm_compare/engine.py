@@ -15,6 +15,7 @@ import resource
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Callable, Iterator
 
 from llm_compare import progress
@@ -162,6 +163,21 @@ def side_params(backend: Backend, shared: GenerationParams, recommended: bool,
     return shared.replace(**values) if values else shared
 
 
+class Status(StrEnum):
+    """Where a pane is. A str: stored metrics, JSON and the pane's text keep the plain words."""
+
+    WAITING = "waiting"  # its turn has not come (sequential) or its model is being looked up
+    LOADING = "loading"  # its model is loading
+    RUNNING = "running"
+    DONE = "done"  # the reply ended: the model's end, max_new_tokens or the context
+    STOPPED = "stopped"  # a user stopped it (the text so far is kept)
+    ERROR = "error"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.DONE, Status.STOPPED, Status.ERROR)
+
+
 @dataclass
 class SideState:
     """What one pane shows: the reply so far, its status and metrics."""
@@ -169,7 +185,7 @@ class SideState:
     side: str
     label: str
     text: str = ""
-    status: str = "waiting"  # waiting | loading | running | done | stopped | error
+    status: Status = Status.WAITING
     activity: str = ""  # what a loading side is doing now (progress.status lines)
     error: str | None = None
     finish_reason: str | None = None
@@ -178,13 +194,16 @@ class SideState:
     model_wait_s: float | None = None  # seconds this side waited for its model (a first load or a swap)
     params: GenerationParams | None = None  # the settings this side ran with
 
+    def __post_init__(self):
+        self.status = Status(self.status)  # a plain word ("done") is read as its Status; others refused
+
     @property
     def finished(self) -> bool:
-        return self.status in ("done", "stopped", "error")
+        return self.status.finished
 
     def snapshot(self, now: float) -> "SideState":
         m = dataclasses.replace(self.metrics)
-        if self.status in ("running", "loading") and self.started_at is not None:
+        if self.status in (Status.RUNNING, Status.LOADING) and self.started_at is not None:
             m.elapsed_s = now - self.started_at  # the live counter ticks between tokens too
         return dataclasses.replace(self, metrics=m)
 
@@ -232,22 +251,22 @@ _DONE = object()
 def _apply(st: SideState, kind, payload) -> None:
     """One message from a side's worker, applied to what its pane shows."""
     if kind == "loading":
-        st.status, st.started_at = "loading", payload
+        st.status, st.started_at = Status.LOADING, payload
     elif kind == "activity":
         st.activity = payload
     elif kind == "loaded":
         st.model_wait_s, st.activity = payload, ""
     elif kind == "start":
-        st.status, (st.started_at, st.params) = "running", payload
+        st.status, (st.started_at, st.params) = Status.RUNNING, payload
     elif kind == "update":
         st.text, st.metrics = payload.text, payload.metrics
         if payload.done:
             st.finish_reason = payload.finish_reason
-            st.status = "stopped" if payload.finish_reason == "stopped" else "done"
+            st.status = Status.STOPPED if payload.finish_reason == "stopped" else Status.DONE
     elif kind == "error":
-        st.status, st.error = "error", payload
+        st.status, st.error = Status.ERROR, payload
     elif kind is _DONE and not st.finished:
-        st.status = "stopped"
+        st.status = Status.STOPPED
 
 
 def _load(job: Job, out: queue.Queue) -> None:
@@ -288,22 +307,24 @@ def _run_side(job: Job, params: GenerationParams, out: queue.Queue) -> None:
 def _initial_state(job: Job) -> SideState:
     st = SideState(side=job.side, label=job.label or (job.backend.label if job.backend else job.side))
     if job.error:
-        st.status, st.error = "error", job.error
+        st.status, st.error = Status.ERROR, job.error
     return st
 
 
 def stream_pair(
-    job_a: Job, job_b: Job, params: GenerationParams, *, sequential: bool = False, tick_s: float = 0.1
+    job_a: Job, job_b: Job, params: GenerationParams, *, sequential: bool = False, tick_s: float = 0.1,
+    b_first: bool = False,
 ) -> Iterator[PairState]:
     """Run two replies and yield both panes' state on every change and every `tick_s`.
 
     Concurrent by default (both share the CPU: both take their seats in the stream account before
-    either starts); `sequential=True` is fair timing: B starts when A ends. A job without a backend
+    either starts); `sequential=True` is fair timing: B starts when A ends (A when B ends with
+    `b_first`; the yielded state keeps A as `a` either way). A job without a backend
     loads it in its own worker, the load showing in its pane. Each side's failure is confined to that
     side. Closing the iterator stops both sides and waits for their workers to end.
     """
     states = {job.side: _initial_state(job) for job in (job_a, job_b)}
-    runnable = [j for j in (job_a, job_b) if not j.error]
+    runnable = [j for j in ((job_b, job_a) if b_first else (job_a, job_b)) if not j.error]
     if not sequential:
         here = [j for j in runnable if j.uses_cpu()]
         for job, seat in zip(here, STREAMS.take(len(here))):

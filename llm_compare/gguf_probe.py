@@ -1,7 +1,7 @@
 """The exported-GGUF paths measured on this CPU: llama.cpp's turn and the one-time export, per parameter.
 
 `dtype_choice` weighs these against the transformers precisions (`cpu_probe.dtype_costs`) when a
-big model directory has no dtype. Measured once per machine and model width (`cpu_probe.cached_probe`:
+big model directory has no dtype. Measured once per machine and model width (`machine.cached_probe`:
 a measurement taken while other processes loaded the CPU is used but not kept), on a random-weight
 Llama-shaped checkpoint at the model's hidden and MLP widths with as many layers as make about
 PROBE_PARAMS parameters (weights larger than the CPU's caches, as a real model's are), exported by
@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 
 from llm_compare.backends.llamacpp_exported import kv_cache_kwargs
-from llm_compare.cpu_probe import TURN_NEW, TURN_PROMPT, _versions, cached_probe
+from llm_compare.cpu_probe import TURN_NEW, TURN_PROMPT, torch_kernels
 from llm_compare.loading import resolve_source
-from llm_compare.loading.gguf.export import GGUF_TYPES
+from llm_compare.loading.gguf.export import export_steps
 from llm_compare.loading.gguf.plan import head_dim, plan_export
 from llm_compare.loading.gguf.vocab import byte_to_unicode
 from llm_compare.loading.gguf.write import quantize, write_gguf
-from llm_compare.machine import cache_root, machine_key
+from llm_compare.machine import cache_root, cached_probe, machine_key, probe_results
 from llm_compare.progress import status
 from llm_compare.threads import cpu_cores
 
@@ -141,7 +141,7 @@ def measure_gguf_costs(hidden: int, mlp: int) -> dict:
         for dtype in PROBE_TYPES:
             target = folder / f"{dtype}.gguf"
             t0 = time.perf_counter()
-            quantize(folder / "source.gguf", target, GGUF_TYPES[dtype][1])
+            quantize(folder / "source.gguf", target, export_steps(dtype)[1])
             export_s = write_s + time.perf_counter() - t0
             prefill, decode = time_turn(target, dtype, head_dim(plan.config))
             turn = prefill + TURN_NEW * decode
@@ -158,7 +158,7 @@ def gguf_costs(hidden: int, mlp: int) -> dict:
     """The cached GGUF figures at this width on this machine (first use: 15 s at 7B widths, 2-core EPYC)."""
     import llama_cpp
 
-    key = machine_key("gguf", _versions(), f"llama.cpp {llama_cpp.__version__}", f"{hidden}x{mlp}",
+    key = machine_key("gguf", torch_kernels(), f"llama.cpp {llama_cpp.__version__}", f"{hidden}x{mlp}",
                       ",".join(PROBE_TYPES), f"params>{PROBE_PARAMS}")
 
     def measure():
@@ -170,10 +170,7 @@ def gguf_costs(hidden: int, mlp: int) -> dict:
 
 def summary_lines() -> list[str]:
     """The GGUF figures measured so far on this machine (each big model width's first `auto` makes one)."""
-    try:
-        known = json.loads((cache_root() / "probes" / "gguf.json").read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = probe_results("gguf")
     lines = [f"GGUF exports (llama.cpp): measured at each big model width's first dtype \"auto\"; {len(known)} so far"]
     for found in known.values():
         for dtype, c in sorted(found.items()) if isinstance(found, dict) else ():

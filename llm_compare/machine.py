@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -88,33 +89,54 @@ def machine_key(*parts: str) -> str:
 BUSY_SHARE = 0.25  # other processes using more of the CPU than this during a probe: don't keep it
 TICK_S = 0.01  # the kernel's CPU-time accounting step (USER_HZ = 100)
 _UNCACHED: dict[tuple[str, str], object] = {}  # measured while the machine was busy: this process only
+# One measurement at a time in this process (both panes may load at once, and two probes at once
+# would each see half the CPU); reentrant, as a probe may need another (a GGUF probe opens llama.cpp).
+_MEASURING = threading.RLock()
+
+
+def probe_path(name: str) -> Path:
+    return cache_root() / "probes" / f"{name}.json"
+
+
+def probe_results(name: str) -> dict:
+    """Every result of probe `name` kept on this machine, {key: result} (`doctor` lists them)."""
+    try:
+        known = json.loads(probe_path(name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
 
 
 def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
-    """`measure()` once per machine and `key`, kept in `<cache>/probes/<name>.json`.
+    """`measure()` once per machine and `key`, kept in `<cache>/probes/<name>.json`: the one cache
+    of every probe (CPU precision and threads, matvec, GGUF paths, drafting, AMX, bandwidth).
 
-    The result must be JSON-serialisable. A cache that cannot be written only means measuring
-    again next time. A measurement taken while other processes kept more than BUSY_SHARE of the
-    CPU busy (a test suite, a build: llama.cpp on all cores ran 10x slower beside one here) is used
-    by this process but not written, so the next start measures again.
+    `key` comes from `machine_key` (this CPU plus what else decides the result). The result must be
+    JSON-serialisable. A cache that cannot be written only means measuring again next time. A
+    measurement taken while other processes kept more than BUSY_SHARE of the CPU busy (a test
+    suite, a build: llama.cpp on all cores ran 10x slower beside one here) is used by this process
+    but not written, so the next start measures again.
     """
-    path = cache_root() / "probes" / f"{name}.json"
-    try:
-        known = json.loads(path.read_text())
-        if not isinstance(known, dict):
-            known = {}
-    except (OSError, ValueError):
-        known = {}
+    known = probe_results(name)
     if key in known:
         return known[key]
-    if (name, key) in _UNCACHED:
-        return _UNCACHED[name, key]
-    result, others = measured_with_others_share(measure)
-    if others > BUSY_SHARE:
-        log.info("probe %s measured while other processes used %.0f%% of the CPU: not cached", name, 100 * others)
-        _UNCACHED[name, key] = result
-        return result
-    known[key] = result
+    with _MEASURING:
+        known = probe_results(name)  # another thread may have measured it while this one waited
+        if key in known:
+            return known[key]
+        if (name, key) in _UNCACHED:
+            return _UNCACHED[name, key]
+        result, others = measured_with_others_share(measure)
+        if others > BUSY_SHARE:
+            log.info("probe %s measured while other processes used %.0f%% of the CPU: not cached", name, 100 * others)
+            _UNCACHED[name, key] = result
+            return result
+        _keep(name, dict(known, **{key: result}))
+    return result
+
+
+def _keep(name: str, known: dict) -> None:
+    path = probe_path(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -122,7 +144,6 @@ def cached_probe(name: str, key: str, measure: Callable[[], object]) -> object:
         tmp.replace(path)
     except OSError:
         pass
-    return result
 
 
 def measured_with_others_share(measure: Callable[[], object]) -> tuple[object, float]:

@@ -25,7 +25,7 @@ from typing import Callable
 from llm_compare.architecture import describe_many
 from llm_compare.architecture.table import section_html, section_markdown
 from llm_compare.arena import not_votable, record_pair
-from llm_compare.engine import PairState, SideState, stream_reply
+from llm_compare.engine import PairState, SideState, Status, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.fidelity import merged
 from llm_compare.fidelity_view import section_html as fidelity_html, section_markdown as fidelity_markdown
@@ -157,13 +157,8 @@ def _run_pair(turn, first: str, on_update) -> tuple[PairState, bool]:
 
 
 def store_pair(store, result: PairResult, spec_a, spec_b, params, msgs, suite, rng, versions) -> int:
-    """A blind battle with sides drawn at random (the report itself always shows A left).
-
-    The settings stored are what each side ran with: `params` when both ran with them, else by
-    model name (the sides get shuffled)."""
-    ran = (result.a.params or params, result.b.params or params)
-    if not ran[0] == ran[1] == params:
-        params = {spec_a.name: ran[0].to_dict(), spec_b.name: ran[1].to_dict()}
+    """A blind battle with sides drawn at random (the report itself always shows A left; the
+    settings stored: arena.stored_settings)."""
     sides = [(spec_a, result.a), (spec_b, result.b)]
     if rng.random() < 0.5:
         sides.reverse()
@@ -373,7 +368,7 @@ def progress_bar(stream=None, width: int = 24):
         done = n + (1 if state.finished else 0)
         filled = int(width * done / total)
         bar = "#" * filled + "." * (width - filled)
-        side = state.a if state.a.status == "running" else state.b
+        side = state.a if state.a.status == Status.RUNNING else state.b
         line = (f"[{bar}] {done}/{total} {preset.label[:30]} · "
                 f"{side.side.upper()} {side.metrics.new_tokens} tok {side.metrics.elapsed_s:.1f} s")
         if live:

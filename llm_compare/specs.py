@@ -27,14 +27,18 @@ DTYPES = ("float32", "bfloat16", "float16", "int8", *GGUF_DTYPES)
 # llama.cpp's KV cache for each exported type: float32 keeps gguf-f32 exact; the 4- and 8-bit types keep
 # it in q8_0 (half of f16, what brings both seed models under 10 GiB; its drift is far below theirs)
 GGUF_KV_CACHE = {"gguf-f32": "f32", "gguf-f16": "f16", "gguf-q8_0": "q8_0", "gguf-q4_k_m": "q8_0"}
-KV_VALUE_BYTES = {"f32": 4, "f16": 2, "q8_0": 34 / 32}  # per cached value (q8_0: 32 values in 34 bytes)
-# tokens of conversation llama.cpp allocates KV cache for at load, unless a model's `context` says
-# otherwise: Ollama's long-time default, the transformers estimate's budget (loading/memory.KV_TOKENS),
-# and what lets both seed models fit 10 GiB (README, "Memory")
-LLAMACPP_CONTEXT = 2048
+# the one context budget: tokens of conversation llama.cpp allocates KV cache for at load unless a model's
+# `context` says otherwise (Ollama's long-time default; lets both seed models fit 10 GiB, docs/memory.md),
+# and the KV cache the transformers estimate budgets for (a long conversation)
+CONTEXT_TOKENS = 2048
 MIN_CONTEXT = 256
 AUTO_DTYPE = "auto"  # nobody chose: the path measured fastest on this machine that fits (dtype_choice)
 CHAT_FORMATS = ("auto", "template", "raw", "chatglm3", "qwen")
+
+
+def is_gguf_dtype(dtype: str | None) -> bool:
+    """A gguf-* dtype: the model directory exported to that GGUF type and run by llama.cpp."""
+    return dtype in GGUF_DTYPES
 
 
 # -- sane ranges: every number a user or a file gives is checked here, and the error names the range --
@@ -102,17 +106,17 @@ def check_url(url: str, what: str) -> None:
 
 
 def reserved_context(asked: int | None, trained: int | None) -> int:
-    """Tokens of KV cache llama.cpp reserves for a model: its `context` (default LLAMACPP_CONTEXT),
+    """Tokens of KV cache llama.cpp reserves for a model: its `context` (default CONTEXT_TOKENS),
     never more than it was trained for (memory it could never use)."""
-    want = asked or LLAMACPP_CONTEXT
+    want = asked or CONTEXT_TOKENS
     return min(want, trained) if trained else want
 
 
 def check_context(value, what: str) -> None:
-    """llama.cpp context for a model: None (LLAMACPP_CONTEXT) or MIN_CONTEXT to MAX_CONTEXT tokens
+    """llama.cpp context for a model: None (CONTEXT_TOKENS) or MIN_CONTEXT to MAX_CONTEXT tokens
     (what it reserves is then capped at what the model was trained for: `reserved_context`)."""
     if value is not None:
-        check_range(value, MIN_CONTEXT, MAX_CONTEXT, f"{what} (tokens)", fix=f"; leave it out for {LLAMACPP_CONTEXT}")
+        check_range(value, MIN_CONTEXT, MAX_CONTEXT, f"{what} (tokens)", fix=f"; leave it out for {CONTEXT_TOKENS}")
 
 
 def check_max_new_tokens(value) -> None:
@@ -158,7 +162,7 @@ class ModelSpec:
     generation: dict = field(default_factory=dict)  # per-model defaults (GenerationParams fields)
     trust_remote_code: bool = False
     threads: int | None = None  # None: the engine's thread policy decides
-    context: int | None = None  # llama.cpp: tokens its KV cache holds, allocated at load (None: LLAMACPP_CONTEXT)
+    context: int | None = None  # llama.cpp: tokens its KV cache holds, allocated at load (None: CONTEXT_TOKENS)
     remote_model: str | None = None  # openai backend: the server's model name
     api_key_env: str | None = None  # openai backend: env var holding the API key
     timeout_s: float = 60.0  # openai backend: connect/read timeout

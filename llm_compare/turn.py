@@ -40,8 +40,7 @@ class Turn:
         return self.a if side == "a" else self.b
 
     def stream(self, *, tick_s: float = 0.1, b_first: bool = False) -> Iterator[PairState]:
-        jobs = (self.b, self.a) if b_first else (self.a, self.b)
-        return stream_pair(*jobs, self.params, sequential=self.sequential, tick_s=tick_s)
+        return stream_pair(self.a, self.b, self.params, sequential=self.sequential, tick_s=tick_s, b_first=b_first)
 
 
 def prepare_turn(

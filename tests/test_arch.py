@@ -10,7 +10,7 @@ import torch
 
 from conftest import LEGACY_FIXTURES
 from llm_compare.architecture import KEYS, describe
-from llm_compare.architecture.tensors import PARTS, gguf_bytes, llama_shaped, tensor_type
+from llm_compare.architecture.tensors import PARTS
 from llm_compare.loading import load_model
 from llm_compare.specs import ModelSpec
 
@@ -187,20 +187,6 @@ def test_stable_json_keys(tiny_model_dir):
     json.dumps(facts)  # serialisable as is
     assert facts["tokens_per_char_seed_prompts"] > 0
     assert len(facts["seed_prompt_tokens"]) == 5
-
-
-def test_gguf_type_sizes_follow_llama_cpp_blocks():
-    table = llama_shaped(dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=8,
-                              num_attention_heads=4, num_key_value_heads=4, head_dim=64))
-    matrices = sum(a * b for dims in table.values() if len(dims) == 2 for a, b in [dims])
-    vectors = sum(d[0] for d in table.values() if len(d) == 1)
-    assert gguf_bytes(table, "q8_0", 8) == matrices // 32 * 34 + 4 * vectors
-    assert gguf_bytes(table, "f16", 8) == 2 * matrices + 4 * vectors
-    assert tensor_type("output.weight", (256, 512), "q4_k_m", 8) == "q6_k"
-    assert tensor_type("blk.0.ffn_down.weight", (512, 256), "q4_k_m", 8) == "q6_k"  # first eighth
-    assert tensor_type("blk.2.ffn_down.weight", (512, 256), "q4_k_m", 8) == "q4_k"
-    assert tensor_type("blk.3.ffn_down.weight", (512, 256), "q4_k_m", 8) == "q6_k"  # every third between
-    assert tensor_type("blk.3.attn_q.weight", (96, 96), "q4_k_m", 8) == "q5_0"  # 96 is no multiple of 256
 
 
 def test_other_transformers_classes_get_their_total(tmp_path):

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from conftest import quiet_machine
-from llm_compare.backends.llamacpp import LlamaCppBackend, Utf8Pieces
+from llm_compare.backends.llamacpp import LlamaCppBackend
 from llm_compare.engine import Job, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
@@ -167,15 +167,6 @@ def test_bad_gguf_is_a_user_error_naming_the_file(tmp_path):
         LlamaCppBackend(ModelSpec(name="bad", source=str(bad), backend="llamacpp"))
     with pytest.raises(UserError, match="does not exist"):
         LlamaCppBackend(ModelSpec(name="gone", source=str(tmp_path / "gone.gguf"), backend="llamacpp"))
-
-
-def test_utf8_pieces_hold_back_split_characters():
-    pieces = Utf8Pieces()
-    data = "你好".encode()
-    assert pieces.feed(data[:2]) == ""
-    assert pieces.feed(data[2:4]) == "你"
-    assert pieces.feed(data[4:]) == "好"
-    assert pieces.feed(b"\xe4") == "" and pieces.flush() == "\ufffd"
 
 
 # --- a real OpenAI-compatible server (llama-cpp-python[server]) against the transformers backend ---

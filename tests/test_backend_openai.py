@@ -1,4 +1,4 @@
-"""The openai backend against a tiny real HTTP server written here, one behaviour per model name.
+"""The openai backend against a tiny real HTTP server (tests/openai_server.py), one behaviour per model name.
 
 Each fault (401, unknown model, malformed chunk, connection cut mid-stream, silent server) must
 end as a UserError in its own pane while the other pane finishes, and nothing may hang.
@@ -6,10 +6,8 @@ end as a UserError in its own pane while the other pane finishes, and nothing ma
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,118 +16,64 @@ from llm_compare.engine import Job, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
 from llm_compare.specs import MAX_NEW_TOKENS, ModelSpec
+from openai_server import OpenAIServer
+from openai_server import completion_chunk as chunk
 
 WORDS = ["Hello", " from", " the", " fake", " server", "."]
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 GREEDY = GenerationParams(max_new_tokens=32, greedy=True)
 
 
-def chunk(text=None, finish=None, usage=None):
-    event = {"id": "x", "object": "chat.completion.chunk", "choices": []}
-    if text is not None or finish:
-        event["choices"] = [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]
-    if usage:
-        event["usage"] = usage
-    return "data: " + json.dumps(event) + "\n\n"
+GOOD_MODELS = ("good", "only-model", "needs-key", "old-server", "strict", "no-usage", "malformed", "cut", "silent",
+               "endless", "usage-differs")
 
 
-class FakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.requests: list[dict] = []
-        self.release = threading.Event()  # ends the "silent" handler at teardown
-        self.disconnected = threading.Event()  # set when the client hung up on "endless"
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path == "/v1/models":
-            self.reply_json(200, {"object": "list", "data": [{"id": "only-model", "object": "model"}]})
-        else:
-            self.reply_json(404, {"error": {"message": "no such route"}})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        model = body["model"]
-        if self.path != "/v1/chat/completions":
-            return self.reply_json(404, {"error": {"message": f"no route {self.path}"}})
-        if model == "needs-key" and self.headers.get("Authorization") != "Bearer sekrit":
-            return self.reply_json(401, {"error": {"message": "Incorrect API key provided"}})
-        if model == "old-server" and "stream_options" in body:
-            return self.reply_json(400, {"error": {"message": "unknown field stream_options"}})
-        extensions = sorted(set(body) & {"top_k", "min_p", "repetition_penalty", "repeat_penalty"})
-        if model == "strict" and extensions:  # as OpenAI's own API answers unknown fields
-            return self.reply_json(400, {"error": {"message": f"Unrecognized request argument supplied: {extensions[0]}"}})
-        if model not in ("good", "only-model", "needs-key", "old-server", "strict", "no-usage", "malformed", "cut", "silent", "endless", "usage-differs"):
-            return self.reply_json(404, {"error": {"message": f"The model `{model}` does not exist"}})
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        if model == "silent":
-            self.server.release.wait(30)
-            return
-        if model == "endless":
-            try:
-                for i in range(100000):
-                    self.send_chunk(chunk(f" w{i}"))
-                    time.sleep(0.01)
-            except OSError:
-                self.server.disconnected.set()
-            return
-        words = WORDS[:2] if model in ("malformed", "cut", "usage-differs") else WORDS
-        for w in words:
-            self.send_chunk(chunk(w))
-        if model == "malformed":
-            self.send_chunk("data: {this is not json\n\n")
-        if model == "cut":
-            self.wfile.write(b"40\r\ndata: {\"choi")  # half a chunk, then the connection drops
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.send_chunk(chunk(finish="stop"))
-        if model == "usage-differs":
-            self.send_chunk(chunk(usage={"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}))
-        elif model != "no-usage" and "stream_options" in body:
-            self.send_chunk(chunk(usage={"prompt_tokens": 9, "completion_tokens": len(words), "total_tokens": 9 + len(words)}))
-        self.send_chunk("data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-
-    def send_chunk(self, text: str):
-        data = text.encode()
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def reply_json(self, code, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def fake_reply(h, body):
+    """The scripted server: its behaviour is chosen by the request's model name."""
+    model = body["model"]
+    if model == "needs-key" and h.headers.get("Authorization") != "Bearer sekrit":
+        return h.send_json(401, {"error": {"message": "Incorrect API key provided"}})
+    if model == "old-server" and "stream_options" in body:
+        return h.send_json(400, {"error": {"message": "unknown field stream_options"}})
+    extensions = sorted(set(body) & {"top_k", "min_p", "repetition_penalty", "repeat_penalty"})
+    if model == "strict" and extensions:  # as OpenAI's own API answers unknown fields
+        return h.send_json(400, {"error": {"message": f"Unrecognized request argument supplied: {extensions[0]}"}})
+    if model not in GOOD_MODELS:
+        return h.send_json(404, {"error": {"message": f"The model `{model}` does not exist"}})
+    h.start_stream()
+    if model == "silent":
+        h.server.release.wait(30)
+        return
+    if model == "endless":
+        try:
+            for i in range(100000):
+                h.send_event(chunk(f" w{i}"))
+                time.sleep(0.01)
+        except OSError:
+            h.server.disconnected.set()
+        return
+    words = WORDS[:2] if model in ("malformed", "cut", "usage-differs") else WORDS
+    for w in words:
+        h.send_event(chunk(w))
+    if model == "malformed":
+        h.send_raw("data: {this is not json\n\n")
+    if model == "cut":
+        h.wfile.write(b"40\r\ndata: {\"choi")  # half a chunk, then the connection drops
+        h.wfile.flush()
+        h.close_connection = True
+        return
+    h.send_event(chunk(finish="stop"))
+    if model == "usage-differs":
+        h.send_event(chunk(usage={"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}))
+    elif model != "no-usage" and "stream_options" in body:
+        h.send_event(chunk(usage={"prompt_tokens": 9, "completion_tokens": len(words), "total_tokens": 9 + len(words)}))
+    h.end_stream()
 
 
 @pytest.fixture
 def server():
-    srv = FakeServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
+    with OpenAIServer(fake_reply) as srv:
+        yield srv
 
 
 def backend(server, model, **fields):

@@ -122,7 +122,7 @@ def test_odd_configs_are_problems_not_crashes(capsys, tmp_path):
 def test_loader_line_says_llama_cpp_and_its_context_for_gguf_paths(capsys, tmp_path):
     """A GGUF on the llamacpp backend is run as it is; a directory at a gguf-* dtype is exported;
     both name the context llama.cpp reserves at load (the registry's `context`, else the default)."""
-    from llm_compare.specs import LLAMACPP_CONTEXT
+    from llm_compare.specs import CONTEXT_TOKENS
 
     registry = tmp_path / "models.toml"
     registry.write_text(
@@ -130,7 +130,7 @@ def test_loader_line_says_llama_cpp_and_its_context_for_gguf_paths(capsys, tmp_p
         '[models.cpp]\nsource = "embedded:smollm2"\nbackend = "llamacpp"\n'
         '[models.glm]\nsource = "%s"\ndtype = "gguf-q8_0"\ncontext = 4096\n' % (LEGACY / "chatglm3-6b-tiny"))
     code, out = doctor(capsys, "--registry", str(registry))
-    assert f"loader: GGUF file run by llama.cpp as it is ({LLAMACPP_CONTEXT}-token context)" in out
+    assert f"loader: GGUF file run by llama.cpp as it is ({CONTEXT_TOKENS}-token context)" in out
     assert "exported once to gguf-q8_0 and run by llama.cpp (4096-token context)" in out
     llamacpp_entry = out.split("cpp  [llamacpp")[1].split("glm  [")[0]
     assert "transformers unpacks" not in llamacpp_entry
@@ -151,3 +151,33 @@ def test_saved_conversation_budget_is_whole_contexts_capped_by_free_ram(capsys, 
     resident = float(re.search(r"bfloat16: 7.72B params, ≈([\d.]+) GiB resident", out).group(1))
     budget = float(re.search(r"saved conversation caches: up to ([\d.]+) GiB", out).group(1))
     assert budget == pytest.approx((20 - resident) / 4, abs=0.06)
+
+
+def test_doctor_sizes_llama_cpp_at_the_models_context(capsys, seed_dirs, tmp_path):
+    """A model's `context` is the KV cache llama.cpp reserves at load: every figure doctor gives for it
+    moves with it (the model's line, its GGUF types, the default pair), by K and V of every layer and
+    token in the export's cache type (q8_0: 34 bytes per 32 values; f32: 4 bytes)."""
+    import re
+
+    from safetensors.torch import save_file
+
+    qwen = seed_dirs["Qwen-7B-Chat"]
+    save_file({}, str(qwen / "model.safetensors"))  # no weights: doctor reads the config and shard headers
+    figures = {}
+    for context in (2048, 8192):
+        registry = tmp_path / f"models-{context}.toml"
+        registry.write_text(f'default_pair = ["q4", "bf16"]\n[models.q4]\nsource = "{qwen}"\ndtype = "gguf-q4_k_m"\n'
+                            f'context = {context}\n[models.bf16]\nsource = "{qwen}"\ndtype = "bfloat16"\n'
+                            f'context = {context}\n')
+        out = doctor(capsys, "--registry", str(registry), "--available-gib", "64")[1]
+        types = out.split("bf16  [transformers")[1]
+        figures[context] = [float(re.search(pattern, text).group(1)) for pattern, text in (
+            (r"gguf-q4_k_m: [\d.]+B params, ≈([\d.]+) GiB resident", out),
+            (r"gguf-q4_k_m ≈([\d.]+) GiB RAM", types),
+            (r"gguf-f32 ≈([\d.]+) GiB RAM", types),
+            (r"default pair q4 \+ bf16: ≈([\d.]+) GiB together", out))]
+    values = 2 * QWEN_7B_CHAT["num_hidden_layers"] * QWEN_7B_CHAT["num_attention_heads"] * QWEN_7B_CHAT["kv_channels"]
+    q8_0, f32 = (values * (8192 - 2048) * per_value / 2**30 for per_value in (34 / 32, 4))
+    grown = [after - before for before, after in zip(figures[2048], figures[8192])]
+    for got, expected in zip(grown, (q8_0, q8_0, f32, q8_0)):
+        assert abs(got - expected) <= 0.11  # two figures rounded to 0.1 GiB

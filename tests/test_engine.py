@@ -1,4 +1,5 @@
-"""The streaming engine on a real (tiny, random) transformers model."""
+"""The streaming engine: replies from a real (tiny, random) transformers model, and the pair's
+bookkeeping (overlap, counters, failures, loads, stops) on scripted models (tests/scripted.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from llm_compare.backends.base import Backend, Chunk
-from llm_compare.engine import Job, stream_pair, stream_reply
+from llm_compare.engine import Job, Status, stream_pair, stream_reply
 from llm_compare.errors import UserError
 from llm_compare.params import GenerationParams
+from scripted import WORDS, ScriptedBackend
 
 GREEDY = GenerationParams(max_new_tokens=24, greedy=True)
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -156,73 +158,73 @@ def test_a_reply_cut_by_the_context_says_so(tiny_backend):
     assert (short.finish_reason, short.metrics.new_tokens) == ("length", room - 1)
 
 
-def test_pair_concurrent_overlaps_and_sequential_does_not(tiny_backend):
-    params = GenerationParams(max_new_tokens=60, greedy=True)
-    states = list(stream_pair(Job("a", tiny_backend, ASK), Job("b", tiny_backend, ASK), params))
-    assert any(s.a.status == "running" and s.b.status == "running" and s.a.metrics.new_tokens and s.b.metrics.new_tokens for s in states)
-    assert states[-1].a.status == states[-1].b.status == "done"
-    assert states[-1].a.text == states[-1].b.text  # greedy, same model
+def scripted_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("scripted-")]
 
-    seq = list(stream_pair(Job("a", tiny_backend, ASK), Job("b", tiny_backend, ASK), params, sequential=True))
-    assert not any(s.a.status == "running" and s.b.status == "running" for s in seq)
-    assert any(s.a.status == "running" and s.b.status == "waiting" for s in seq)
+
+def scripted(delays=0.005, **kwargs):
+    return ScriptedBackend("scripted", WORDS * 40, delays, **kwargs)
+
+
+def test_pair_concurrent_overlaps_and_sequential_does_not():
+    params = GenerationParams(max_new_tokens=60, greedy=True)
+    model = scripted()
+    states = list(stream_pair(Job("a", model, ASK), Job("b", model, ASK), params))
+    assert any(s.a.status == Status.RUNNING and s.b.status == Status.RUNNING and s.a.metrics.new_tokens
+               and s.b.metrics.new_tokens for s in states)
+    assert states[-1].a.status == states[-1].b.status == Status.DONE
+    assert states[-1].a.text == states[-1].b.text == "".join((WORDS * 6)[:60])
+
+    seq = list(stream_pair(Job("a", model, ASK), Job("b", model, ASK), params, sequential=True))
+    assert not any(s.a.status == Status.RUNNING and s.b.status == Status.RUNNING for s in seq)
+    assert any(s.a.status == Status.RUNNING and s.b.status == Status.WAITING for s in seq)
     assert seq[-1].b.started_at >= seq[-1].a.started_at + seq[-1].a.metrics.elapsed_s
     assert seq[-1].a.text == states[-1].a.text
 
 
-def test_live_counter_ticks_while_a_side_waits_for_tokens(tiny_backend):
-    class Slow(Wrapping):
-        """A real backend whose first token comes late, as a big model's prefill would."""
+def test_b_first_runs_b_first_and_keeps_each_side_in_its_pane():
+    """The report alternates which model goes first; the panes (and what is stored) must not swap."""
+    left, right = ScriptedBackend("left", "LLLL", 0.005), ScriptedBackend("right", "RRRR", 0.005)
+    final = list(stream_pair(Job("a", left, ASK), Job("b", right, ASK), GREEDY, sequential=True, b_first=True))[-1]
+    assert (final.a.side, final.a.text, final.b.side, final.b.text) == ("a", "LLLL", "b", "RRRR")
+    assert final.b.started_at + final.b.metrics.elapsed_s <= final.a.started_at
 
-        def stream(self, messages, params, stop, threads=None):
-            stop.wait(0.5)
-            yield from self.inner.stream(messages, params, stop, threads)
 
-    states = list(stream_pair(Job("a", Slow(tiny_backend), ASK), Job("b", tiny_backend, ASK), GREEDY, tick_s=0.05))
-    waiting_a = [s.a.metrics.elapsed_s for s in states if s.a.status == "running" and s.a.metrics.new_tokens == 0]
+def test_live_counter_ticks_while_a_side_waits_for_tokens():
+    slow = ScriptedBackend("slow", WORDS, delays=[0.5, 0.0])  # a first token that comes late (a long prefill)
+    states = list(stream_pair(Job("a", slow, ASK), Job("b", scripted(), ASK), GREEDY, tick_s=0.05))
+    waiting_a = [s.a.metrics.elapsed_s for s in states if s.a.status == Status.RUNNING and s.a.metrics.new_tokens == 0]
     assert len(waiting_a) >= 3 and waiting_a == sorted(waiting_a) and waiting_a[-1] > waiting_a[0]
 
 
-class Exploding(Wrapping):
-    """Delegates to a real backend, then fails mid-stream like a crashing model."""
-
-    def __init__(self, inner, after=1):
-        super().__init__(inner)
-        self.after = after
-
-    def stream(self, messages, params, stop, threads=None):
-        for i, chunk in enumerate(self.inner.stream(messages, params, stop, threads)):
-            if i == self.after:
-                raise RuntimeError("simulated out-of-memory in the model")
-            yield chunk
-
-
-def test_a_side_that_raises_mid_stream_does_not_stop_the_other(tiny_backend):
+def test_a_side_that_raises_mid_stream_does_not_stop_the_other():
     params = GenerationParams(max_new_tokens=30, greedy=True)
-    final = list(stream_pair(Job("a", Exploding(tiny_backend), ASK, label="boom"), Job("b", tiny_backend, ASK), params))[-1]
-    assert final.a.status == "error" and "simulated out-of-memory" in final.a.error
-    assert final.a.text  # what streamed before the failure stays visible
-    assert final.b.status == "done" and final.b.metrics.new_tokens == 30
-    assert not generate_threads()
+    final = list(stream_pair(Job("a", scripted(fail_at=1), ASK, label="boom"), Job("b", scripted(), ASK), params))[-1]
+    assert final.a.status == Status.ERROR and final.a.error == "boom failed: RuntimeError: scripted failure at token 1"
+    assert final.a.text == WORDS[0]  # what streamed before the failure stays visible
+    assert final.b.status == Status.DONE and final.b.metrics.new_tokens == 30
+    assert not scripted_threads()
 
 
-def test_a_side_that_could_not_load_leaves_the_other_usable(tiny_backend):
-    final = list(stream_pair(Job("a", None, ASK, error="model path /x does not exist"), Job("b", tiny_backend, ASK), GREEDY))[-1]
-    assert final.a.status == "error" and "/x" in final.a.error
-    assert final.b.status == "done"
+def test_a_side_that_could_not_load_leaves_the_other_usable():
+    final = list(stream_pair(Job("a", None, ASK, error="model path /x does not exist"), Job("b", scripted(), ASK),
+                             GREEDY))[-1]
+    assert final.a.status == Status.ERROR and "/x" in final.a.error
+    assert final.b.status == Status.DONE
 
 
-def test_closing_a_pair_stops_both_workers(tiny_backend):
+def test_closing_a_pair_stops_both_workers():
     params = GenerationParams(max_new_tokens=400, greedy=True)
-    it = stream_pair(Job("a", tiny_backend, ASK), Job("b", tiny_backend, ASK), params)
+    model = scripted()
+    it = stream_pair(Job("a", model, ASK), Job("b", model, ASK), params)
     for state in it:
         if state.a.metrics.new_tokens > 2 and state.b.metrics.new_tokens > 2:
             break
     it.close()
     deadline = time.monotonic() + 5
-    while generate_threads() and time.monotonic() < deadline:
+    while scripted_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not generate_threads()
+    assert not scripted_threads()
 
 
 class CutCharacter(Wrapping):
@@ -240,60 +242,79 @@ def test_a_character_cut_by_the_token_limit_is_not_kept(tiny_backend):
     assert final.finish_reason == "length" and final.text == "冬天"
 
 
-def test_load_on_demand_loads_each_side_when_its_turn_comes(tiny_backend):
+def test_load_on_demand_loads_each_side_when_its_turn_comes():
     loads = []
+
+    model = scripted()
 
     def loader(side):
         def load():
             loads.append((side, time.perf_counter()))
-            return tiny_backend
+            return model
         return load
 
     jobs = [Job(s, None, ASK, load=loader(s)) for s in "ab"]
     states = list(stream_pair(*jobs, GREEDY, sequential=True))
     final = states[-1]
-    assert final.a.status == final.b.status == "done" and final.a.text == final.b.text
+    assert final.a.status == final.b.status == Status.DONE and final.a.text == final.b.text
     assert [s for s, _ in loads] == ["a", "b"]
     assert loads[1][1] >= final.a.started_at + final.a.metrics.elapsed_s  # B loaded only after A finished
     assert final.a.model_wait_s is not None and final.b.model_wait_s is not None
     # at once: A loads in its own worker (its pane says so, its counter runs) while B answers
     loads.clear()
-    states = list(stream_pair(Job("a", None, ASK, load=loader("a")), Job("b", tiny_backend, ASK), GREEDY))
-    assert [s for s, _ in loads] == ["a"] and states[-1].a.status == states[-1].b.status == "done"
+    states = list(stream_pair(Job("a", None, ASK, load=loader("a")), Job("b", model, ASK), GREEDY))
+    assert [s for s, _ in loads] == ["a"] and states[-1].a.status == states[-1].b.status == Status.DONE
     assert states[-1].a.text == final.a.text
 
 
-def test_a_load_shows_in_its_pane_as_it_happens(tiny_backend):
+def test_a_load_shows_in_its_pane_as_it_happens():
     """What the loader reports (progress.status) reaches the side's state, with a running counter."""
     from llm_compare.progress import status
+
+    model = scripted()
 
     def load():
         status("converting model.gguf, step 1/2")
         time.sleep(0.3)
         status("converting model.gguf, step 2/2")
         time.sleep(0.3)
-        return tiny_backend
+        return model
 
-    states = list(stream_pair(Job("a", None, ASK, load=load), Job("b", tiny_backend, ASK), GREEDY, tick_s=0.05))
-    loading = [s.a for s in states if s.a.status == "loading"]
+    states = list(stream_pair(Job("a", None, ASK, load=load), Job("b", model, ASK), GREEDY, tick_s=0.05))
+    loading = [s.a for s in states if s.a.status == Status.LOADING]
     assert [a.activity for a in loading if a.activity][:1] == ["converting model.gguf, step 1/2"]
     assert "converting model.gguf, step 2/2" in {a.activity for a in loading}
     elapsed = [a.metrics.elapsed_s for a in loading]
     assert elapsed == sorted(elapsed) and elapsed[-1] > 0.3  # the counter does not pretend nothing runs
     final = states[-1].a
-    assert final.status == "done" and final.activity == "" and final.model_wait_s >= 0.6
+    assert final.status == Status.DONE and final.activity == "" and final.model_wait_s >= 0.6
 
 
-def test_load_on_demand_failure_and_stop_before_the_turn(tiny_backend):
+def test_load_on_demand_failure_and_stop_before_the_turn():
+    model = scripted()
+
     def fails():
         raise UserError("Qwen-7B-Chat needs 15.6 GiB but 9.1 GiB is available")
 
-    final = list(stream_pair(Job("a", tiny_backend, ASK), Job("b", None, ASK, load=fails), GREEDY, sequential=True))[-1]
-    assert final.a.status == "done" and final.b.status == "error" and "15.6 GiB" in final.b.error
+    final = list(stream_pair(Job("a", model, ASK), Job("b", None, ASK, load=fails), GREEDY, sequential=True))[-1]
+    assert final.a.status == Status.DONE and final.b.status == Status.ERROR and "15.6 GiB" in final.b.error
 
     called = []
     stop_b = threading.Event()
     stop_b.set()  # Stop B pressed while A was still answering
-    final = list(stream_pair(Job("a", tiny_backend, ASK), Job("b", None, ASK, stop=stop_b, load=lambda: called.append(1)),
+    final = list(stream_pair(Job("a", model, ASK), Job("b", None, ASK, stop=stop_b, load=lambda: called.append(1)),
                              GREEDY, sequential=True))[-1]
-    assert final.b.status == "stopped" and not called
+    assert final.b.status == Status.STOPPED and not called
+
+
+def test_side_status_is_one_of_six_words_and_stores_as_the_word():
+    import json
+
+    from llm_compare.engine import SideState, Status
+
+    assert [s.value for s in Status] == ["waiting", "loading", "running", "done", "stopped", "error"]
+    assert [s.finished for s in Status] == [False, False, False, True, True, True]
+    assert SideState("a", "A", status="stopped").status is Status.STOPPED  # read as its Status
+    with pytest.raises(ValueError):
+        SideState("a", "A", status="finished")  # a misspelt status is refused, not silently unfinished
+    assert json.loads(json.dumps({"status": Status.DONE})) == {"status": "done"} and f"{Status.ERROR}" == "error"

@@ -366,15 +366,15 @@ def test_ctrl_c_writes_the_prompts_that_finished(tmp_path, tiny_model):
 
 @pytest.fixture
 def voting_ctx(tmp_path):
-    from llm_compare.pool import ModelPool
-    from llm_compare.specs import load_registry
-    from llm_compare.ui.session import AppContext
+    """The app's turn and store on a scripted model (tests/scripted.py): a token every 10 ms."""
+    from scripted import WORDS, ScriptedApp, ScriptedPool, scripted_registry, scripted_spec
 
     with VoteStore(tmp_path / "votes.db") as store:
-        yield AppContext(registry=load_registry(), pool=ModelPool(), store=store)
+        yield ScriptedApp(registry=scripted_registry(scripted_spec("m")),
+                          pool=ScriptedPool({"m": dict(tokens=WORDS * 5, delays=0.01)}), store=store)
 
 
-FP32_PAIR = {"a": "smollm2-fp32", "b": "smollm2-fp32"}
+SCRIPTED_PAIR = {"a": "m", "b": "m"}
 
 
 def test_turn_with_a_side_stopped_before_its_first_token_is_not_votable(voting_ctx):
@@ -383,7 +383,7 @@ def test_turn_with_a_side_stopped_before_its_first_token_is_not_votable(voting_c
 
     conv = Conversation()
     params = GenerationParams(max_new_tokens=24, greedy=True)
-    for frame in run_turn(voting_ctx, conv, "Count from one to fifty.", FP32_PAIR, params, sequential=True):
+    for frame in run_turn(voting_ctx, conv, "Count from one to fifty.", SCRIPTED_PAIR, params, sequential=True):
         if frame.state and frame.state.a.status == "running":
             conv.run.stop_side("b")  # B has not started: sequential runs it after A
     assert frame.state.b.status == "stopped" and frame.state.b.text == "" and frame.state.a.status == "done"
@@ -399,7 +399,7 @@ def test_partly_stopped_answer_is_votable_and_marked_in_the_export(voting_ctx, t
 
     conv = Conversation()
     params = GenerationParams(max_new_tokens=24, greedy=True)
-    for frame in run_turn(voting_ctx, conv, "Count from one to fifty.", FP32_PAIR, params, sequential=True):
+    for frame in run_turn(voting_ctx, conv, "Count from one to fifty.", SCRIPTED_PAIR, params, sequential=True):
         if frame.state and frame.state.a.metrics.new_tokens > 0:
             conv.run.stop_side("a")
     assert frame.state.a.status == "stopped" and frame.state.a.text and conv.can_vote

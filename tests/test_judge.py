@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from llm_compare.judge import combine, judge_messages, parse_verdict, pick_battl
 from llm_compare.judge_local import ProbabilityJudge, last_position_logits, make_judge
 from llm_compare.store import VoteStore
 from llm_compare.verdict import agreement, verdict
+from openai_server import OpenAIServer
 
 # question -> how the scripted judge answers (it sees which answer comes first)
 SCRIPT = {
@@ -42,61 +42,25 @@ def scripted_reply(question: str | None, user: str) -> str | None:
             "garbage": "[[A]] no, [[B]]", "slow": None}[rule]
 
 
-class JudgeServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), JudgeHandler)
-        self.requests: list[dict] = []
-        self.release = threading.Event()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
+def judge_reply(h, body):
+    """The scripted judge's answer to one request (a slow one waits until the test ends)."""
+    user = body["messages"][-1]["content"]
+    question = next((q for q in SCRIPT if q in user), None)
+    reply = scripted_reply(question, user)
+    if reply is None:
+        h.server.release.wait(10)
+        reply = "[[A]]"
+    h.stream_text(reply)
 
 
-class JudgeHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.send_body(200, "application/json", json.dumps({"data": [{"id": "judge-model"}]}))
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        user = body["messages"][-1]["content"]
-        question = next((q for q in SCRIPT if q in user), None)
-        reply = scripted_reply(question, user)
-        if reply is None:
-            self.server.release.wait(10)
-            reply = "[[A]]"
-        events = [{"choices": [{"index": 0, "delta": {"content": reply}, "finish_reason": None}]},
-                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
-        self.send_body(200, "text/event-stream", "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n")
-
-    def send_body(self, code, kind, text):
-        data = text.encode()
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass  # the client gave up (the slow case)
+def JudgeServer() -> OpenAIServer:  # noqa: N802 - a server, as the tests that use it read
+    return OpenAIServer(judge_reply, models=["judge-model"])
 
 
 @pytest.fixture
 def judge_server():
-    srv = JudgeServer()
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
+    with JudgeServer() as srv:
+        yield srv
 
 
 def add_battle(store, question, answer_a, answer_b, a="m1", b="m2"):

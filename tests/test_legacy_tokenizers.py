@@ -62,7 +62,7 @@ def stream_texts(tokenizer, prompt_ids, new_ids) -> list[tuple[str, int]]:
 
     from llm_compare.backends.transformers import CountingStreamer
 
-    streamer = CountingStreamer(tokenizer, skip_special_tokens=True)
+    streamer = CountingStreamer(tokenizer)
     streamer.put(torch.tensor([prompt_ids]))
     for i in new_ids:
         streamer.put(torch.tensor([i]))

@@ -31,7 +31,7 @@ from llm_compare.loading.memory import (
 from llm_compare.loading.quantize import Int8Linear, quantize_int8
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
-from llm_compare.specs import LLAMACPP_CONTEXT, ModelSpec
+from llm_compare.specs import CONTEXT_TOKENS, ModelSpec
 
 from conftest import LEGACY_FIXTURES as FIXTURES  # noqa: E402
 
@@ -57,11 +57,20 @@ def test_seed_parameter_counts_match_the_published_sizes():
     assert estimate(QWEN_7B_CHAT, "bfloat16").weights_bytes == 15_442_649_088  # 15.44 GB
 
 
+# int8 bytes worked out by hand: 1 byte a linear weight + a bf16 scale per output row, the rest bf16.
+# ChatGLM3-6B, 28 layers: linears (qkv 4096->4608, dense 4096->4096, 4096->2x13696, 13696->4096)
+# 5_710_544_896 weights in 1_125_376 rows; the rest (embedding and output layer 65024x4096 each,
+# 57 norms of 4096, qkv biases 28x4608) 533_039_104 -> 5_710_544_896 + 2 x 1_125_376 + 2 x 533_039_104.
+# Qwen-7B-Chat, 32 layers: linears (c_attn 4096->12288, c_proj 4096->4096, w1 and w2 4096->11008,
+# mlp c_proj 11008->4096) 6_476_005_376 weights in 1_359_872 rows; the rest (151936x4096 twice,
+# 65 norms, c_attn biases 32x12288) 1_245_319_168.
+INT8_BYTES = {"chatglm3-6b": 6_778_873_856, "qwen-7b-chat": 8_969_363_456}
+
+
 def test_int8_halves_the_linear_layers_and_keeps_embeddings_16_bit():
-    for config in (CHATGLM3_6B, QWEN_7B_CHAT):
-        count = count_parameters(config)
+    for name, config in (("chatglm3-6b", CHATGLM3_6B), ("qwen-7b-chat", QWEN_7B_CHAT)):
         bf16, int8, fp32 = (estimate(config, d) for d in ("bfloat16", "int8", "float32"))
-        assert int8.weights_bytes == count.linear + 2 * count.linear_rows + 2 * count.other
+        assert int8.weights_bytes == INT8_BYTES[name]
         assert fp32.weights_bytes == 2 * bf16.weights_bytes
         assert int8.resident_bytes < bf16.resident_bytes < fp32.resident_bytes
         assert int8.peak_bytes == bf16.peak_bytes  # int8 loads bf16 weights first
@@ -142,13 +151,13 @@ def test_gguf_is_sized_from_its_tensor_table():
 def test_llamacpp_kv_cache_is_sized_by_the_models_context_and_cache_type():
     """llama.cpp reserves its whole context at load: the estimate grows with `context` by the KV
     cache's own size per token (q8_0 for the quantized exports, float32 for gguf-f32)."""
-    per_token = count_parameters(QWEN_7B_CHAT).kv_per_token
-    assert per_token == 2 * 32 * 4096  # K and V, 32 layers, 32 heads of 128
+    assert count_parameters(QWEN_7B_CHAT).kv_per_token == 262_144  # K and V x 32 layers x 32 heads of 128
+    # 2048 more tokens: 262_144 values a token; q8_0 stores 32 values in 34 bytes, f32 in 128
     q4 = {n: estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=n).resident_bytes for n in (2048, 4096)}
-    assert q4[4096] - q4[2048] == int(per_token * 4096 * 34 / 32) - int(per_token * 2048 * 34 / 32)
+    assert q4[4096] - q4[2048] == 570_425_344  # 2048 x 262_144 x 34 / 32
     f32 = {n: estimate(QWEN_7B_CHAT, "gguf-f32", context=n).resident_bytes for n in (2048, 4096)}
-    assert f32[4096] - f32[2048] == per_token * 2048 * 4
-    default = estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=LLAMACPP_CONTEXT).resident_bytes
+    assert f32[4096] - f32[2048] == 2_147_483_648  # 2048 x 262_144 x 4
+    default = estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=CONTEXT_TOKENS).resident_bytes
     assert estimate(QWEN_7B_CHAT, "gguf-q4_k_m").resident_bytes == default
     small = estimate("embedded:smollm2", backend="llamacpp", context=256).resident_bytes
     assert estimate("embedded:smollm2", backend="llamacpp", context=8192).resident_bytes > small
@@ -227,20 +236,20 @@ def test_int8_linear_matches_its_dequantised_weights(in_features):
 def test_quantize_int8_keeps_logits_close_and_halves_linear_memory():
     model = _tiny_llama()
     ids = torch.randint(0, 256, (1, 12))
+    lm_head = model.get_output_embeddings()
+    linear_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not lm_head)
     with torch.no_grad():
         ref = model.to(torch.float32)(ids).logits
         bf16_bytes = sum(p.numel() * 2 for p in model.parameters())
         quantize_int8(model)
         out = model(ids).logits.float()
-    lm_head = model.get_output_embeddings()
     assert isinstance(lm_head, torch.nn.Linear) and lm_head.weight.dtype == torch.bfloat16
     assert not [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not lm_head]
     assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 2 * 7
     int8_bytes = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())
                      if t.dtype != torch.float32)  # rotary inv_freq stays float32 and is not a weight
-    count = count_parameters(json.loads(model.config.to_json_string()))
     assert int8_bytes == estimate(json.loads(model.config.to_json_string()), "int8").weights_bytes
-    assert int8_bytes < bf16_bytes - count.linear // 2
+    assert int8_bytes < bf16_bytes - linear_weights // 2
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
     with torch.no_grad():
         generated = model.generate(ids, max_new_tokens=5, do_sample=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llm_compare.cli import main
-from llm_compare.engine import Metrics, SideState
+from llm_compare.engine import Metrics, SideState, Status
 from llm_compare.params import GenerationParams
 from llm_compare.pool import ModelPool
 from llm_compare.presets import Preset
@@ -105,14 +105,22 @@ def html_escaped(text):
     return html.escape(text, quote=True)
 
 
-def test_run_suite_alternates_which_model_goes_first(tiny_models):
-    spec_a, spec_b = (spec_from_source(p).with_overrides(dtype="float32") for p in tiny_models)
+def test_run_suite_alternates_which_model_goes_first():
+    """Scripted models (tests/scripted.py): the order and the bookkeeping, not what a model says."""
+    from scripted import ScriptedPool, scripted_spec
+
+    spec_a, spec_b = scripted_spec("left"), scripted_spec("right")
     presets = [Preset("t", f"p{i}", f"hello {i}") for i in range(3)]
     seen = []
-    report = run_suite(presets, spec_a, spec_b, GenerationParams(max_new_tokens=4, greedy=True), ModelPool(),
+    report = run_suite(presets, spec_a, spec_b, GenerationParams(max_new_tokens=4, greedy=True),
+                       ScriptedPool({"left": dict(tokens="LLLLL", delays=0.01), "right": dict(tokens="RRRRR", delays=0.01)}),
                        progress=lambda n, total, preset, state: seen.append((n, total, state.finished)))
     assert [r.first for r in report.results] == ["a", "b", "a"]
-    assert all(r.a.status == "done" and r.b.status == "done" and r.battle_id is None for r in report.results)
+    for r in report.results:  # sequential: the side that goes first ends before the other starts
+        first, second = (r.a, r.b) if r.first == "a" else (r.b, r.a)
+        assert first.started_at + first.metrics.elapsed_s <= second.started_at
+        assert (r.a.text, r.b.text) == ("LLLL", "RRRR")  # A's answer stays A's when B goes first
+        assert r.a.status == r.b.status == Status.DONE and r.battle_id is None
     assert seen[-1] == (2, 3, True) and {n for n, _, _ in seen} == {0, 1, 2}
 
 
@@ -183,20 +191,14 @@ def test_a_prompt_a_model_cannot_take_is_reported_not_stored(tmp_path, tiny_mode
 
 def test_report_with_a_judge_adds_its_verdict(tmp_path, tiny_models, capsys):
     from test_judge import JudgeServer
-    import threading
 
-    server = JudgeServer()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     suite = tmp_path / "suite.toml"
     suite.write_text(SUITE, encoding="utf-8")
     out, db = tmp_path / "out", tmp_path / "v.db"
-    try:
+    with JudgeServer() as server:
         code = main(["report", "--prompts", str(suite), "--model-a", tiny_models[0], "--model-b", tiny_models[1],
                      "--dtype-a", "float32", "--dtype-b", "float32", "--out", str(out), "--db", str(db),
                      "--max-new-tokens", "6", "--greedy", "--judge", server.url])
-    finally:
-        server.shutdown()
-        server.server_close()
     err = capsys.readouterr().err
     assert code == 0, err
     assert "judged 3 battles" in err and len(server.requests) == 6, err  # three battles, both orders
@@ -212,27 +214,20 @@ def test_report_with_a_judge_adds_its_verdict(tmp_path, tiny_models, capsys):
 
 
 def test_report_tab_judge_option_stores_verdicts_and_adds_the_section(tmp_path, tiny_models):
-    import threading
-
     from test_judge import JudgeServer
 
     from llm_compare.specs import load_registry
     from llm_compare.ui.report_tab import NO_JUDGE, make_report
     from llm_compare.ui.session import AppContext
 
-    server = JudgeServer()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     presets = [Preset("t", "one", "hello, how are you?"), Preset("t", "two", "他知道我知道吗？")]
     with VoteStore(tmp_path / "v.db") as store:
         ctx = AppContext(registry=load_registry(), pool=ModelPool(), presets=presets, store=store,
                          dtypes={"a": "float32", "b": "float32"})
         run_report = make_report(ctx)
         quiet = lambda *args, **kwargs: None
-        try:
+        with JudgeServer() as server:
             files, preview, status = run_report("t", tiny_models[0], tiny_models[1], 6, True, server.url, progress=quiet)
-        finally:
-            server.shutdown()
-            server.server_close()
         assert "judged 2 battles" in status and "Judge verdict" in preview
         assert len(store.judge_records()) == 2 and store.counts()["votes"] == 0
         files, preview, status = run_report("t", tiny_models[0], tiny_models[1], 6, True, NO_JUDGE, progress=quiet)

@@ -52,20 +52,24 @@ def test_the_account_counts_seats_until_released_once():
     assert account.running == 0
 
 
-def test_engine_streams_take_and_return_seats(tiny_backend):
-    """Every local stream goes through the one account: it counts while streaming, not after."""
+def test_engine_streams_take_and_return_seats(eight_cores):
+    """Every local stream goes through the one account: it counts while streaming, not after, and
+    the stream runs with the threads the account gives it (a scripted model measured best at 3)."""
     from llm_compare.engine import stream_reply
     from llm_compare.params import GenerationParams
+    from scripted import ScriptedBackend
 
+    model = ScriptedBackend("m", best_threads=3)
     before = STREAMS.running
+    assert before <= 1  # nothing else streams now (a leaked seat would show here)
     seen = []
-    for update in stream_reply(tiny_backend, [{"role": "user", "content": "hi"}],
+    for update in stream_reply(model, [{"role": "user", "content": "hi"}],
                                GenerationParams(max_new_tokens=3, greedy=True)):
         seen.append((STREAMS.running, update.metrics.threads))
     assert STREAMS.running == before
     assert all(running == before + 1 for running, _ in seen)
-    expected = threads_for_stream(tiny_backend.spec, before + 1, tiny_backend.best_threads())
-    assert {threads for _, threads in seen} == {expected}
+    assert {threads for _, threads in seen} == {3}  # its best, within its share of 8 cores (8 or 4)
+    assert [threads for _, _, threads in model.calls] == [3]
 
 
 def test_cpu_cores_are_the_cores_this_process_may_use():

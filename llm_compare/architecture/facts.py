@@ -15,6 +15,7 @@ from llm_compare.architecture.sources import read_source
 from llm_compare.architecture.tokens import tokenizer_facts
 from llm_compare.errors import UserError
 from llm_compare.loading.memory import count_parameters, weight_bytes
+from llm_compare.loading.size_model import Q4_K_M_NOTE
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,9 @@ def memory_facts(reading: Reading, out: dict, bandwidth: float | None) -> dict:
     counts = tensors.part_counts(reading.table)
     facts["params_total"] = counts["total"]
     facts.update({f"params_{part}": counts[part] for part in tensors.PARTS})
-    layers = tensors.layer_count(reading.table)
-    facts["weights_bytes"] = sizes.weights_by_precision(reading.table, layers)
+    facts["weights_bytes"] = sizes.weights_by_precision(reading.table)
     facts["memory_bandwidth_bytes_per_s"] = bandwidth
-    read_bytes = sizes.bytes_read_per_token(reading.table, layers)
+    read_bytes = sizes.bytes_read_per_token(reading.table)
     if reading.file_types:
         facts["weights_bytes"]["this file"] = reading.file_types["bytes"]
         read_bytes["this file"] = reading.file_types["read_bytes"]
@@ -139,6 +139,6 @@ def finish(out: dict, reading: Reading, notes: list[str]) -> dict:
                 "not stated" if read_config and key in CONFIG_KEYS else "unknown")
     out["missing"] = missing
     out["notes"] = notes
-    if any(k.startswith("gguf-q4_k_m") for k in (out.get("weights_bytes") or {})):
-        out["notes"].append(tensors.Q4_K_M_NOTE)
+    if "gguf-q4_k_m" in (out.get("weights_bytes") or {}):
+        out["notes"].append(Q4_K_M_NOTE)
     return {key: out[key] for key in (*KEYS, "missing", "notes")}

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llm_compare.architecture.tensors import llama_shaped
 from llm_compare.chat_formats import choose_format
 from llm_compare.errors import UserError
+from llm_compare.loading.size_model import llama_shaped
 from llm_compare.specs import shape_problems
 
-LLAMA_SHAPED = ("llama", "mistral", "qwen2", "qwen3", "glm")  # classes tensors.llama_shaped describes
+LLAMA_SHAPED = ("llama", "mistral", "qwen2", "qwen3", "glm")  # classes size_model.llama_shaped describes
 FULL_ROTARY = ("llama", "mistral", "qwen2", "qwen3")  # classes that rotate the whole head
 GATED_ACTS = {"silu": "SwiGLU", "swish": "SwiGLU", "gelu": "GeGLU", "gelu_pytorch_tanh": "GeGLU",
               "gelu_new": "GeGLU"}

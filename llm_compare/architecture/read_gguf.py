@@ -12,6 +12,7 @@ from pathlib import Path
 from llm_compare.architecture.read import GATED_ACTS, Reading, hf_tokenizer, rope_facts, valid_sizes, with_format
 from llm_compare.loading.gguf.header import check_gguf
 from llm_compare.loading.gguf.unpack import VOCAB_KEYS, byte_level_tokenizer, not_covered
+from llm_compare.loading.size_model import type_name
 
 KEYS = {  # native config key: llama.cpp metadata key after "{arch}."
     "num_hidden_layers": "block_count",
@@ -30,16 +31,6 @@ ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "qwen3": "silu", "mistral": "si
                "chatglm": "silu", "phi3": "silu", "gemma": "gelu_pytorch_tanh", "gemma2": "gelu_pytorch_tanh"}
 TOKENIZER_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece BPE", "bert": "WordPiece",
                    "t5": "SentencePiece Unigram"}
-
-
-def type_name(ggml_type: int) -> str:
-    """ggml's name for a tensor type (Q4_K, F16, ...)."""
-    from gguf import GGMLQuantizationType
-
-    try:
-        return GGMLQuantizationType(ggml_type).name
-    except ValueError:
-        return f"type {ggml_type}"
 
 
 def transformers_class_for(arch: str) -> str | None:

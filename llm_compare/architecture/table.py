@@ -65,7 +65,7 @@ def precision(key: str, name: str) -> Callable[[dict], str]:
         if name not in sizes:
             return NOT_APPLICABLE if sizes else value(f, key)
         if key == "weights_bytes":
-            return size(sizes[name]) + (" (estimate)" if name == "gguf-q4_k_m" else "")
+            return size(sizes[name])
         if name not in ceilings:
             return value(f, key)
         return f"{ceilings[name]:,.0f} tok/s" if ceilings[name] >= 100 else f"{ceilings[name]:.1f} tok/s"

@@ -11,12 +11,11 @@ from llm_compare.backends.openai import OpenAIBackend
 from llm_compare.errors import UserError
 from llm_compare.loading import load_model
 from llm_compare.loading.source import resolve_source
+from llm_compare.specs import is_gguf_dtype
 
 
 def open_backend(spec, progress=None) -> Backend:
     """`progress(step, total, what)`: called while a gguf-* dtype is exported (minutes for a 7B model)."""
-    from llm_compare.loading.gguf.export import is_gguf_dtype  # reason: torch
-
     if is_gguf_dtype(spec.dtype) and spec.backend != "openai":
         return open_exported(spec, progress)
     if spec.backend == "transformers":

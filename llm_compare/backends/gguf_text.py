@@ -1,4 +1,5 @@
-"""A plain GGUF file's own text side on llama.cpp: the file checked, its chat template, bytes to text.
+"""A plain GGUF file's own text side on llama.cpp: the file checked, its chat template (its ids become
+text through the shared `detokenize.for_llama`).
 
 A model exported from a directory uses the directory's tokenizer instead (`llamacpp_exported.TextSide`).
 """
@@ -26,29 +27,6 @@ def gguf_path(source: str) -> Path:
             raise UserError(f"{path} is not a .gguf file; the llamacpp backend reads GGUF models only")
     check_gguf(path)  # a cut file: one line here, not a failure inside llama.cpp
     return path
-
-
-class Utf8Pieces:
-    """Token bytes -> text, holding back an incomplete multi-byte character until its rest arrives."""
-
-    def __init__(self):
-        self.pending = b""
-
-    def feed(self, data: bytes) -> str:
-        data = self.pending + data
-        for cut in range(len(data), max(-1, len(data) - 4), -1):  # a char is at most 4 bytes
-            try:
-                text = data[:cut].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            self.pending = data[cut:]
-            return text
-        self.pending = b""
-        return data.decode("utf-8", errors="replace")
-
-    def flush(self) -> str:
-        text, self.pending = self.pending.decode("utf-8", errors="replace"), b""
-        return text
 
 
 class GgufPrompt:

@@ -29,21 +29,23 @@ import psutil
 
 from llm_compare import cpu_probe
 from llm_compare.architecture.tokens import plain_ids
+from llm_compare.backends import detokenize
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
 from llm_compare.backends.drafting import LlamaForward, draft_length, llama_decode, measured_probe
-from llm_compare.backends.gguf_text import GgufPrompt, Utf8Pieces, gguf_path
+from llm_compare.backends.gguf_text import GgufPrompt, gguf_path
 from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.backends.llamacpp_eval import common_prefix, evaluate_blocks, held_ids
-from llm_compare.backends.llamacpp_exported import GGML_TYPES, generate_ids
+from llm_compare.backends.llamacpp_exported import generate_ids
 from llm_compare.errors import UserError
 from llm_compare.loading.gguf.header import trained_context
 from llm_compare.loading.memory import APP_BYTES, available_bytes, count_gguf, saved_caches_budget
+from llm_compare.loading.size_model import GGML_IDS, kv_cache_bytes
 from llm_compare.machine import anon_rss, rss
 from llm_compare.params import GenerationParams
 from llm_compare.progress import status
-from llm_compare.specs import KV_VALUE_BYTES, reserved_context
+from llm_compare.specs import reserved_context
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream
 
 MAX_INSTANCES = 2  # one per pane; a third concurrent stream waits for a free one
@@ -107,8 +109,8 @@ class LlamaCppBackend(Backend):
 
     def context_kv_bytes(self) -> int:
         """KV cache of one full context of this model in its cache type (a saved conversation's ceiling)."""
-        kind = {v: k for k, v in GGML_TYPES.items()}.get(self.open_kwargs.get("type_k"), "f16")
-        return int(count_gguf(self.path).kv_per_token * self.n_ctx * KV_VALUE_BYTES[kind])
+        kind = GGML_IDS[self.open_kwargs.get("type_k", 1)].name  # llama.cpp's default: f16 (id 1)
+        return kv_cache_bytes(count_gguf(self.path).kv_per_token, self.n_ctx, kind)
 
     def _open(self):
         import llama_cpp
@@ -299,7 +301,7 @@ class LlamaCppBackend(Backend):
             sampling = dict(temp=0.0, top_k=1, top_p=1.0)
         else:
             sampling = dict(temp=params.temperature, top_k=0, top_p=params.top_p)
-        pieces = Utf8Pieces()
+        pieces = detokenize.for_llama(llm)
         first_at = None
         if stop.is_set():
             return
@@ -307,7 +309,7 @@ class LlamaCppBackend(Backend):
         def put(token: int, drafted: bool = False) -> None:
             nonlocal first_at
             first_at = first_at or time.perf_counter()
-            emit((pieces.feed(llm.detokenize([token], special=False)), 1, first_at, int(drafted)))
+            emit((pieces.feed(token), 1, first_at, int(drafted)))
 
         if length is not None:  # drafts from the conversation, verified by llama.cpp's own sampler chain
             llama_decode(llm, ids, sampling, params, stop, put, length)

@@ -2,8 +2,8 @@
 
 Three small pieces make it measurable and controllable:
 - `CountingStreamer` counts the tokens behind each text piece and stamps the first token's time
-  (a word-buffered streamer would otherwise delay the visible first token), and never emits half
-  a UTF-8 character (streamed Chinese stays unbroken).
+  (a word-buffered streamer would otherwise delay the visible first token); its text comes from
+  the shared `detokenize.Detokenizer` (streamed Chinese stays unbroken).
 - `StopOnEvent` ends generation within one token of `stop.set()`.
 - `SeededSampler` (`sampling.py`) samples with its own `torch.Generator`, so two sampled streams
   running at once are each reproducible from their seed (torch's global RNG would interleave them).
@@ -18,7 +18,6 @@ import copy
 import queue
 import threading
 import time
-import unicodedata
 from typing import Iterator, Sequence
 
 import torch
@@ -27,41 +26,36 @@ from transformers.generation.streamers import BaseStreamer
 
 from llm_compare import cpu_probe, drafts
 from llm_compare.architecture.tokens import plain_ids
+from llm_compare.backends import detokenize
 from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, block_rows, check_logit_ids,
                                        run_in_worker)
 from llm_compare.backends.drafting import TorchForward, draft_length, measured_probe, torch_decode
 from llm_compare.backends.kv_states import SavedCaches, is_another
 from llm_compare.backends.sampling import SeededSampler
-from llm_compare.loading.memory import KV_TOKENS, available_bytes, saved_caches_budget
+from llm_compare.loading.memory import available_bytes, saved_caches_budget
+from llm_compare.loading.size_model import kv_cache_bytes, kv_cache_type
 from llm_compare.params import TUNABLE, GenerationParams
 from llm_compare.progress import status
+from llm_compare.specs import CONTEXT_TOKENS
 from llm_compare.threads import LLAMACPP_RAN, threads_for_stream, use_torch_threads
 
 class CountingStreamer(BaseStreamer):
     """Decoded text pieces with the number of tokens behind each, into `text_queue` as (text, tokens,
-    threads): `threads` is the torch thread count of the generating thread, read in it (generate()
-    calls the streamer there), so a pane shows the count the stream really runs with.
+    threads, drafted): `threads` is the torch thread count of the generating thread, read in it
+    (generate() calls the streamer there), so a pane shows the count the stream really runs with.
 
-    Written on transformers' BaseStreamer rather than by overriding TextIteratorStreamer.put, whose
-    body would have to be copied to change three things in it: count tokens and stamp the first
-    token's time; hold back an incomplete UTF-8 character; and keep the newline's token when the
-    cache restarts (sentencepiece drops a leading "▁" at the start of a decode, which would lose the
-    space or indentation after a newline). Text is released at a space, a newline or a wide (CJK)
-    character, so words are never cut and streamed Chinese flows character by character.
+    Written on transformers' BaseStreamer rather than TextIteratorStreamer, whose body would have to
+    be copied to count tokens and stamp the first token's time; the text comes from the shared
+    `detokenize.Detokenizer`, which never emits half a UTF-8 character.
     """
 
-    def __init__(self, tokenizer, **decode_kwargs):
-        self.tokenizer, self.decode_kwargs = tokenizer, decode_kwargs
+    def __init__(self, tokenizer):
+        self.text = detokenize.for_tokenizer(tokenizer)
         self.text_queue: queue.Queue = queue.Queue()
-        self.token_cache: list[int] = []
-        self.print_len = 0
         self.prompt_pending = True  # generate() first puts the prompt ids: skipped
         self.pending_tokens = 0
         self.drafted_pending = 0  # of the pending tokens, how many came from drafts (drafts.decode)
         self.first_token_at: float | None = None
-
-    def _decode(self, ids) -> str:
-        return self.tokenizer.decode(ids, **self.decode_kwargs)
 
     def put(self, value):
         if value.dim() > 1:
@@ -72,27 +66,13 @@ class CountingStreamer(BaseStreamer):
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.pending_tokens += value.numel()
-        self.token_cache.extend(value.tolist())
-        text = self._decode(self.token_cache)
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
-            return
-        if text.endswith("\n"):
-            printable, self.token_cache = text[self.print_len :], self.token_cache[-1:]
-            self.print_len = len(self._decode(self.token_cache))
-        elif text and unicodedata.east_asian_width(text[-1]) in "WF":
-            printable = text[self.print_len :]
-            self.print_len += len(printable)
-        else:
-            printable = text[self.print_len : text.rfind(" ") + 1]
-            self.print_len += len(printable)
+        printable = self.text.feed(value.tolist())
         if printable:
             self._emit(printable)
 
     def end(self):
         """The rest of the text; the end of the stream itself is signalled by base.run_in_worker."""
-        text = self._decode(self.token_cache)[self.print_len :] if self.token_cache else ""
-        self.token_cache, self.print_len = [], 0
-        self._emit(text)
+        self._emit(self.text.flush())
 
     def _emit(self, text: str) -> None:
         n, self.pending_tokens = self.pending_tokens, 0
@@ -186,13 +166,14 @@ def tensor_bytes(model) -> int:
 
 def conversation_budget(model) -> int:
     """Bytes of saved conversation caches this model keeps (loading.memory.saved_caches_budget), from
-    its KV size per token (K and V of every layer, in the model's dtype) at KV_TOKENS tokens."""
+    its KV size per token (K and V of every layer, in the model's dtype) at CONTEXT_TOKENS tokens."""
     c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     heads = getattr(c, "num_attention_heads", 0) or 0
     head_dim = getattr(c, "head_dim", None) or (getattr(c, "hidden_size", 0) // heads if heads else 0)
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
-    per_token = 2 * (getattr(c, "num_hidden_layers", 0) or 0) * kv_heads * head_dim * model.dtype.itemsize
-    return saved_caches_budget(per_token * KV_TOKENS, available_bytes())
+    values = 2 * (getattr(c, "num_hidden_layers", 0) or 0) * kv_heads * head_dim
+    cache = kv_cache_type(str(model.dtype).removeprefix("torch."))
+    return saved_caches_budget(kv_cache_bytes(values, CONTEXT_TOKENS, cache), available_bytes())
 
 
 def croppable(cache) -> bool:
@@ -328,7 +309,7 @@ class TransformersBackend(Backend):
                threads: int | None = None) -> Iterator[Chunk]:
         ids = self.chat_format.encode(messages)
         input_ids = torch.tensor([ids], dtype=torch.long)
-        streamer = CountingStreamer(self.tokenizer, skip_special_tokens=True)
+        streamer = CountingStreamer(self.tokenizer)
         kwargs = generation_kwargs(self.chat_format, self.tokenizer, params)
         n_threads = threads or threads_for_stream(self.spec, 1, self.best_threads())
         length = draft_length(self)

@@ -7,7 +7,7 @@ import sys
 
 from llm_compare import progress
 from llm_compare.commands.flags import add_generation_args, add_model_args, settings_from_args, specs_from_args
-from llm_compare.engine import require_prompt
+from llm_compare.engine import Status, require_prompt
 from llm_compare.errors import UserError
 from llm_compare.pool import ModelPool
 from llm_compare.specs import MAX_TEXT_BYTES, read_capped
@@ -67,7 +67,7 @@ def say(text: str) -> None:
 def progress_cell(st) -> str:
     """One side on the live terminal line: tokens and time, or what its model load is doing."""
     m = st.metrics
-    if st.status == "loading":
+    if st.status == Status.LOADING:
         return f"{st.side.upper()} {m.elapsed_s:6.1f} s {st.activity or 'loading'}"[:48]
     return f"{st.side.upper()} {m.new_tokens:4d} tok {m.elapsed_s:6.1f} s"
 

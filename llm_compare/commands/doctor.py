@@ -21,13 +21,10 @@ from llm_compare.dtype_choice import choose, ram_fits
 from llm_compare.errors import UserError
 from llm_compare.loading import resolve_source
 from llm_compare.loading.gguf.export import disk_needs
-from llm_compare.loading.gguf.header import trained_context
-from llm_compare.loading.gguf.plan import exported_context
 from llm_compare.loading.memory import (APP_BYTES, GiB, SAVED_CONTEXTS, SAVED_SHARE, available_bytes,
-                                        estimate, gib as _gib, saved_caches_budget)
+                                        estimate, gib as _gib, llamacpp_context, saved_caches_budget)
 from llm_compare.machine import cpu_model
-from llm_compare.specs import (AUTO_DTYPE, DTYPES, GGUF_DTYPES, ModelSpec, load_registry, reserved_context,
-                               spec_from_source)
+from llm_compare.specs import AUTO_DTYPE, DTYPES, ModelSpec, is_gguf_dtype, load_registry, spec_from_source
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
@@ -175,7 +172,9 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
     free = available_bytes() if free is None else free
     if spec.backend == "transformers" and spec.dtype == AUTO_DTYPE:
         report.say(f"  {choose(spec, ram_fits(spec, available=free)).line}")
-    dtypes = list(DTYPES) if all_dtypes and spec.backend == "transformers" else [spec.dtype]
+    # every transformers dtype; the gguf-* ones get their own line (check_gguf_types), where an export is possible
+    every = [d for d in DTYPES if not is_gguf_dtype(d)]
+    dtypes = every if all_dtypes and spec.backend == "transformers" else [spec.dtype]
     estimates = {}
     for dtype in dtypes:
         try:
@@ -203,11 +202,10 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
 def loader_line(spec, source) -> str:
     """Which loader reads it, and the context llama.cpp reserves where llama.cpp runs it."""
     loader = LOADERS[source.kind]
+    context = llamacpp_context(source, spec.dtype, spec.backend, spec.context)
     if spec.backend == "llamacpp" and source.kind == "gguf":
-        context = reserved_context(spec.context, trained_context(source.path))
         return f"GGUF file run by llama.cpp as it is ({context}-token context)"
-    if spec.dtype in GGUF_DTYPES:
-        context = reserved_context(spec.context, exported_context(source))
+    if is_gguf_dtype(spec.dtype):
         return f"{loader}, exported once to {spec.dtype} and run by llama.cpp ({context}-token context)"
     return loader
 
@@ -228,7 +226,7 @@ def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
         return
     parts = []
     for dtype, disk in needed.items():
-        ram = estimate(spec.source, dtype).resident_bytes
+        ram = estimate(spec.source, dtype, context=spec.context).resident_bytes
         fits = ram <= free and disk <= free_disk
         parts.append(f"{dtype} ≈{_gib(ram)} RAM, {'cached' if not disk else f'≈{_gib(disk)} disk to export'}"
                      f" → {'fits' if fits else 'does not fit'}")
@@ -238,7 +236,7 @@ def check_gguf_types(spec, source, report: DoctorReport, free: int) -> None:
 def check_pair(specs, report: DoctorReport, free: int | None = None) -> None:
     """Both default models at once, as the app loads them (unless load-on-demand is on)."""
     try:
-        ests = [estimate(s.source, s.dtype, s.backend) for s in specs]
+        ests = [estimate(s.source, s.dtype, s.backend, s.context) for s in specs]
     except UserError:
         return  # already reported per model
     if any(e is None for e in ests):

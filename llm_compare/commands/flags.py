@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llm_compare.params import TUNABLE, GenerationParams, settings_from_input
-from llm_compare.specs import DTYPES, LLAMACPP_CONTEXT, check_context, check_threads, load_registry
+from llm_compare.specs import DTYPES, CONTEXT_TOKENS, check_context, check_threads, load_registry
 
 
 def add_model_args(p) -> None:
@@ -17,7 +17,7 @@ def add_model_args(p) -> None:
     p.add_argument("--threads-a", type=int, help="CPU threads for side A (default: thread policy)")
     p.add_argument("--threads-b", type=int, help="CPU threads for side B")
     p.add_argument("--context-a", type=int, help=f"llama.cpp: tokens of context side A reserves at load "
-                   f"(default {LLAMACPP_CONTEXT}; Qwen-7B: 0.27 GiB per 1024 tokens in gguf-q4_k_m)")
+                   f"(default {CONTEXT_TOKENS}; Qwen-7B: 0.27 GiB per 1024 tokens in gguf-q4_k_m)")
     p.add_argument("--context-b", type=int, help="the same for side B")
     p.add_argument(
         "--trust-remote-code",

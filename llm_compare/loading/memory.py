@@ -4,19 +4,21 @@ Two 6–7B models in bfloat16 need ≈ 28 GB and do not fit a 24 GiB machine tog
 checks before it reads any weights and tells the user which option fits (int8 weights, or one
 model resident at a time). Estimates come from the config (no weights are read):
 
-    resident = weights + RUNTIME_OVERHEAD + KV cache (KV_TOKENS tokens in transformers; llama.cpp's
-               whole LLAMACPP_CONTEXT at load, in its cache type: specs.GGUF_KV_CACHE)
+    resident = weights + RUNTIME_OVERHEAD + KV cache (specs.CONTEXT_TOKENS tokens in transformers;
+               the context llama.cpp reserves at load, `llamacpp_context`, in its cache type)
 
-weights: parameters × bytes per parameter; under int8 the linear layers inside the blocks take
-1 byte per weight plus one bfloat16 scale per output row, while embeddings, lm_head, norms and
-biases stay bfloat16. The loaders read bfloat16 weights and quantize afterwards, so an int8 load
-briefly peaks at the bfloat16 size: `Estimate.peak_bytes` is what `check_fits` compares.
+weights: parameters × bytes per parameter in transformers; under int8 the linear layers inside the
+blocks take 1 byte per weight plus one bfloat16 scale per output row, while embeddings, lm_head,
+norms and biases stay bfloat16. The loaders read bfloat16 weights and quantize afterwards, so an
+int8 load briefly peaks at the bfloat16 size: `Estimate.peak_bytes` is what `check_fits` compares.
+A GGUF file is its own size; a gguf-* export is the size model's (size_model.gguf_bytes: each tensor
+at the type llama.cpp's quantizer gives it). KV bytes: size_model.kv_cache_bytes.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -25,19 +27,17 @@ import torch
 from llm_compare.errors import UserError
 from llm_compare.loading.gguf.header import check_gguf, trained_context
 from llm_compare.loading.gguf.plan import exported_context
-from llm_compare.loading.source import resolve_source
-from llm_compare.specs import GGUF_KV_CACHE, KV_VALUE_BYTES, LLAMACPP_CONTEXT, check_shape, reserved_context
+from llm_compare.loading.size_model import file_type, gguf_bytes, kv_cache_bytes, kv_cache_type, llama_shaped
+from llm_compare.loading.source import Source, resolve_source
+from llm_compare.specs import CONTEXT_TOKENS, check_shape, is_gguf_dtype, reserved_context
 
 GiB = 1024**3
 MiB = 1024**2
 RUNTIME_OVERHEAD = 256 * MiB  # activations, allocator slack, tokenizer: measured 0.1–0.2 GiB on tiny models
-KV_TOKENS = 2048  # KV cache budget: a long conversation
 APP_BYTES = 512 * MiB  # the app process before any model (≈ 314 MiB measured) plus margin
 SKIP_ENV = "LLM_COMPARE_NO_MEMORY_CHECK"
 DTYPE_FALLBACKS = ("float32", "bfloat16", "int8")  # each needs less than the one before (float16 = bfloat16)
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2,
-         # exported GGUF files run by llama.cpp (memory-mapped): their bytes per parameter
-         "gguf-f32": 4, "gguf-f16": 2, "gguf-q8_0": 1.0625, "gguf-q4_k_m": 0.61}
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # per parameter in transformers
 NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "glm")
 
 
@@ -49,6 +49,8 @@ class ParamCount:
     linear_rows: int  # their output rows: one bfloat16 scale each
     other: int  # embeddings, lm_head, norms, biases: stay 16-bit under int8
     kv_per_token: int = 0  # K and V values cached per token, all layers
+    head_dim: int = 0  # 0: not known
+    table: dict | None = field(default=None, compare=False, repr=False)  # the tensor table (size_model), when known
 
     @property
     def total(self) -> int:
@@ -65,6 +67,12 @@ class Estimate:
 
 
 def weight_bytes(count: ParamCount, dtype: str) -> int:
+    """Bytes of the weights at `dtype`: transformers' precisions, or a gguf-* export's tensor data."""
+    if is_gguf_dtype(dtype):
+        if count.table is None:
+            raise UserError(f"cannot size a {dtype} export of this model: its tensors are not known; "
+                            "use dtype float32, bfloat16, float16 or int8")
+        return gguf_bytes(count.table, file_type(dtype))
     if dtype == "int8":
         return count.linear + 2 * count.linear_rows + 2 * count.other
     return int(BYTES.get(dtype, 2) * count.total)
@@ -72,19 +80,12 @@ def weight_bytes(count: ParamCount, dtype: str) -> int:
 
 def _decoder_count(vocab, hidden, inter, layers, heads, kv_heads, head_dim, *, qkv_bias=False, o_bias=False,
                    mlp_bias=False, tied=False, qk_norm=False) -> ParamCount:
-    """Parameters of a llama-shaped decoder (gated MLP, RMSNorm, grouped-query attention)."""
-    q, kv = heads * head_dim, kv_heads * head_dim
-    attn_rows, mlp_rows = q + 2 * kv + hidden, 2 * inter + hidden
-    linear = layers * (hidden * (q + 2 * kv) + q * hidden + 3 * hidden * inter)
-    per_layer_other = 2 * hidden + (q + 2 * kv if qkv_bias else 0) + (hidden if o_bias else 0)
-    per_layer_other += (2 * inter + hidden if mlp_bias else 0) + (2 * head_dim if qk_norm else 0)
-    embeddings = vocab * hidden * (1 if tied else 2)
-    return ParamCount(
-        linear=linear,
-        linear_rows=layers * (attn_rows + mlp_rows),
-        other=embeddings + layers * per_layer_other + hidden,
-        kv_per_token=2 * layers * kv,
-    )
+    """Parameters of a llama-shaped decoder (gated MLP, RMSNorm, grouped-query attention), from its tensor table."""
+    table = llama_shaped(dict(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim, qkv_bias=qkv_bias,
+        o_bias=o_bias, mlp_bias=mlp_bias, tied=tied, qk_norm=qk_norm))
+    return count_table(table, head_dim)
 
 
 def _int(config: dict, *keys, default=None) -> int:
@@ -168,7 +169,7 @@ def count_gguf(path: Path) -> ParamCount:
     return count_table(gguf_tensor_shapes(path))
 
 
-def count_table(shapes: dict[str, tuple[int, ...]]) -> ParamCount:
+def count_table(shapes: dict[str, tuple[int, ...]], head_dim: int = 0) -> ParamCount:
     """Parameters of a tensor table in llama.cpp names and GGUF dimension order ([in, out])."""
     linear = rows = other = kv = 0
     for name, dims in shapes.items():
@@ -178,7 +179,7 @@ def count_table(shapes: dict[str, tuple[int, ...]]) -> ParamCount:
             kv += 2 * dims[1] if name.endswith(".attn_k.weight") else 0  # K and V rows per token
         else:
             other += n
-    return ParamCount(linear=linear, linear_rows=rows, other=other, kv_per_token=kv)
+    return ParamCount(linear=linear, linear_rows=rows, other=other, kv_per_token=kv, head_dim=head_dim, table=shapes)
 
 
 def _product(dims) -> int:
@@ -191,34 +192,40 @@ def _product(dims) -> int:
 def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transformers",
              context: int | None = None) -> Estimate | None:
     """Estimate for a config dict, a model path / source string, or None when unknowable (hub, remote).
-    `context`: a llama.cpp model's KV cache in tokens (ModelSpec.context; None: LLAMACPP_CONTEXT)."""
+    `context`: a llama.cpp model's KV cache in tokens (ModelSpec.context; capped by `llamacpp_context`)."""
     if backend == "openai":
         return None
-    if isinstance(source_or_config, dict):
-        return _estimate_count(count_parameters(source_or_config), dtype, context)
-    source = resolve_source(str(source_or_config))
+    source = _as_source(source_or_config)
     if source.kind == "hub":
         return None
+    reserved = llamacpp_context(source, dtype, backend, context)
     if source.kind == "gguf":
         count = count_gguf(source.path)
-        if backend == "llamacpp":  # llama.cpp maps the file as is, plus its f16 KV cache
+        if reserved is not None:  # llama.cpp maps the file as is, plus its KV cache
             size = source.path.stat().st_size
-            reserved = reserved_context(context, trained_context(source.path))
-            kv = kv_cache_bytes(count, "f16", context=reserved)
+            kv = kv_cache_bytes(count.kv_per_token, reserved, kv_cache_type(dtype, "llamacpp"))
             return Estimate(count.total, size, size + RUNTIME_OVERHEAD + kv, size + RUNTIME_OVERHEAD + kv, kv)
-        return _estimate_count(count, dtype, context)
-    if dtype in GGUF_KV_CACHE:  # exported once, then llama.cpp caps its KV cache at the trained context
-        context = reserved_context(context, exported_context(source))
-    return _estimate_count(count_parameters(source.config), dtype, context)
+        return _estimate_count(count, dtype, backend)
+    return _estimate_count(count_parameters(source.config), dtype, backend, reserved)
 
 
-def kv_cache_bytes(count: ParamCount, llamacpp_kv: str | None = None, dtype: str = "bfloat16",
-                   context: int | None = None) -> int:
-    """KV cache: llama.cpp allocates its whole context at load in its cache type; transformers grows
-    its cache in the model's dtype, budgeted at KV_TOKENS (a long conversation)."""
-    if llamacpp_kv:
-        return int(count.kv_per_token * (context or LLAMACPP_CONTEXT) * KV_VALUE_BYTES[llamacpp_kv])
-    return count.kv_per_token * KV_TOKENS * (4 if dtype == "float32" else 2)
+def _as_source(source_or_config):
+    """A resolved source; a config dict stands for a directory holding it (no path: nothing else is read)."""
+    if isinstance(source_or_config, dict):
+        kind = {"chatglm": "chatglm3", "qwen": "qwen"}.get(source_or_config.get("model_type"), "hf_dir")
+        return Source(kind, None, config=source_or_config)
+    return resolve_source(str(source_or_config))
+
+
+def llamacpp_context(source, dtype: str, backend: str, context: int | None) -> int | None:
+    """Tokens of KV cache llama.cpp reserves for `source` at `dtype` on `backend` (None: llama.cpp does
+    not run it): the model's `context`, capped at the context the GGUF file states (a .gguf file) or the
+    export will state (a directory at a gguf-* dtype): the one rule for the RAM check, `doctor` and loading."""
+    if source.kind == "gguf" and (backend == "llamacpp" or is_gguf_dtype(dtype)):
+        return reserved_context(context, trained_context(source.path))
+    if is_gguf_dtype(dtype):
+        return reserved_context(context, exported_context(source))
+    return None
 
 
 SAVED_CONTEXTS = 4  # full contexts of KV cache a model may keep for conversations waiting their turn
@@ -234,9 +241,11 @@ def saved_caches_budget(context_kv_bytes: int, free: int) -> int:
     return max(0, min(SAVED_CONTEXTS * context_kv_bytes, share) if context_kv_bytes else share)
 
 
-def _estimate_count(count: ParamCount, dtype: str, context: int | None = None) -> Estimate:
+def _estimate_count(count: ParamCount, dtype: str, backend: str, reserved: int | None = None) -> Estimate:
+    """`reserved`: llama.cpp's context (`llamacpp_context`); None: transformers' CONTEXT_TOKENS budget."""
     weights = weight_bytes(count, dtype)
-    kv = kv_cache_bytes(count, GGUF_KV_CACHE.get(dtype), dtype, context)
+    cache = kv_cache_type(dtype, backend, count.head_dim)
+    kv = kv_cache_bytes(count.kv_per_token, reserved or CONTEXT_TOKENS, cache)
     extra = RUNTIME_OVERHEAD + kv
     loaded_as = weight_bytes(count, "bfloat16") if dtype == "int8" else weights
     return Estimate(count.total, weights, weights + extra, max(weights, loaded_as) + extra, kv)

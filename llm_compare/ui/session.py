@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from llm_compare.arena import draw_blind_pair, not_votable, record_pair
-from llm_compare.engine import PairState, SideState, require_prompt
+from llm_compare.engine import PairState, SideState, Status, require_prompt
 from llm_compare.errors import UserError
 from llm_compare.loading import resolve_source
 from llm_compare.params import GenerationParams
@@ -31,7 +31,7 @@ class AppContext:
     registry: Registry
     pool: ModelPool
     presets: list = field(default_factory=list)
-    store: object | None = None  # VoteStore once the store lands
+    store: object | None = None  # the VoteStore (None: votes are off)
     model_a: str | None = None  # initial pickers (flags), registry names or paths
     model_b: str | None = None
     threads: dict = field(default_factory=dict)  # side -> --threads-a/-b override
@@ -177,16 +177,16 @@ class Frame:
 def format_elapsed(st: SideState | None) -> str:
     if st is None:
         return "⏱ –"
-    if st.status == "loading":  # the counter runs: the wait for a model is part of what the user sees
+    if st.status == Status.LOADING:  # the counter runs: the wait for a model is part of what the user sees
         return f"⏱ {st.metrics.elapsed_s:.1f} s · loading model"
     wait = f" · model load {st.model_wait_s:.1f} s" if st.model_wait_s is not None else ""
-    if st.status == "waiting":
+    if st.status == Status.WAITING:
         return f"⏱ – · waiting{wait}"
     return f"⏱ {st.metrics.elapsed_s:.1f} s · {st.status}{wait}"
 
 
 def format_stats(st: SideState | None) -> str:
-    if st is None or st.status in ("waiting", "error") and not st.metrics.new_tokens:
+    if st is None or st.status in (Status.WAITING, Status.ERROR) and not st.metrics.new_tokens:
         return "first token – · 0 new tokens · – tok/s · peak memory –"
     m = st.metrics
     ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "–"
@@ -207,15 +207,15 @@ def _counted(n: int, noun: str) -> str:
 
 def pane_text(st: SideState) -> str:
     """The assistant bubble for one side: the reply, a stop/length mark, or the error."""
-    if st.status == "error":
+    if st.status == Status.ERROR:
         partial = f"{st.text}\n\n" if st.text else ""
         return f"{partial}⚠️ **Error:** {st.error}"
-    if st.status == "loading":
+    if st.status == Status.LOADING:
         return f"⏳ {st.activity or f'loading {st.label}'} … ({st.metrics.elapsed_s:.0f} s)"
-    if st.status == "waiting" and not st.text:
+    if st.status == Status.WAITING and not st.text:
         return "…"
-    text = st.text or ("…" if st.status == "running" else "*[empty reply]*")
-    if st.status == "stopped":
+    text = st.text or ("…" if st.status == Status.RUNNING else "*[empty reply]*")
+    if st.status == Status.STOPPED:
         text += "\n\n*[stopped]*"
     elif st.finish_reason == "length":
         text += "\n\n*[reached max new tokens]*"
@@ -295,10 +295,6 @@ def _record(ctx: AppContext, conv: Conversation, state: PairState | None, turn: 
         conv.note = f"not stored for voting: {reason}"
         return
     try:
-        if state.a.params == state.b.params:  # what each side really ran with (recommended settings apply)
-            params = state.a.params or params
-        else:
-            params = {turn.job(s).backend.spec.name: state.side(s).params.to_dict() for s in SIDES}
         spec_a, spec_b = (turn.job(s).backend.spec for s in SIDES)  # as loaded (a measured "auto" dtype resolved)
         conv.battle_id = record_pair(ctx.store, spec_a, state.a, spec_b, state.b, turn.a.messages, turn.b.messages,
                                      params=params, anony=conv.blind, source="live")
@@ -310,14 +306,14 @@ def _record(ctx: AppContext, conv: Conversation, state: PairState | None, turn: 
 def _commit(conv: Conversation, state: PairState | None, prompt: str) -> PairState | None:
     """Keep the turn in each side's history; a side that errored keeps it only on screen."""
     if state is not None and not state.finished:  # closed mid-stream: what ran was stopped
-        state = PairState(*(st if st.finished else dataclasses.replace(st, status="stopped", finish_reason="stopped")
+        state = PairState(*(st if st.finished else dataclasses.replace(st, status=Status.STOPPED, finish_reason="stopped")
                             for st in (state.a, state.b)))
     conv.last_prompt, conv.last_state = prompt, state
     for s in SIDES:
         st = state.side(s) if state else None
         conv.shown[s] += [{"role": "user", "content": prompt},
                           {"role": "assistant", "content": pane_text(st) if st else "⚠️ **Error:** not started"}]
-        if st is not None and st.status != "error":
+        if st is not None and st.status != Status.ERROR:
             conv.messages[s] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": st.text}]
     return state
 

@@ -28,6 +28,7 @@ from llm_compare.loading.gguf.unpack import VOCAB_KEYS, not_covered, write_model
 from llm_compare.loading.source import resolve_source
 from llm_compare.machine import cache_root, cache_write_error
 from llm_compare.progress import status
+from llm_compare.specs import is_gguf_dtype
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def convert_in_background(specs) -> list[threading.Thread]:
     daemon threads, so a user who opens the page finds it done; a Send meanwhile waits on its lock."""
     threads, paths = [], set()
     for spec in specs:
-        if spec.backend != "transformers" or spec.dtype.startswith("gguf-"):
+        if spec.backend != "transformers" or is_gguf_dtype(spec.dtype):
             continue
         try:
             source = resolve_source(spec.source)

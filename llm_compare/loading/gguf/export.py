@@ -6,7 +6,7 @@ weight, config and tokenizer file's size and modification time, so a second star
 few `stat` calls. Making it:
 
 - refuses first, with numbers, when free disk (the GGUF, plus the 16-bit intermediate for the
-  quantized types) or free RAM (the largest tensor in float32 plus a shard mapping) is too small;
+  quantized types, both sized by `size_model.gguf_bytes`) or free RAM (the largest tensor in float32 plus a shard mapping) is too small;
 - writes under `<type>.*.partial-<pid>` names and renames at the end, with a lock per type so two
   processes never export the same file at once; leftovers of a killed export are deleted by the next
   one, another type's only when no process holds that type's lock (several types export at once);
@@ -34,22 +34,20 @@ from llm_compare.errors import UserError
 from llm_compare.machine import cache_root, cache_write_error
 from llm_compare.loading.gguf.plan import ExportPlan, plan_export
 from llm_compare.loading.gguf.write import Progress, quantize, write_gguf
+from llm_compare.loading.memory import count_parameters
+from llm_compare.loading.size_model import file_type, gguf_bytes
+from llm_compare.specs import GGUF_DTYPES
 
 log = logging.getLogger(__name__)
 EXPORTER_VERSION = "2"  # bump when the written files change meaning (2: chat_template.jinja templates)
-# dtype -> (written by us in mode, then quantized by llama.cpp to, bytes per parameter)
-GGUF_TYPES = {
-    "gguf-f32": ("f32", None, 4.0),
-    "gguf-f16": ("f16", None, 2.0),
-    "gguf-q8_0": ("source", "q8_0", 1.0625),
-    "gguf-q4_k_m": ("source", "q4_k_m", 0.61),
-}
 GiB = 1024**3
 CHECK_BYTES = 1 << 20  # checksummed at each end of a cached file
 
 
-def is_gguf_dtype(dtype: str) -> bool:
-    return dtype in GGUF_TYPES
+def export_steps(dtype: str) -> tuple[str, str | None]:
+    """(the mode we write the file in, the type llama.cpp's quantizer then makes of it, or None)."""
+    kind = file_type(dtype)
+    return (kind, None) if kind in ("f32", "f16") else ("source", kind)
 
 
 def _gib(n: float) -> str:
@@ -65,17 +63,12 @@ def cache_dir(plan: ExportPlan) -> Path:
     return cache_root() / "gguf-export" / hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def source_parameters(plan: ExportPlan) -> int:
-    """Parameter count from the shard sizes (16-bit checkpoints; float32 ones count double: the
-    estimates below then err on the safe side)."""
-    return sum(f.stat().st_size for f in plan.shards.files) // 2
-
-
 def needs(plan: ExportPlan, dtype: str) -> tuple[int, int]:
-    """(free disk bytes, free RAM bytes) exporting `plan` as `dtype` needs."""
-    mode, quantized, per_param = GGUF_TYPES[dtype]
-    params = source_parameters(plan)
-    disk = params * per_param + (params * 2 if quantized else 0)
+    """(free disk bytes, free RAM bytes) exporting `plan` as `dtype` needs: the file (and the 16-bit
+    intermediate llama.cpp quantizes), tensor by tensor, plus room for the header and vocabulary."""
+    mode, quantized = export_steps(dtype)
+    table = count_parameters(plan.config.to_dict()).table
+    disk = gguf_bytes(table, quantized or mode) + (gguf_bytes(table, "f16") if quantized else 0)
     c = plan.config
     largest = max(c.vocab_size * c.hidden_size, 2 * c.intermediate_size * c.hidden_size)
     largest_shard = max(f.stat().st_size for f in plan.shards.files)
@@ -194,7 +187,7 @@ def remove_abandoned_partials(folder: Path, dtype: str) -> None:
 
 def build(plan: ExportPlan, dtype: str, target: Path, progress: Progress | None) -> None:
     """Write (and quantize) under partial names, record the checksum, then rename into place."""
-    mode, quantized, _ = GGUF_TYPES[dtype]
+    mode, quantized = export_steps(dtype)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     written = partial if not quantized else target.with_name(f"{dtype}.source.partial-{os.getpid()}")
     steps = [0]
@@ -229,5 +222,5 @@ def disk_needs(source) -> tuple[Path, int, dict[str, int]]:
     plan = plan_export(source)
     folder = cache_dir(plan)
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    needed = {d: 0 if (folder / f"{d}.gguf").is_file() else needs(plan, d)[0] for d in GGUF_TYPES}
+    needed = {d: 0 if (folder / f"{d}.gguf").is_file() else needs(plan, d)[0] for d in GGUF_DTYPES}
     return folder, shutil.disk_usage(existing).free, needed

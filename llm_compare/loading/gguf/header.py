@@ -13,11 +13,13 @@ only when asked for by key, so the check stays cheap. One pass of `struct` reads
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_compare.errors import UserError
+from llm_compare.loading.size_model import GGML_IDS
 from llm_compare.specs import GGUF_LIMITS
 
 # metadata value type → struct format (uint8 int8 uint16 int16 uint32 int32 float32 bool uint64 int64 float64)
@@ -27,14 +29,6 @@ STRING, ARRAY = 8, 9
 DEFAULT_ALIGNMENT = 32
 SMALL_ARRAY = 1024  # numeric arrays up to this long are read with the header (per-layer values)
 MAX_DIMS = 4  # ggml tensors have at most four
-# ggml tensor type → (elements per block, bytes per block), from the GGUF/ggml block layouts
-_K = 256
-BLOCKS = {
-    0: (1, 4), 1: (1, 2), 30: (1, 2),  # F32, F16, BF16
-    2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),  # Q4_0 Q4_1 Q5_0 Q5_1 Q8_0
-    10: (_K, 84), 11: (_K, 110), 12: (_K, 144), 13: (_K, 176), 14: (_K, 210),  # Q2_K … Q6_K
-    24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),  # I8 I16 I32 I64 F64
-}
 
 
 @dataclass(frozen=True)
@@ -45,14 +39,9 @@ class GgufTensor:
     offset: int  # from the start of the data section
 
     def nbytes(self) -> int | None:
-        """Bytes of its data, or None for a type this table does not know."""
-        if self.ggml_type not in BLOCKS:
-            return None
-        per_block, size = BLOCKS[self.ggml_type]
-        n = 1
-        for d in self.dims:
-            n *= d
-        return n // per_block * size
+        """Bytes of its data, or None for a type the size model does not know."""
+        kind = GGML_IDS.get(self.ggml_type)
+        return kind.bytes_for(math.prod(self.dims)) if kind else None
 
 
 @dataclass(frozen=True)

@@ -82,11 +82,12 @@ class ExportPlan:
 
 def export_config(source: Source):
     """The native transformers config an export of `source` is written from (no weights read), or a
-    one-line refusal naming what is covered."""
+    one-line refusal naming what is covered. A source without a path stands for its config dict alone."""
+    where = source.path / "config.json" if source.path else Path("config.json")
     if source.kind == "chatglm3":
-        return glm_config(source.config, source.path / "config.json")
+        return glm_config(source.config, where)
     if source.kind == "qwen":
-        return qwen2_config(source.config, source.path / "config.json")
+        return qwen2_config(source.config, where)
     if source.kind == "gguf":
         raise UserError(f"{source.path.name} is already a GGUF file; use backend \"llamacpp\" for it, not a gguf-* dtype")
     if source.kind == "hub":
@@ -96,13 +97,15 @@ def export_config(source: Source):
     model_type = source.config.get("model_type")
     if model_type not in NATIVE_ARCHES:
         raise UserError(
-            f"the GGUF exporter does not cover model_type {model_type!r} ({source.path}); it covers {COVERED}; "
+            f"the GGUF exporter does not cover model_type {model_type!r} ({where}); it covers {COVERED}; "
             "use dtype float32, bfloat16, float16 or int8 for this model"
         )
     try:
+        if source.path is None:
+            return AutoConfig.for_model(**source.config)
         return AutoConfig.from_pretrained(source.path, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {source.path / 'config.json'}: {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"cannot read {where}: {str(e).splitlines()[0]}") from None
 
 
 def export_context(config) -> int:

@@ -25,6 +25,7 @@ import torch
 from llm_compare.loading.gguf.header import GgufHeader, GgufTensor
 from llm_compare.loading.gguf.plan import LAYER_NAMES, TOP_NAMES
 from llm_compare.loading.gguf.vocab import byte_to_unicode
+from llm_compare.loading.size_model import GGML_TYPES
 from llm_compare.specs import check_shape
 
 VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
@@ -46,7 +47,9 @@ SPECIAL_IDS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_tok
 _LAYER = re.compile(r"blk\.(\d+)\.(.+)")
 _NATIVE_TOP = {gguf: native for native, gguf in TOP_NAMES.items()}
 _NATIVE_LAYER = {gguf: native for native, gguf in LAYER_NAMES.items() if "gate_up" not in native and "bias" not in gguf}
-_GGML_TYPES = {0, 1, 30, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14}  # floats, legacy and k-quants: gguf.quants covers them
+# floats, legacy and k-quants: gguf.quants dequantizes them
+_GGML_TYPES = {GGML_TYPES[n].id for n in ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k",
+                                           "q4_k", "q5_k", "q6_k")}
 
 
 def native_name(gguf_name: str) -> str | None:
