@@ -8,7 +8,9 @@ Gradio). Names are dotted under llm_compare; a package name is its __init__.py.
     loading parts: loading.size_model, loading.gguf, loading.gguf.header, loading.quantize, loading.checkpoint,
         loading.tokenizer_base, loading.tokenizer_chatglm3, loading.tokenizer_qwen, loading.gguf.vocab,
         loading.source
-    loaders: loading.legacy_chatglm3, loading.legacy_qwen, loading.gguf.plan, loading.gguf.unpack,
+    families: families.family, families.renames, families.tensors, families.gguf_metadata, families.native, families.chatglm3,
+        families.qwen1, families
+    loaders: loading.legacy, loading.gguf.plan, loading.gguf.unpack,
         loading.gguf.write, loading.gguf.export, loading.gguf.cache, loading.hf, loading.memory, loading
     architecture: architecture.tensors, architecture.tokens, architecture.read, architecture.legacy,
         architecture.read_gguf, architecture.sizes, architecture.sources, architecture.bandwidth,

@@ -23,15 +23,18 @@ did not, so a near tie could go the other way. So by default (`LLM_COMPARE_DRAFT
 drafts only where the probe found its batched logits within EXACT_LOGITS of one-at-a-time ones;
 `LLM_COMPARE_DRAFTS=on` drafts on the others too (faster, replies may differ at near ties), `off` never.
 
-How many tokens to draft (`DraftLength`) follows the measured cost of verifying k tokens against one
-step on this machine and model size (`verification_probe`, cached like the other probes) and the
-acceptance rate seen so far in the reply: k is drafted only where its expected tokens per second beat
-plain decoding. Where no draft length could pay even if every draft were right, drafting is off.
+How many tokens to draft (`DraftLength`) follows the cost of verifying k tokens against one step and
+the acceptance rate seen so far in the reply: k is drafted only where its expected tokens per second
+beat plain decoding. The costs start from the probe (`verification_probe`, once per machine and model
+size, cached like the other probes) and follow the passes timed in the reply itself (`PassCosts`):
+the probe ran on a short context at one moment, the reply runs at its own length and load. Where no
+draft length could pay even if every draft were right, drafting is off.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -45,6 +48,8 @@ GAIN_NEEDED = 1.05  # draft only where the expected speed beats plain decoding b
 PRIOR = (1.0, 2.0)  # (accepted, drafted) assumed before a reply's first verification: rate 0.5
 FORGET = 0.9  # weight of earlier verifications at each new one: the rate follows the reply
 RETRY_AFTER = 8  # after this many proposals skipped for a low rate, draft one token to look again
+PRIOR_PASSES = 2  # the probe's cost of a pass counts as this many passes timed in the reply
+TIMED_WEIGHT = 0.3  # weight of the newest timed pass in a running average (the load changes)
 EXACT_LOGITS = 1e-3  # batched logits this close to one-at-a-time ones keep replies as they are
 DRAFTS_ENV = "LLM_COMPARE_DRAFTS"  # auto (default: where exact) | on (also where not) | off
 MODES = ("auto", "on", "off")
@@ -135,38 +140,76 @@ def best_length(costs: dict[int, float], rate: float, limit: int) -> int:
 
 
 def usable(costs: dict | None) -> dict[int, float] | None:
-    """Measured costs cleaned for use (never cheaper with more rows), or None if drafting cannot pay
-    even when every drafted token is right (or nothing sensible was measured)."""
+    """Measured costs cleaned for use, relative to one step, or None if drafting cannot pay even when every
+    drafted token is right (or nothing sensible was measured). A pass over more rows may really be
+    cheaper than one over fewer (a BLAS kernel that suits 4 rows better than 2): that is kept, and the
+    draft length then prefers it; but no pass counts as cheaper than one step."""
     if not costs or len(costs) < 2:
         return None
-    clean, floor = {}, 0.0
-    for rows, seconds in sorted((int(r), float(s)) for r, s in costs.items()):
-        if not seconds > 0:
-            return None
-        floor = max(floor, seconds)  # a busy moment can make a bigger pass look cheaper: it is not
-        clean[rows] = floor
-    if 1 not in clean:
+    measured = {int(r): float(s) for r, s in costs.items()}
+    if 1 not in measured or not all(s > 0 for s in measured.values()):
         return None
+    step = measured[1]
+    clean = {rows: max(1.0, seconds / step) for rows, seconds in sorted(measured.items())}
     return clean if best_length(clean, 1.0, K_MAX) > 0 else None
+
+
+class PassCosts:
+    """Seconds of a pass over r tokens relative to one step: the probe's figures, corrected by the passes
+    timed in this reply (a running average per row count, the probe counting as PRIOR_PASSES passes)."""
+
+    def __init__(self, prior: dict[int, float]):
+        self.prior = dict(prior)
+        self.timed: dict[int, float] = {}  # rows -> running average of the seconds its passes took
+        self.count: dict[int, int] = {}
+
+    def observe(self, rows: int, seconds: float) -> None:
+        if not seconds > 0:
+            return
+        old = self.timed.get(rows)
+        self.timed[rows] = seconds if old is None else old + TIMED_WEIGHT * (seconds - old)
+        self.count[rows] = self.count.get(rows, 0) + 1
+
+    def table(self) -> dict[int, float]:
+        """{rows: cost relative to one step}: where the reply timed both a step and this many rows, their
+        ratio blended with the probe's; elsewhere the probe's."""
+        table = dict(self.prior)
+        step = self.timed.get(1)
+        if step:
+            for rows, seconds in self.timed.items():
+                if rows > 1:
+                    n = self.count[rows]
+                    before = interpolated(self.prior, rows)
+                    table[rows] = max(1.0, (before * PRIOR_PASSES + seconds / step * n) / (PRIOR_PASSES + n))
+        return table
 
 
 @dataclass
 class DraftLength:
     """How many tokens to draft next, per n-gram size: from the costs and the acceptance rate so far."""
 
-    costs: dict[int, float]
+    costs: dict[int, float]  # rows -> seconds of a pass, or relative to one step (`usable`)
     accepted: dict[int, float] = field(default_factory=dict)
     drafted: dict[int, float] = field(default_factory=dict)
     skipped: dict[int, int] = field(default_factory=dict)
+    passes: PassCosts = field(init=False)
+
+    def __post_init__(self):
+        step = self.costs[1]
+        self.passes = PassCosts({int(r): s / step for r, s in self.costs.items()})
 
     def rate(self, n: int) -> float:
         """Chance that a drafted token from an n-gram match is right, given those before it were."""
         return (self.accepted.get(n, 0.0) + PRIOR[0]) / (self.drafted.get(n, 0.0) + PRIOR[1])
 
+    def timed(self, rows: int, seconds: float) -> None:
+        """A pass over `rows` new tokens in this reply took `seconds` (`decode` times each one)."""
+        self.passes.observe(rows, seconds)
+
     def choose(self, n: int, available: int) -> int:
         if available <= 0:
             return 0
-        k = best_length(self.costs, self.rate(n), available)
+        k = best_length(self.passes.table(), self.rate(n), available)
         if k == 0:
             self.skipped[n] = self.skipped.get(n, 0) + 1
             if self.skipped[n] >= RETRY_AFTER:  # the rate may have changed: look again, cheaply
@@ -216,7 +259,8 @@ class DraftStats:
 
 def decode(evaluate: Callable[[list[int], int], Sequence], keep: Callable[[int], None],
            choose: Callable[[object, list[int]], int], prompt: list[int], max_new: int, stop_ids,
-           stop, emit: Callable[[int, bool], None], length: DraftLength | None) -> DraftStats:
+           stop, emit: Callable[[int, bool], None], length: DraftLength | None,
+           clock: Callable[[], float] = time.perf_counter) -> DraftStats:
     """Generate up to `max_new` tokens after `prompt`, drafting from the conversation where `length` says so.
 
     `evaluate(ids, rows)` feeds ids after what the model's cache holds and returns the logits of the
@@ -224,6 +268,7 @@ def decode(evaluate: Callable[[list[int], int], Sequence], keep: Callable[[int],
     is the plain decoding rule (penalty, then argmax or the seeded sampler). `emit(token, drafted)` gets
     every new token in order; a stop id is emitted and ends the reply, as in plain decoding. At the
     end the cache holds the prompt and every new token but the last (as after plain decoding).
+    Each pass after the prompt's is timed with `clock` for `length` (`DraftLength.timed`).
     """
     history = list(prompt)
     index = NgramIndex(history) if length is not None else None
@@ -238,7 +283,10 @@ def decode(evaluate: Callable[[list[int], int], Sequence], keep: Callable[[int],
             index.append(token)
             gram, found = index.propose(min(K_MAX, max_new - n - 1))
             draft = found[:length.choose(gram, len(found))]
+        started = clock()
         rows = evaluate([token, *draft], len(draft) + 1)
+        if length is not None:
+            length.timed(len(draft) + 1, clock() - started)
         accepted = 0
         for i in range(len(draft) + 1):
             token = choose(rows[i], history)

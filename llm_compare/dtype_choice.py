@@ -26,6 +26,7 @@ from typing import Callable
 from llm_compare import cpu_probe, gguf_probe
 from llm_compare.cpu_probe import DTYPE_ENV, TURN_NEW, TURN_PROMPT
 from llm_compare.errors import UserError
+from llm_compare.families import family_of
 from llm_compare.loading import resolve_source
 from llm_compare.loading.gguf.export import disk_needs, needs
 from llm_compare.loading.gguf.plan import check_supported, plan_export
@@ -36,7 +37,6 @@ QUICK_TURN_S = 10.0  # an unquantized turn this quick (≈ 20+ tokens/s) is not 
 MIN_SPEEDUP = 1.5  # a quantized type must save at least a third of the wait, export included
 EXPORT_TURNS = 20  # the one-time export is counted against this many turns (a conversation or two)
 QUANTIZED = {"gguf-q4_k_m": "4-bit quantized", "gguf-q8_0": "8-bit quantized"}
-EXPORTABLE = ("hf_dir", "chatglm3", "qwen")  # source kinds plan_export may cover
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def _export_refusal(source_text: str) -> tuple[str | None, dict]:
         return missing, {}
     try:
         source = resolve_source(source_text)
-        if source.kind not in EXPORTABLE:
+        if family_of(source) is None:  # a GGUF file or a hub id: plan_export covers model directories
             return f"a {source.kind} source is not a model directory", {}
         plan = plan_export(source)
         check_supported(plan)

@@ -40,7 +40,15 @@ def test_cheap_verification_drafts_long_and_linear_cost_never_drafts():
     assert best_length(CHEAP, 0.02, 15) == 0  # wrong drafts cost more than they give
     assert best_length(LINEAR, 0.99, 15) == 0
     assert usable(LINEAR) is None and usable(None) is None and usable({1: 0.0, 2: 1.0}) is None
-    assert usable({1: 2.0, 2: 1.0, 4: 2.1}) == {1: 2.0, 2: 2.0, 4: 2.1}  # a busy moment never makes more rows cheaper
+    assert usable({1: 2.0, 2: 1.0, 4: 2.1}) == {1: 1.0, 2: 1.0, 4: 1.05}  # relative to a step, never below it
+    assert usable({1: 1.0, 2: 1.8, 4: 1.2, 8: 1.6}) == {1: 1.0, 2: 1.8, 4: 1.2, 8: 1.6}  # a kernel may suit 4 rows best
+
+
+def test_a_cheaper_longer_pass_is_preferred_to_a_dearer_shorter_one():
+    """A BLAS kernel that is slow at 2 rows and fast at 4: with 3 tokens available, drafting 3 beats drafting 1."""
+    costs = {1: 1.0, 2: 1.8, 4: 1.2, 8: 1.6, 16: 2.5}
+    assert best_length(costs, 0.6, 3) == 3
+    assert best_length(costs, 0.6, 1) == 0  # only one token to draft: a 2-row pass at 1.8 steps does not pay
 
 
 def test_draft_length_follows_the_acceptance_rate_and_looks_again_later():
@@ -55,6 +63,51 @@ def test_draft_length_follows_the_acceptance_rate_and_looks_again_later():
     skipped = [length.choose(1, 15) for _ in range(drafts.RETRY_AFTER)]
     assert skipped[:-1] == [0] * (drafts.RETRY_AFTER - 1) and skipped[-1] == 1  # one token, to see if it changed
     assert length.choose(3, 15) > 0  # the rate is per n-gram size
+
+
+def test_passes_timed_in_the_reply_correct_the_probe():
+    """The probe timed a 2-row pass at 1.9 steps (a busy moment); the reply's own passes say 1.1: short drafts pay."""
+    length = DraftLength({1: 1.0, 2: 1.9, 4: 2.2, 8: 3.0, 16: 5.0})
+    assert length.choose(1, 1) == 0  # the probe alone: one drafted token at 1.9 steps does not pay at rate 1/2
+    for _ in range(6):
+        length.timed(1, 0.040)
+        length.timed(2, 0.044)
+    assert length.passes.table()[2] == pytest.approx((1.9 * drafts.PRIOR_PASSES + 1.1 * 6) / (drafts.PRIOR_PASSES + 6))
+    assert length.choose(1, 1) == 1
+    assert length.passes.table()[4] == 2.2  # rows the reply has not timed keep the probe's figure
+
+
+def test_passes_timed_dearer_than_the_probe_said_stop_drafting():
+    length = DraftLength(CHEAP)
+    assert length.choose(1, 15) > 0
+    for _ in range(10):
+        length.timed(1, 0.010)
+        for rows in (2, 4, 8, 16):
+            length.timed(rows, 0.010 * rows)  # compute-bound after all: k tokens cost k steps
+    assert [length.choose(2, 15) for _ in range(drafts.RETRY_AFTER - 1)] == [0] * (drafts.RETRY_AFTER - 1)
+
+
+def test_pass_costs_follow_the_newest_timings():
+    passes = drafts.PassCosts({1: 1.0, 4: 2.0})
+    passes.observe(4, 0.3)  # no step timed yet: the probe's figure stands
+    assert passes.table()[4] == 2.0
+    passes.observe(1, 0.1)
+    assert passes.table()[4] == pytest.approx((2.0 * drafts.PRIOR_PASSES + 3.0) / (drafts.PRIOR_PASSES + 1))
+    passes.observe(1, 0.0)  # a clock that did not move is no measurement
+    assert passes.timed[1] == 0.1
+    for _ in range(40):
+        passes.observe(1, 0.2)
+    assert passes.timed[1] == pytest.approx(0.2)  # a running average: the load of a minute ago fades
+
+
+class FakeClock:
+    """A clock that the model advances by its injected cost per pass: timing without wall time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
 
 
 class MarkovLM:
@@ -73,10 +126,16 @@ class MarkovLM:
         del self.cache[n:]
 
 
-def run(logits, params, prompt, length, max_new=12, stop_ids=()):
-    lm, out, flags = MarkovLM(logits), [], []
-    stats = decode(lm.evaluate, lm.keep, NextToken(params), prompt, max_new, set(stop_ids), threading.Event(),
-                   lambda t, d: (out.append(t), flags.append(d)), length)
+def run(logits, params, prompt, length, max_new=12, stop_ids=(), seconds=None):
+    """`seconds(rows)`: the injected cost of a pass, on a fake clock `decode` reads."""
+    lm, out, flags, clock = MarkovLM(logits), [], [], FakeClock()
+
+    def evaluate(ids, rows):
+        clock.now += seconds(len(ids)) if seconds else 0.0
+        return lm.evaluate(ids, rows)
+
+    stats = decode(evaluate, lm.keep, NextToken(params), prompt, max_new, set(stop_ids), threading.Event(),
+                   lambda t, d: (out.append(t), flags.append(d)), length, clock=clock)
     assert lm.cache == prompt + out[:-1]  # the cache holds exactly the conversation so far
     assert sum(flags) == stats.accepted
     return out, stats
@@ -101,6 +160,19 @@ def test_greedy_with_drafts_is_plain_greedy(penalty):
     drafted, stats = run(logits, params, PROMPT, DraftLength(CHEAP), max_new=40)
     assert drafted == plain
     assert stats.accepted > 0 and len(drafted) == 40
+
+
+def test_decode_learns_the_pass_costs_from_its_own_passes():
+    """The probe said 2-row passes cost 1.9 steps; this model's passes cost one step whatever their length.
+    Drafting with the reply's timing keeps more tokens from drafts than the probe alone would, same reply."""
+    params = GenerationParams(greedy=True)
+    logits = cycle_logits(peak=1.5)
+    probe = {1: 1.0, 2: 1.9, 4: 3.5, 8: 7.0, 16: 14.0}
+    plain, _ = run(logits, params, PROMPT, None, max_new=60)
+    untimed, before = run(logits, params, PROMPT, DraftLength(probe), max_new=60)
+    timed, after = run(logits, params, PROMPT, DraftLength(probe), max_new=60, seconds=lambda rows: 0.05)
+    assert timed == untimed == plain
+    assert after.accepted > before.accepted and after.drafted > before.drafted
 
 
 def test_a_stop_token_inside_an_accepted_draft_ends_the_reply():

@@ -221,3 +221,30 @@ def test_drafts_on_top_of_prefix_reuse_keep_the_next_turn_identical(which, tiny_
     monkeypatch.setattr(backend, "reuse", False)
     fresh = reply(backend, monkeypatch, params, False, messages=turn)
     assert drafted.text == fresh.text and drafted.metrics.new_tokens == fresh.metrics.new_tokens
+
+
+def test_verification_passes_multiply_few_rows_weights_first_and_nothing_else_changes():
+    """Only bias-free float32 layers switch; only a verification pass over 2-6 rows takes `weight @ x.T`, and
+    its rows match F.linear's to float rounding; everything else is F.linear bit for bit."""
+    import torch
+    import torch.nn.functional as F
+
+    from llm_compare.backends import drafting
+
+    layers = [torch.nn.Linear(64, 96, bias=False), torch.nn.Linear(64, 96), torch.nn.Linear(64, 96, bias=False).bfloat16()]
+    assert drafting.use_few_rows_linear(torch.nn.Sequential(*layers)) == 1
+    assert [type(m) is torch.nn.Linear for m in layers] == [False, True, True]
+    head, gen = layers[0], torch.Generator().manual_seed(0)
+    for rows, verifying in ((4, True), (4, False), (1, True), (8, True)):
+        x = torch.randn(1, rows, 64, generator=gen)
+        drafting._verifying.on = verifying
+        try:
+            got = head(x)
+        finally:
+            drafting._verifying.on = False
+        want = F.linear(x, head.weight)
+        assert got.shape == want.shape == (1, rows, 96)
+        if verifying and drafting.FEW_ROWS[0] <= rows <= drafting.FEW_ROWS[1]:
+            assert torch.allclose(got, want, atol=1e-5)
+        else:
+            assert torch.equal(got, want)

@@ -129,7 +129,7 @@ def describe(spec, bandwidth: float | None = None) -> dict:
 
 def finish(out: dict, reading: Reading, notes: list[str]) -> dict:
     """Every key present; `missing` says for each None whether the source is silent or unread."""
-    read_config = reading.kind in ("chatglm3", "qwen", "hf_dir", "gguf")
+    read_config = reading.kind not in ("remote", "hub")  # a config.json or a GGUF header was read
     invalid = reading.config.get("invalid") or {}
     missing = {}
     for key in KEYS:

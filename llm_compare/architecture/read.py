@@ -1,5 +1,5 @@
 """A native config.json's architecture without its weights, and what every reader shares: the `Reading`
-of one source in native config names (a seed format: `legacy.py`; a GGUF header: `read_gguf.py`;
+of one source in native config names (a seed format through its family's mapping, `llm_compare/families/`: `legacy.py`; a GGUF header: `read_gguf.py`;
 which reader a source takes: `sources.py`).
 
 Facts not in the source stay None and are listed in `not_stated`; nothing is guessed. Values the
@@ -15,10 +15,11 @@ from typing import Callable
 
 from llm_compare.chat_formats import choose_format
 from llm_compare.errors import UserError
-from llm_compare.loading.size_model import llama_shaped
+from llm_compare.families import native as native_family
+from llm_compare.families.tensors import BIASES, head_dim, kv_heads, tensor_shapes
 from llm_compare.specs import shape_problems
 
-LLAMA_SHAPED = ("llama", "mistral", "qwen2", "qwen3", "glm")  # classes size_model.llama_shaped describes
+LLAMA_SHAPED = tuple(BIASES)  # classes families/tensors.py describes
 FULL_ROTARY = ("llama", "mistral", "qwen2", "qwen3")  # classes that rotate the whole head
 GATED_ACTS = {"silu": "SwiGLU", "swish": "SwiGLU", "gelu": "GeGLU", "gelu_pytorch_tanh": "GeGLU",
               "gelu_new": "GeGLU"}
@@ -67,20 +68,23 @@ def valid_sizes(cfg: dict, notes: list[str], where: str = "config.json") -> tupl
     return {k: v for k, v in cfg.items() if k not in invalid}, invalid
 
 
-def shape_facts(cfg: dict, model_type: str | None, notes: list[str]) -> dict:
-    """Layers, widths, heads, norm and activation from native config keys; derived values noted;
+def shape_facts(cfg: dict, model_type: str | None, notes: list[str], native=None) -> dict:
+    """Layers, widths, heads, norm and activation from native config keys; values the class supplies
+    when the config is silent (`native`: the config object the model is built from) noted;
     impossible sizes left out (`facts["invalid"]` says why)."""
     cfg, invalid = valid_sizes(cfg, notes)
     facts = {k: cfg.get(k) for k in SHAPE_KEYS}
     facts["invalid"] = invalid
     heads, hidden = facts["num_attention_heads"], facts["hidden_size"]
-    if model_type in LLAMA_SHAPED and isinstance(heads, int) and isinstance(hidden, int):
+    if model_type in LLAMA_SHAPED and native is not None and isinstance(heads, int) and isinstance(hidden, int):
         if facts["head_dim"] is None:
-            facts["head_dim"] = hidden // heads
-            notes.append("head_dim not stated: the model class uses hidden_size / num_attention_heads")
+            facts["head_dim"] = head_dim(native)
+            notes.append(f"head_dim not stated: the model class uses {facts['head_dim']}"
+                         + ("" if getattr(native, "head_dim", None) else " (hidden_size / num_attention_heads)"))
         if facts["num_key_value_heads"] is None:
-            facts["num_key_value_heads"] = heads
-            notes.append("num_key_value_heads not stated: the model class then uses one KV head per head (MHA)")
+            facts["num_key_value_heads"] = kv_heads(native)
+            notes.append(f"num_key_value_heads not stated: the model class uses {facts['num_key_value_heads']}"
+                         + (" (one KV head per head: MHA)" if facts["num_key_value_heads"] == heads else ""))
     eps_rms, eps_ln = cfg.get("rms_norm_eps"), cfg.get("layer_norm_eps", cfg.get("layer_norm_epsilon"))
     facts["norm_type"] = "RMSNorm" if eps_rms is not None else "LayerNorm" if eps_ln is not None else None
     facts["norm_eps"] = eps_rms if eps_rms is not None else eps_ln
@@ -89,7 +93,7 @@ def shape_facts(cfg: dict, model_type: str | None, notes: list[str]) -> dict:
     facts["activation"] = (GATED_ACTS.get(act, f"gated {act}") if gated and act else act)
     facts["tied_embeddings"] = cfg.get("tie_word_embeddings")
     bias = cfg.get("attention_bias")
-    facts["qkv_bias"] = True if model_type == "qwen2" else bias
+    facts["qkv_bias"] = BIASES[model_type](native)[0] if native is not None and model_type in BIASES else bias
     facts["context_length"] = cfg.get("max_position_embeddings")
     facts.update(rope_facts(cfg))
     if facts["rope_fraction"] is None and model_type in FULL_ROTARY:
@@ -97,17 +101,11 @@ def shape_facts(cfg: dict, model_type: str | None, notes: list[str]) -> dict:
     return facts
 
 
-def table_for(facts: dict, cfg: dict, model_type: str | None) -> dict | None:
-    """The tensor table of a llama-shaped config, or None when a width is missing or the class differs."""
-    if model_type not in LLAMA_SHAPED or any(not isinstance(facts.get(k), int) for k in SHAPE_KEYS):
-        return None
-    shape = {k: facts[k] for k in SHAPE_KEYS}
-    attention_bias = bool(cfg.get("attention_bias", model_type == "glm"))
-    shape.update(qkv_bias=attention_bias or model_type == "qwen2",
-                 o_bias=attention_bias and model_type in ("llama", "qwen3"),
-                 mlp_bias=bool(cfg.get("mlp_bias", False)), qk_norm=model_type == "qwen3",
-                 tied=bool(cfg.get("tie_word_embeddings", False)))
-    return llama_shaped(shape)
+def table_for(native) -> dict | None:
+    """The tensor table of the native config a model is built from, None when the class is not
+    one families/tensors.py describes (or the config could not be read)."""
+    table = tensor_shapes(native) if native is not None else None
+    return dict(table) if table else None
 
 
 def native_names(raw: dict, model_type) -> dict:
@@ -125,9 +123,15 @@ def read_native_dir(path: Path, raw: dict) -> Reading:
     model_type = raw.get("model_type")
     classes = raw.get("architectures") or []
     notes: list[str] = []
-    facts = shape_facts(native_names(raw, model_type), model_type, notes)
+    native = class_defaults = None
+    try:
+        class_defaults = native_family.class_config(raw, path / "config.json")
+        native = native_family.native_config(raw, path / "config.json")
+    except UserError:  # an unknown class, an impossible or a missing size: no tensor table
+        pass
+    facts = shape_facts(native_names(raw, model_type), model_type, notes, class_defaults)
     reading = Reading("hf_dir", str(model_type or "unknown"), classes[0] if classes else None, "native transformers",
-                      config=facts, table=table_for(facts, raw, model_type), notes=notes, path=path, raw=raw)
+                      config=facts, table=table_for(native), notes=notes, path=path, raw=raw)
     reading.load_tokenizer = lambda: hf_tokenizer(path)
     if model_type not in LLAMA_SHAPED:
         notes.append(f"model type {model_type!r}: read from config.json; parameters per part unknown")

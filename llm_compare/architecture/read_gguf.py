@@ -2,7 +2,8 @@
 
 The header comes from `loading/gguf/header.py` (the one GGUF header reader; it also checks the file is
 complete). llama.cpp's keys (`{arch}.block_count`, `{arch}.attention.head_count_kv`, ...) are renamed
-to the native config names the other sources use; anything absent stays "not stated".
+to the native config names the other sources use by `families/gguf_metadata.py` (head_dim and KV
+heads by llama.cpp's own defaults when absent, noted); anything else absent stays "not stated".
 """
 
 from __future__ import annotations
@@ -10,22 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm_compare.architecture.read import GATED_ACTS, Reading, hf_tokenizer, rope_facts, valid_sizes, with_format
+from llm_compare.families.gguf_metadata import native_config
 from llm_compare.loading.gguf.header import check_gguf
 from llm_compare.loading.gguf.unpack import VOCAB_KEYS, byte_level_tokenizer, not_covered
 from llm_compare.loading.size_model import type_name
 
-KEYS = {  # native config key: llama.cpp metadata key after "{arch}."
-    "num_hidden_layers": "block_count",
-    "hidden_size": "embedding_length",
-    "intermediate_size": "feed_forward_length",
-    "num_attention_heads": "attention.head_count",
-    "num_key_value_heads": "attention.head_count_kv",
-    "head_dim": "attention.key_length",
-    "rms_norm_eps": "attention.layer_norm_rms_epsilon",
-    "layer_norm_eps": "attention.layer_norm_epsilon",
-    "rope_theta": "rope.freq_base",
-    "max_position_embeddings": "context_length",
-}
 # the activation of llama.cpp's graph for these architectures (none of them stores it in the header)
 ACTIVATIONS = {"llama": "silu", "qwen2": "silu", "qwen3": "silu", "mistral": "silu", "glm4": "silu",
                "chatglm": "silu", "phi3": "silu", "gemma": "gelu_pytorch_tanh", "gemma2": "gelu_pytorch_tanh"}
@@ -45,19 +35,13 @@ def transformers_class_for(arch: str) -> str | None:
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(arch)
 
 
-def native_keys(metadata) -> tuple[str, dict]:
-    """The architecture, and its llama.cpp keys under native config names (absent keys left out);
-    `metadata(key)` is a header value or None."""
-    arch = metadata("general.architecture") or "unknown"
-    cfg = {native: metadata(f"{arch}.{key}") for native, key in KEYS.items()}
-    return arch, {k: v for k, v in cfg.items() if v is not None}
-
-
 def read_gguf(path: Path) -> Reading:
     header = check_gguf(path)  # a cut or foreign file: the project's one-line message
     meta = header.metadata
-    arch, cfg = native_keys(meta.get)
-    notes: list[str] = []
+    arch, cfg, derived = native_config(meta.get)
+    notes = [f"{key} not stated in the header: llama.cpp uses {cfg[key]}"
+             + (" (embedding_length / head_count)" if key == "head_dim" else " (one KV head per head)")
+             for key in derived]
     cfg, invalid = valid_sizes(cfg, notes, "the GGUF header")
     table = {t.name: t.dims for t in header.tensors}
     untied = "output.weight" in table
@@ -95,12 +79,6 @@ def gguf_structure(meta: dict, arch: str, cfg: dict, table: dict, shape: dict) -
     out["activation"] = (GATED_ACTS.get(act, f"gated {act}") if gated else act) if act else None
     out["tied_embeddings"] = "output.weight" not in table if "token_embd.weight" in table else None
     out["qkv_bias"] = "blk.0.attn_q.bias" in table if "blk.0.attn_q.weight" in table else None
-    heads, hidden = shape.get("num_attention_heads"), shape.get("hidden_size")
-    if shape.get("head_dim") is None and isinstance(heads, int) and heads and isinstance(hidden, int):
-        k = table.get("blk.0.attn_q.weight")
-        shape["head_dim"] = k[1] // heads if k else None
-    if shape.get("num_key_value_heads") is None:
-        shape["num_key_value_heads"] = heads if heads and "blk.0.attn_k.weight" in table else None
     out["context_length"] = out["trained_context_length"] = cfg.get("max_position_embeddings")
     rope = rope_facts({"rope_theta": cfg.get("rope_theta")})
     out["rope_theta"] = rope["rope_theta"]

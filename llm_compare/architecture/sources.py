@@ -1,5 +1,5 @@
-"""Which reader describes a spec's source: config.json (native, or a seed format through the legacy
-loaders' own config mapping) or a GGUF header, each into one set of native-named facts."""
+"""Which reader describes a spec's source: config.json (native, or a seed format through its family's
+own config mapping, `llm_compare/families/`) or a GGUF header, each into one set of native-named facts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 from llm_compare.architecture.legacy import legacy_config, read_legacy
 from llm_compare.architecture.read import Reading, native_names, read_native_dir
-from llm_compare.architecture.read_gguf import native_keys, read_gguf
+from llm_compare.architecture.read_gguf import read_gguf
 from llm_compare.errors import UserError
+from llm_compare.families import family_of
+from llm_compare.families.gguf_metadata import native_config as gguf_native_config
 from llm_compare.loading.gguf.header import check_gguf
 from llm_compare.loading.source import Source, read_config, resolve_source
 
@@ -24,9 +26,15 @@ def read_source(spec) -> Reading:
             "a hub id is not read (no download): pass the downloaded model directory"])
     if source.kind == "gguf":
         return read_gguf(source.path)
-    if source.kind in ("chatglm3", "qwen"):
+    if renamed(source):
         return read_legacy(source)
     return read_native_dir(source.path, source.config)
+
+
+def renamed(source) -> bool:
+    """A seed-format directory, read through its family's renaming (architecture/legacy.py)."""
+    family = family_of(source)
+    return bool(family and family.renamed)
 
 
 def resolve_for_facts(source_text: str):
@@ -48,8 +56,8 @@ def source_widths(source_text: str) -> tuple[int, int] | None:
     None when the source does not state both; UserError when nothing can be read."""
     source = resolve_for_facts(source_text)
     if source.kind == "gguf":
-        cfg = native_keys(check_gguf(source.path).metadata.get)[1]
-    elif source.kind in ("chatglm3", "qwen"):
+        cfg = gguf_native_config(check_gguf(source.path).metadata.get)[1]
+    elif renamed(source):
         cfg = legacy_config(source)[0]
     else:
         raw = source.config or {}

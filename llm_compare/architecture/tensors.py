@@ -1,6 +1,6 @@
 """A model's weight tensors as one table, whatever it was read from, and what that table implies.
 
-A GGUF header lists its tensors; a config.json describes them (`loading.size_model.llama_shaped`).
+A GGUF header lists its tensors; a config.json describes them (`families.tensors.tensor_shapes`).
 Both become the same table in llama.cpp's tensor names (`token_embd.weight`, `blk.N.attn_q.weight`,
 ... with GGUF's dimension order, innermost first), so parameter counts per part come out of one
 function for every source, as file sizes do (`loading.size_model`). Nothing here reads weights.

@@ -21,8 +21,8 @@ from llm_compare.backends import detokenize
 from llm_compare.backends.base import TUNABLE
 from llm_compare.backends.drafting import LlamaForward
 from llm_compare.chat_formats import choose_format
-from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
-from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
+from llm_compare.families import family_of
+from llm_compare.families.native import context_length
 from llm_compare.params import GenerationParams
 from llm_compare.loading.size_model import GGML_TYPES, kv_cache_type
 from llm_compare.threads import use_torch_threads
@@ -44,33 +44,20 @@ def configured_generation(config) -> dict:
 
 
 def text_side(source, spec) -> TextSide:
-    """Tokenizer, chat format, context and generation defaults of a resolved source, no weights read."""
+    """Tokenizer, chat format, context and generation defaults of a resolved source, no weights read
+    (all from its family's description, as the transformers loaders read them)."""
     from transformers import GenerationConfig
 
-    path = Path(source.path)
-    if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import glm_config  # reason: torch
-
-        tok = load_chatglm3_tokenizer(path)
-        gen = GenerationConfig(eos_token_id=2, pad_token_id=0)
-        fmt = choose_format(spec.chat_format, tok, gen, native=ChatGLM3Format(tok))
-        return TextSide(tok, fmt, glm_config(source.config, path / "config.json").max_position_embeddings,
-                        configured_generation(gen))
-    if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import context_of, generation_defaults  # reason: torch
-
-        tok = load_qwen_tokenizer(path)
-        gen = GenerationConfig(**generation_defaults(path))
-        fmt = choose_format(spec.chat_format, tok, gen, native=QwenFormat(tok))
-        return TextSide(tok, fmt, context_of(source.config, path / "config.json"), configured_generation(gen))
-    from transformers import AutoConfig, AutoTokenizer
-
-    from llm_compare.loading.hf import context_length_of  # reason: torch and transformers
-
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    gen = GenerationConfig.from_pretrained(path) if (path / "generation_config.json").is_file() else None
-    fmt = choose_format(spec.chat_format, tok, gen)
-    context = context_length_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
+    path, family = Path(source.path), family_of(source)
+    tok = family.load_tokenizer(path)
+    fields = family.generation(path)
+    if fields is not None:
+        gen = GenerationConfig(**fields)
+    else:
+        gen = GenerationConfig.from_pretrained(path) if (path / "generation_config.json").is_file() else None
+    native = family.chat_format(tok) if family.chat_format else None
+    fmt = choose_format(spec.chat_format, tok, gen, native=native)
+    context = context_length(family.native_config(source.config, path / "config.json"))
     return TextSide(tok, fmt, context, configured_generation(gen) if gen is not None else {})
 
 

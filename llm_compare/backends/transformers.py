@@ -264,7 +264,7 @@ class TransformersBackend(Backend):
             def run():
                 use_torch_threads(n_threads)
                 with torch.inference_mode():
-                    return measured_probe("transformers", self.weight_bytes, f"{self.spec.dtype}|threads={n_threads}",
+                    return measured_probe("transformers", self.weight_bytes, f"{self.spec.dtype}|threads={n_threads}|few-rows",
                                           lambda: TorchForward(self.model), self.model.config.vocab_size)
 
             self._draft_probe = cpu_probe._in_thread(run) or {}

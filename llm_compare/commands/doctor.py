@@ -19,6 +19,7 @@ from llm_compare import cpu_probe, gguf_probe
 from llm_compare.architecture.table import size
 from llm_compare.dtype_choice import choose, ram_fits
 from llm_compare.errors import UserError
+from llm_compare.families import family_of
 from llm_compare.loading import resolve_source
 from llm_compare.loading.gguf.export import disk_needs
 from llm_compare.loading.memory import (APP_BYTES, GiB, SAVED_CONTEXTS, SAVED_SHARE, available_bytes,
@@ -28,9 +29,6 @@ from llm_compare.specs import AUTO_DTYPE, DTYPES, ModelSpec, is_gguf_dtype, load
 
 LOADERS = {
     "gguf": "GGUF file (transformers unpacks it to a dense model; converted once, then cached)",
-    "hf_dir": "transformers model directory",
-    "chatglm3": "ChatGLM3 checkpoint (legacy_chatglm3 → GlmForCausalLM, no remote code)",
-    "qwen": "Qwen-1 checkpoint (legacy_qwen → Qwen2ForCausalLM, no remote code)",
     "hub": "hub id (downloaded on first use: needs network)",
 }
 
@@ -191,7 +189,7 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
     sized = spec.dtype if spec.dtype in estimates else "bfloat16"  # "auto" is sized as bfloat16 (check_fits)
     if sized in estimates and estimates[sized].peak_bytes <= free:
         report.say(f"  {saved_caches_line(estimates[sized], free)}" + (f" in {sized}" if sized != spec.dtype else ""))
-    if source.kind in ("chatglm3", "qwen", "hf_dir") and spec.backend == "transformers":
+    if family_of(source) is not None and spec.backend == "transformers":
         check_gguf_types(spec, source, report, free)
     if all(e.peak_bytes > free for e in estimates.values()):
         smaller = "" if "int8" in estimates else " or dtype int8"
@@ -201,7 +199,8 @@ def check_model(spec, report: DoctorReport, all_dtypes: bool, free: int | None =
 
 def loader_line(spec, source) -> str:
     """Which loader reads it, and the context llama.cpp reserves where llama.cpp runs it."""
-    loader = LOADERS[source.kind]
+    family = family_of(source)
+    loader = family.loader if family else LOADERS[source.kind]
     context = llamacpp_context(source, spec.dtype, spec.backend, spec.context)
     if spec.backend == "llamacpp" and source.kind == "gguf":
         return f"GGUF file run by llama.cpp as it is ({context}-token context)"

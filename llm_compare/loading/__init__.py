@@ -5,21 +5,17 @@ What a source is (`source.py`) is decided before any loader runs; the loaders li
 
 from __future__ import annotations
 
-from llm_compare.loading.source import (EMBEDDED, LoadedModel, Source, embedded_path,  # noqa: F401
-                                        read_config, resolve_source)
+from llm_compare.loading.source import (EMBEDDED, LEGACY_TYPES, LoadedModel, Source,  # noqa: F401
+                                        embedded_path, read_config, resolve_source)
 
 
 def load_model(spec) -> LoadedModel:
     """Load a transformers-backend spec's weights, tokenizer and chat format onto the CPU."""
     source = resolve_source(spec.source)
-    if source.kind == "chatglm3":
-        from llm_compare.loading.legacy_chatglm3 import load_chatglm3  # reason: torch and transformers
+    if source.kind in LEGACY_TYPES.values():  # a seed format: its family description says how to read it
+        from llm_compare.loading.legacy import load_legacy  # reason: torch and transformers
 
-        return load_chatglm3(source.path, spec)
-    if source.kind == "qwen":
-        from llm_compare.loading.legacy_qwen import load_qwen  # reason: torch and transformers
-
-        return load_qwen(source.path, spec)
+        return load_legacy(source, spec)
     from llm_compare.loading.hf import load_hf  # reason: torch and transformers
 
     return load_hf(source, spec)

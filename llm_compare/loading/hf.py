@@ -12,20 +12,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from llm_compare.chat_formats import choose_format
 from llm_compare.errors import UserError
+from llm_compare.families.native import context_length
 from llm_compare.loading.gguf.cache import convert_gguf
 from llm_compare.loading.quantize import quantize_int8, torch_dtype
 from llm_compare.loading.source import LoadedModel, Source
 from llm_compare.machine import rss
 
 log = logging.getLogger(__name__)
-
-
-def context_length_of(config) -> int | None:
-    for attr in ("max_position_embeddings", "seq_length", "n_positions", "max_sequence_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def load_hf(source: Source, spec) -> LoadedModel:
@@ -65,7 +58,7 @@ def load_hf(source: Source, spec) -> LoadedModel:
         model=model,
         tokenizer=tokenizer,
         chat_format=fmt,
-        context_length=context_length_of(config),
+        context_length=context_length(config),
         load_seconds=time.perf_counter() - t0,
         resident_bytes=max(0, rss() - before),
         loader=loader,

@@ -25,9 +25,11 @@ import psutil
 import torch
 
 from llm_compare.errors import UserError
+from llm_compare.families import family_for_config
+from llm_compare.families.tensors import covers, head_dim, tensor_shapes
 from llm_compare.loading.gguf.header import check_gguf, trained_context
 from llm_compare.loading.gguf.plan import exported_context
-from llm_compare.loading.size_model import file_type, gguf_bytes, kv_cache_bytes, kv_cache_type, llama_shaped
+from llm_compare.loading.size_model import file_type, gguf_bytes, kv_cache_bytes, kv_cache_type
 from llm_compare.loading.source import Source, resolve_source
 from llm_compare.specs import CONTEXT_TOKENS, check_shape, is_gguf_dtype, reserved_context
 
@@ -38,7 +40,6 @@ APP_BYTES = 512 * MiB  # the app process before any model (≈ 314 MiB measured)
 SKIP_ENV = "LLM_COMPARE_NO_MEMORY_CHECK"
 DTYPE_FALLBACKS = ("float32", "bfloat16", "int8")  # each needs less than the one before (float16 = bfloat16)
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # per parameter in transformers
-NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "glm")
 
 
 @dataclass(frozen=True)
@@ -78,61 +79,16 @@ def weight_bytes(count: ParamCount, dtype: str) -> int:
     return int(BYTES.get(dtype, 2) * count.total)
 
 
-def _decoder_count(vocab, hidden, inter, layers, heads, kv_heads, head_dim, *, qkv_bias=False, o_bias=False,
-                   mlp_bias=False, tied=False, qk_norm=False) -> ParamCount:
-    """Parameters of a llama-shaped decoder (gated MLP, RMSNorm, grouped-query attention), from its tensor table."""
-    table = llama_shaped(dict(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim, qkv_bias=qkv_bias,
-        o_bias=o_bias, mlp_bias=mlp_bias, tied=tied, qk_norm=qk_norm))
-    return count_table(table, head_dim)
-
-
-def _int(config: dict, *keys, default=None) -> int:
-    """A size from config.json, refused with one line when no model could have it (specs.SHAPE_RANGES)."""
-    for key in keys:
-        if config.get(key) is not None:
-            check_shape({key: config[key]})
-            return config[key]
-    if default is not None:
-        return default
-    raise UserError(f"config.json has no {' / '.join(keys)}; re-download the model's config.json")
-
-
 def count_parameters(config: dict) -> ParamCount:
-    """Parameters from a config.json dict: legacy chatglm / qwen, native llama-family, else transformers."""
-    kind = config.get("model_type")
-    if kind == "chatglm":
-        heads = _int(config, "num_attention_heads")
-        hidden = _int(config, "hidden_size")
-        groups = _int(config, "multi_query_group_num") if config.get("multi_query_attention", True) else heads
-        bias = bool(config.get("add_bias_linear", False))
-        return _decoder_count(
-            _int(config, "padded_vocab_size", "vocab_size"), hidden, _int(config, "ffn_hidden_size"),
-            _int(config, "num_layers"), heads, groups, _int(config, "kv_channels", default=hidden // heads),
-            qkv_bias=bool(config.get("add_qkv_bias", True)) or bias, o_bias=bias, mlp_bias=bias,
-        )
-    if kind == "qwen":
-        heads, hidden = _int(config, "num_attention_heads"), _int(config, "hidden_size")
-        return _decoder_count(
-            _int(config, "vocab_size"), hidden, _int(config, "intermediate_size") // 2,
-            _int(config, "num_hidden_layers"), heads, heads, _int(config, "kv_channels", default=hidden // heads),
-            qkv_bias=True, tied=bool(config.get("tie_word_embeddings", False)),
-        )
-    if kind in NATIVE_TYPES:
-        heads, hidden = _int(config, "num_attention_heads"), _int(config, "hidden_size")
-        attention_bias = bool(config.get("attention_bias", kind == "glm"))
-        return _decoder_count(
-            _int(config, "vocab_size"), hidden, _int(config, "intermediate_size"),
-            _int(config, "num_hidden_layers"), heads, _int(config, "num_key_value_heads", default=heads),
-            config.get("head_dim") or hidden // heads,
-            qkv_bias=attention_bias or kind == "qwen2",
-            o_bias=attention_bias and kind in ("llama", "qwen3"),
-            mlp_bias=bool(config.get("mlp_bias", False)),
-            tied=bool(config.get("tie_word_embeddings", False)),
-            qk_norm=kind == "qwen3",
-        )
-    return _count_on_meta(config)
+    """Parameters from a config.json dict, through its family's mapping to the native config (the one
+    the loader builds) and that config's tensor table; other architectures transformers knows are
+    built on the meta device and counted. UserError for a size no model has or a refused variant."""
+    check_shape(config)
+    family = family_for_config(config)
+    if not (family.renamed or covers(config.get("model_type"))):
+        return _count_on_meta(config)
+    native = family.native_config(config, Path("config.json"))
+    return count_table(dict(tensor_shapes(native)), head_dim(native))
 
 
 def _count_on_meta(config: dict) -> ParamCount:
@@ -212,8 +168,7 @@ def estimate(source_or_config, dtype: str = "bfloat16", backend: str = "transfor
 def _as_source(source_or_config):
     """A resolved source; a config dict stands for a directory holding it (no path: nothing else is read)."""
     if isinstance(source_or_config, dict):
-        kind = {"chatglm": "chatglm3", "qwen": "qwen"}.get(source_or_config.get("model_type"), "hf_dir")
-        return Source(kind, None, config=source_or_config)
+        return Source(family_for_config(source_or_config).kind, None, config=source_or_config)
     return resolve_source(str(source_or_config))
 
 

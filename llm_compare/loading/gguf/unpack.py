@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llm_compare.families.gguf_metadata import native_config, rotary_dims
+from llm_compare.families.tensors import LAYER_NAMES, TOP_NAMES, rename
 from llm_compare.loading.gguf.header import GgufHeader, GgufTensor
-from llm_compare.loading.gguf.plan import LAYER_NAMES, TOP_NAMES
 from llm_compare.loading.gguf.vocab import byte_to_unicode
 from llm_compare.loading.size_model import GGML_TYPES
 from llm_compare.specs import check_shape
@@ -32,34 +33,21 @@ VOCAB_KEYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "token
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types
 # pre-tokenizer names whose split is GPT-2's own (transformers gives other names their own regex)
 GPT2_SPLIT_PRE = {None, "default", "gpt2", "smollm"}
-LLAMA_KEYS = {  # config field: metadata key after "llama."
-    "max_position_embeddings": "context_length",
-    "num_hidden_layers": "block_count",
-    "intermediate_size": "feed_forward_length",
-    "hidden_size": "embedding_length",
-    "head_dim": "rope.dimension_count",
-    "num_attention_heads": "attention.head_count",
-    "num_key_value_heads": "attention.head_count_kv",
-    "rms_norm_eps": "attention.layer_norm_rms_epsilon",
-    "vocab_size": "vocab_size",
-}
+LLAMA_FIELDS = ("max_position_embeddings", "num_hidden_layers", "intermediate_size", "hidden_size", "head_dim",
+                "num_attention_heads", "num_key_value_heads", "rms_norm_eps", "vocab_size")  # LlamaConfig's, from the header
 SPECIAL_IDS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id", "pad": "padding_token_id"}
 _LAYER = re.compile(r"blk\.(\d+)\.(.+)")
 _NATIVE_TOP = {gguf: native for native, gguf in TOP_NAMES.items()}
-_NATIVE_LAYER = {gguf: native for native, gguf in LAYER_NAMES.items() if "gate_up" not in native and "bias" not in gguf}
+_NATIVE_LAYER = {gguf: native for native, gguf in LAYER_NAMES.items()  # the plain llama block's weights
+                 if "gate_up" not in native and "bias" not in gguf and not gguf.startswith(("attn_q_norm", "attn_k_norm"))}
 # floats, legacy and k-quants: gguf.quants dequantizes them
 _GGML_TYPES = {GGML_TYPES[n].id for n in ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k",
                                            "q4_k", "q5_k", "q6_k")}
 
 
 def native_name(gguf_name: str) -> str | None:
-    """transformers' name for a llama GGUF tensor (the inverse of plan.py's export table)."""
-    if gguf_name in _NATIVE_TOP:
-        return _NATIVE_TOP[gguf_name]
-    match = _LAYER.fullmatch(gguf_name)
-    if match and match.group(2) in _NATIVE_LAYER:
-        return f"model.layers.{match.group(1)}.{_NATIVE_LAYER[match.group(2)]}"
-    return None
+    """transformers' name for a llama GGUF tensor (the inverse of the exporter's table)."""
+    return rename(gguf_name, _NATIVE_TOP, _LAYER, _NATIVE_LAYER, "model.layers.{}.{}")
 
 
 def not_covered(header: GgufHeader) -> str | None:
@@ -78,6 +66,9 @@ def not_covered(header: GgufHeader) -> str | None:
         return "no tokens or merges in its metadata"
     if any(key.startswith("llama.rope.scaling") for key in meta):
         return "rope scaling"
+    head_dim = native_config(meta.get)[1].get("head_dim")
+    if rotary_dims(meta.get) not in (None, head_dim):
+        return f"rope on {rotary_dims(meta.get)} of each head's {head_dim} dimensions"
     for t in header.tensors:
         if native_name(t.name) is None:
             return f"tensor {t.name}"
@@ -89,11 +80,13 @@ def not_covered(header: GgufHeader) -> str | None:
 
 
 def llama_config(header: GgufHeader):
-    """The LlamaConfig transformers builds from the same metadata (same fields, same values)."""
+    """The LlamaConfig transformers builds from the same metadata (same values: transformers takes head_dim
+    from rope.dimension_count, which `not_covered` requires to be the head width llama.cpp uses)."""
     from transformers import LlamaConfig
 
     meta = header.metadata
-    fields = {name: meta[f"llama.{key}"] for name, key in LLAMA_KEYS.items() if f"llama.{key}" in meta}
+    stated = native_config(meta.get)[1]
+    fields = {name: stated[name] for name in LLAMA_FIELDS if name in stated}
     fields.setdefault("vocab_size", len(meta["tokenizer.ggml.tokens"]))
     check_shape(fields, "the GGUF header")  # a forged size would size the model it builds
     if "llama.rope.freq_base" in meta:

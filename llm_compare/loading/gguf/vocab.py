@@ -185,9 +185,13 @@ def _token_text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def chatglm3_directory_vocab(directory: Path) -> Vocab:
+    return chatglm3_vocab(load_chatglm3_tokenizer(directory))
+
+
+VOCABS = {"chatglm3": chatglm3_directory_vocab, "qwen": qwen_vocab, "hf": hf_vocab}  # a family's `vocab`
+
+
 def vocab_for(kind: str, directory: Path) -> Vocab:
-    if kind == "chatglm3":
-        return chatglm3_vocab(load_chatglm3_tokenizer(directory))
-    if kind == "qwen":
-        return qwen_vocab(directory)
-    return hf_vocab(directory)
+    """The GGUF vocabulary of a model directory whose family names `kind` (families.Family.vocab)."""
+    return VOCABS[kind](directory)

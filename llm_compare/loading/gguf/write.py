@@ -51,7 +51,7 @@ def write_gguf(plan: ExportPlan, path: Path, mode: str, progress: Progress | Non
     import gguf
 
     check_supported(plan)
-    vocab = vocab_for(plan.tokenizer_kind, plan.directory)
+    vocab = vocab_for(plan.family.vocab, plan.directory)
     vocab.pad_to(plan.config.vocab_size)
     writer = gguf.GGUFWriter(str(path), plan.arch)
     try:

@@ -16,13 +16,21 @@ import re
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.loading.checkpoint import load_legacy_weights, renaming_converter
-from llm_compare.loading.source import LoadedModel, assemble_legacy, read_config
+from llm_compare.families.family import Family
+from llm_compare.families.renames import renaming_converter
 from llm_compare.loading.tokenizer_qwen import QwenFormat, load_qwen_tokenizer
+from llm_compare.specs import check_shape
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
+# optional fields and what the original QWenConfig (configuration_qwen.py) assumes without them
+DEFAULTS = {"kv_channels": 128, "layer_norm_epsilon": 1e-6, "seq_length": 8192, "rotary_emb_base": 10000,
+            "rotary_pct": 1.0, "no_bias": True, "scale_attn_weights": True}
+RAW_KEYS = {  # native key: raw key, to describe a config the mapping refuses
+    "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_hidden_layers": "num_hidden_layers",
+    "num_attention_heads": "num_attention_heads", "head_dim": "kv_channels", "max_position_embeddings": "seq_length",
+}
 ENDOFTEXT = 151643
 TOKENIZER_IDS = 151851  # 151643 ranks, <|endoftext|>, <|im_start|>, <|im_end|>, 205 <|extra_N|>
 # generation_config.json fields that mean the same to transformers 5's GenerationConfig
@@ -44,6 +52,12 @@ LAYER_RENAMES = {
 }
 
 
+def option(raw: dict, field: str):
+    """An optional config field, or what the original QWenConfig assumes without it."""
+    value = raw.get(field)
+    return DEFAULTS[field] if value is None else value
+
+
 def check_variant(raw: dict, where: Path) -> None:
     """Refuse configs whose maths the native Qwen2 class does not reproduce."""
     if raw.get("quantization_config"):
@@ -57,13 +71,13 @@ def check_variant(raw: dict, where: Path) -> None:
     problems = []
     if raw["vocab_size"] < TOKENIZER_IDS:
         problems.append(f"vocab_size {raw['vocab_size']} is smaller than Qwen-1's tokenizer ({TOKENIZER_IDS} ids)")
-    if raw.get("rotary_pct", 1.0) != 1.0:
+    if option(raw, "rotary_pct") != 1.0:
         problems.append(f"rotary_pct is {raw['rotary_pct']} (only 1.0 is supported)")
-    if not raw.get("no_bias", True):
+    if not option(raw, "no_bias"):
         problems.append("no_bias is false (only bias-free projections besides c_attn are supported)")
-    if not raw.get("scale_attn_weights", True):
+    if not option(raw, "scale_attn_weights"):
         problems.append("scale_attn_weights is false")
-    kv = raw.get("kv_channels", raw["hidden_size"] // raw["num_attention_heads"])
+    kv = option(raw, "kv_channels")
     if kv * raw["num_attention_heads"] != raw["hidden_size"]:
         problems.append(f"kv_channels x num_attention_heads ({kv} x {raw['num_attention_heads']}) != hidden_size")
     if raw["intermediate_size"] % 2:
@@ -74,18 +88,19 @@ def check_variant(raw: dict, where: Path) -> None:
 
 def context_of(raw: dict, where: Path) -> int:
     """seq_length: past it the original's dynamic-NTK / log-n scaling would change the results."""
-    context = raw.get("seq_length") or raw.get("max_position_embeddings") or 8192
+    context = raw.get("seq_length") or raw.get("max_position_embeddings") or DEFAULTS["seq_length"]
     if raw.get("use_dynamic_ntk") or raw.get("use_logn_attn"):
         log.info("%s: context capped at seq_length %d (the original's dynamic-NTK / log-n scaling past it "
                  "is not reproduced)", where, context)
     return context
 
 
-def qwen2_config(raw: dict, where: Path):
-    """The `Qwen2Config` equivalent of a Qwen-1 config.json (see docs/legacy-weights.md)."""
+def native_config(raw: dict, where: Path):
+    """The `Qwen2Config` equivalent of a Qwen-1 config.json (see docs/seed-models.md)."""
     from transformers import Qwen2Config
 
     check_variant(raw, where)
+    check_shape(raw, str(where))
     return Qwen2Config(
         vocab_size=raw["vocab_size"],
         hidden_size=raw["hidden_size"],
@@ -93,9 +108,10 @@ def qwen2_config(raw: dict, where: Path):
         num_hidden_layers=raw["num_hidden_layers"],
         num_attention_heads=raw["num_attention_heads"],
         num_key_value_heads=raw["num_attention_heads"],
-        rms_norm_eps=raw.get("layer_norm_epsilon", 1e-6),
+        head_dim=option(raw, "kv_channels"),
+        rms_norm_eps=option(raw, "layer_norm_epsilon"),
         max_position_embeddings=context_of(raw, where),
-        rope_parameters={"rope_type": "default", "rope_theta": float(raw.get("rotary_emb_base", 10000))},
+        rope_parameters={"rope_type": "default", "rope_theta": float(option(raw, "rotary_emb_base"))},
         use_sliding_window=False,
         hidden_act="silu",
         tie_word_embeddings=False,
@@ -106,7 +122,13 @@ def qwen2_config(raw: dict, where: Path):
     )
 
 
-def generation_defaults(path: Path) -> dict:
+def long_context_notes(raw: dict) -> list[str]:
+    """Qwen-1's run-time context extension, which lives in the original code, not in rope settings."""
+    return [name for key, name in (("use_dynamic_ntk", "dynamic NTK"), ("use_logn_attn", "log-n attention"))
+            if raw.get(key)]
+
+
+def generation(path: Path) -> dict:
     """The checkpoint's generation_config.json (repetition_penalty 1.1, top_p 0.8, ...) for plain generate()."""
     defaults = {"eos_token_id": ENDOFTEXT, "pad_token_id": ENDOFTEXT}
     file = path / "generation_config.json"
@@ -133,14 +155,9 @@ def converter(config):
     return renaming_converter(RENAMES, LAYER, LAYER_RENAMES, "attn.c_attn", split)
 
 
-def load_qwen_model(path: Path, spec):
-    """(model, context length) without the tokenizer: the weight half of `load_qwen`."""
-    path = Path(path)
-    config = qwen2_config(read_config(path), path / "config.json")
-    model = load_legacy_weights(path, spec, config, converter(config), generation_defaults(path), "Qwen-1")
-    return model, config.max_position_embeddings
-
-
-def load_qwen(path: Path, spec) -> LoadedModel:
-    return assemble_legacy(Path(path), spec, load_tokenizer=load_qwen_tokenizer, native_format=QwenFormat,
-                           load_weights=load_qwen_model, loader="qwen")
+FAMILY = Family(
+    loader="Qwen-1 checkpoint (renamed into Qwen2ForCausalLM, no remote code)",
+    kind="qwen", title="Qwen-1 (decoder-only)", what="Qwen-1", native_type="qwen2", native_class="Qwen2ForCausalLM",
+    native_config=native_config, converter=converter, load_tokenizer=load_qwen_tokenizer, chat_format=QwenFormat,
+    generation=generation, vocab="qwen", renamed=True, raw_keys=RAW_KEYS, long_context=long_context_notes,
+)

@@ -5,8 +5,8 @@ translate: config.json becomes a `GlmConfig`, and each stored tensor is renamed 
 query_key_value is split into q/k/v rows, `[heads, groups, groups] x head_dim`). GLM's
 interleaved half-rotary equals ChatGLM3's rope, so logits are bit-identical in float32
 (checked against the original implementation on shared/fixtures/legacy/chatglm3-6b-tiny, beside
-the repository).
-Variants whose maths differ (p-tuning prefixes, LayerNorm instead of RMSNorm, ...) are refused.
+the repository). Variants whose maths differ (p-tuning prefixes, LayerNorm instead of RMSNorm, ...)
+are refused.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import re
 from pathlib import Path
 
 from llm_compare.errors import UserError
-from llm_compare.loading.checkpoint import load_legacy_weights, renaming_converter
-from llm_compare.loading.source import LoadedModel, assemble_legacy, read_config
+from llm_compare.families.family import Family
+from llm_compare.families.renames import renaming_converter
 from llm_compare.loading.tokenizer_chatglm3 import ChatGLM3Format, load_chatglm3_tokenizer
+from llm_compare.specs import check_shape
 
 REQUIRED = (
-    "num_layers", "hidden_size", "ffn_hidden_size", "kv_channels", "num_attention_heads", "padded_vocab_size",
+    "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "padded_vocab_size",
 )  # fmt: skip
 # field: (value the native mapping needs, value assumed when the field is absent)
 MUST_BE = {
@@ -30,6 +31,15 @@ MUST_BE = {
     "add_bias_linear": (False, False),
     "apply_residual_connection_post_layernorm": (False, False),
 }
+# optional fields and what the original ChatGLMConfig (configuration_chatglm.py) assumes without them
+DEFAULTS = {"multi_query_attention": False, "multi_query_group_num": 1, "kv_channels": 128,
+            "layernorm_epsilon": 1e-5, "seq_length": 2048, "rope_ratio": 1, "add_qkv_bias": False}
+RAW_KEYS = {  # native key: raw key, to describe a config the mapping refuses
+    "vocab_size": "padded_vocab_size", "hidden_size": "hidden_size", "intermediate_size": "ffn_hidden_size",
+    "num_hidden_layers": "num_layers", "num_attention_heads": "num_attention_heads", "head_dim": "kv_channels",
+    "max_position_embeddings": "seq_length",
+}
+GENERATION = {"eos_token_id": 2, "pad_token_id": 0}
 
 RENAMES = {
     "transformer.embedding.word_embeddings.weight": "model.embed_tokens.weight",
@@ -71,13 +81,20 @@ def check_variant(raw: dict, where: Path) -> None:
             )
 
 
-def glm_config(raw: dict, where: Path):
-    """The `GlmConfig` equivalent of a chatglm config.json (see docs/legacy-weights.md)."""
+def option(raw: dict, field: str):
+    """An optional config field, or what the original ChatGLMConfig assumes without it."""
+    value = raw.get(field)
+    return DEFAULTS[field] if value is None else value
+
+
+def native_config(raw: dict, where: Path):
+    """The `GlmConfig` equivalent of a chatglm config.json (see docs/seed-models.md)."""
     from transformers import GlmConfig
 
     check_variant(raw, where)
+    check_shape(raw, str(where))
     heads = raw["num_attention_heads"]
-    groups = raw.get("multi_query_group_num", heads) if raw.get("multi_query_attention") else heads
+    groups = option(raw, "multi_query_group_num") if option(raw, "multi_query_attention") else heads
     if not isinstance(groups, int) or groups <= 0 or heads % groups:
         raise UserError(
             f"{where}: multi_query_group_num {groups!r} does not divide {heads} heads; re-download config.json"
@@ -89,15 +106,15 @@ def glm_config(raw: dict, where: Path):
         num_hidden_layers=raw["num_layers"],
         num_attention_heads=heads,
         num_key_value_heads=groups,
-        head_dim=raw["kv_channels"],
-        rms_norm_eps=raw.get("layernorm_epsilon", 1e-5),
-        max_position_embeddings=raw.get("seq_length", 8192),
+        head_dim=option(raw, "kv_channels"),
+        rms_norm_eps=option(raw, "layernorm_epsilon"),
+        max_position_embeddings=option(raw, "seq_length"),
         rope_parameters={
             "rope_type": "default",
-            "rope_theta": 10000.0 * (raw.get("rope_ratio") or 1),
+            "rope_theta": 10000.0 * option(raw, "rope_ratio"),
             "partial_rotary_factor": 0.5,
         },
-        attention_bias=bool(raw.get("add_qkv_bias", True)),
+        attention_bias=bool(option(raw, "add_qkv_bias")),
         hidden_act="silu",
         tie_word_embeddings=False,
         pad_token_id=0,
@@ -120,16 +137,15 @@ def converter(config):
                               drop={"transformer.rotary_pos_emb.inv_freq"})
 
 
-def load_chatglm3_model(path: Path, spec):
-    """(model, context length) without the tokenizer: the weight half of `load_chatglm3`."""
-    path = Path(path)
-    config = glm_config(read_config(path), path / "config.json")
-    model = load_legacy_weights(
-        path, spec, config, converter(config), {"eos_token_id": 2, "pad_token_id": 0}, "chatglm3"
-    )
-    return model, config.max_position_embeddings
+def generation(path: Path) -> dict:
+    """ChatGLM3 ships no generation_config.json: its ids are fixed."""
+    return dict(GENERATION)
 
 
-def load_chatglm3(path: Path, spec) -> LoadedModel:
-    return assemble_legacy(Path(path), spec, load_tokenizer=load_chatglm3_tokenizer, native_format=ChatGLM3Format,
-                           load_weights=load_chatglm3_model, loader="chatglm3")
+FAMILY = Family(
+    loader="ChatGLM3 checkpoint (renamed into GlmForCausalLM, no remote code)",
+    kind="chatglm3", title="ChatGLM3 (GLM, decoder-only)", what="chatglm3", native_type="glm",
+    native_class="GlmForCausalLM", native_config=native_config, converter=converter,
+    load_tokenizer=load_chatglm3_tokenizer, chat_format=ChatGLM3Format, generation=generation, vocab="chatglm3",
+    renamed=True, raw_keys=RAW_KEYS,
+)
