@@ -187,16 +187,16 @@ def first_token(results: dict, path: str, key: str, layers) -> list[float]:
     """First-token seconds per turn at a measured layer count, or projected to full depth ("full")."""
     if layers != "full":
         return [t["first_s"] for t in results[layers][path][key]]
-    counts = sorted(results)
+    counts = sorted(k for k in results if k != "depth")
     per_turn = zip(*([t["first_s"] for t in results[n][path][key]] for n in counts))
-    return [fit(counts, list(ys), results["depth"]) for ys in per_turn]
+    return [None if None in ys else fit(counts, list(ys), results["depth"]) for ys in per_turn]
 
 
 def turn_table(results: dict, layers, paths) -> list[str]:
     local = [p for p in paths if p in LOCAL]
-    head = ["turn", "prompt tokens", "reused"]
+    head = ["turn", "prompt tokens"]
     for p in local:
-        head += [f"{p}: reuse", f"{p}: full prompt"]
+        head += [f"{p}: reuse (ids reused)", f"{p}: full prompt"]
     if "llama_cpp.server" in paths:
         head += ["llama_cpp.server"] + (["gguf-q4_k_m ÷ server"] if "gguf-q4_k_m" in paths else [])
     shown = results[min(k for k in results if k != "depth")] if layers == "full" else results[layers]
@@ -206,18 +206,19 @@ def turn_table(results: dict, layers, paths) -> list[str]:
         cols["llama_cpp.server", "on"] = first_token(results, "llama_cpp.server", "on", layers)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, turn in enumerate(ref):
-        row = [str(i + 1), str(turn["prompt"]), str(turn["reused"])]
+        row = [str(i + 1), str(turn["prompt"])]
         for p in local:
-            row += [f"{cols[p, 'on'][i]:.2f} s", f"{cols[p, 'off'][i]:.2f} s"]
+            row += [f"{cols[p, 'on'][i]:.2f} s ({shown[p]['on'][i]['reused']})", f"{cols[p, 'off'][i]:.2f} s"]
         if "llama_cpp.server" in paths:
             server = cols["llama_cpp.server", "on"][i]
-            row.append(f"{server:.2f} s")
+            row.append("no token" if server is None else f"{server:.2f} s")
             if "gguf-q4_k_m" in paths:
-                row.append(f"{cols['gguf-q4_k_m', 'on'][i] / server:.2f}×")
+                row.append("—" if server is None else f"{cols['gguf-q4_k_m', 'on'][i] / server:.2f}×")
         lines.append("| " + " | ".join(row) + " |")
     last = [f"{p} {cols[p, 'on'][-1] / cols[p, 'on'][0]:.2f}×" for p in local]
-    if "llama_cpp.server" in paths:
-        last.append(f"llama_cpp.server {cols['llama_cpp.server', 'on'][-1] / cols['llama_cpp.server', 'on'][0]:.2f}×")
+    server = cols.get(("llama_cpp.server", "on"))
+    if server and None not in (server[0], server[-1]):
+        last.append(f"llama_cpp.server {server[-1] / server[0]:.2f}×")
     return lines + ["", f"last turn ÷ first turn, with reuse: {', '.join(last)}"]
 
 
@@ -244,6 +245,49 @@ def report(name: str, results: dict, paths) -> list[str]:
     return out
 
 
+KV_TYPES = {  # llama.cpp context options of each KV cache setting compared by --kv-types
+    "q8_0, flash attention": dict(type_k=8, type_v=8, flash_attn=True),
+    "f16, flash attention": dict(type_k=1, type_v=1, flash_attn=True),
+    "f16": dict(type_k=1, type_v=1, flash_attn=False),
+    "q8_0 K, f16 V": dict(type_k=8, type_v=1, flash_attn=False),
+}
+
+
+def kv_types(file: Path, new: int, at: int, repeat: int) -> list[str]:
+    """Prompt evaluation of `new` ids from an empty cache and after `at` cached ids, for each KV cache
+    setting (round-robin, best of `repeat`), on one exported file with every core."""
+    import random
+
+    import llama_cpp
+
+    from llm_compare.backends.llamacpp_eval import evaluate_blocks, keep_prefix
+    from llm_compare.specs import CONTEXT_TOKENS
+
+    threads = os.cpu_count() or 1
+    llms = {name: llama_cpp.Llama(model_path=str(file), n_ctx=CONTEXT_TOKENS, n_threads=threads,
+                                  n_threads_batch=threads, verbose=False, **kw) for name, kw in KV_TYPES.items()}
+    rng = random.Random(0)
+    ids = [rng.randrange(1000, min(60000, next(iter(llms.values())).n_vocab())) for _ in range(at + new)]
+
+    def timed(llm, start: int) -> float:
+        keep_prefix(llm, 0)
+        if start:
+            list(evaluate_blocks(llm, ids[:start], reuse=False))
+        t0 = time.perf_counter()
+        list(evaluate_blocks(llm, ids[: start + new]))
+        return time.perf_counter() - t0
+
+    best = {name: [float("inf"), float("inf")] for name in llms}
+    for _ in range(repeat):
+        for name, llm in llms.items():
+            best[name] = [min(best[name][0], timed(llm, 0)), min(best[name][1], timed(llm, at))]
+    for llm in llms.values():
+        llm.close()
+    lines = [f"| KV cache | {new} new ids, empty cache | {new} new ids after {at} | ratio |", "|---|---|---|---|"]
+    lines += [f"| {name} | {a:.3f} s | {b:.3f} s | {b / a:.2f}× |" for name, (a, b) in best.items()]
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=list(SEEDS), default=list(SEEDS))
@@ -257,6 +301,8 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/llm_compare_bench_conversation")
     p.add_argument("--markdown", help="also write the tables to this file (e.g. docs/conversations.md)")
     p.add_argument("--prepare", action="store_true", help="only build the checkpoints and exports (no timing)")
+    p.add_argument("--kv-types", action="store_true",
+                   help="only compare KV cache types on the exported files (prompt evaluation at short and long context)")
     p.add_argument("--child", nargs=2, metavar=("DIR", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -269,6 +315,18 @@ def main() -> None:
     heading, lines = run_heading(), []
     print(heading, flush=True)
     dirs = prepare(args, ("gguf-q4_k_m",))
+    if args.kv_types:
+        from llm_compare.loading import resolve_source
+        from llm_compare.loading.gguf.export import exported_gguf
+
+        for (name, layers), directory in dirs.items():
+            file = exported_gguf(resolve_source(str(directory)), "gguf-q4_k_m")
+            part = ["", f"### {name} widths, {layers} layer(s), gguf-q4_k_m: prompt evaluation by KV cache type", "",
+                    *kv_types(file, args.turn_tokens, 1000 - args.turn_tokens, max(args.repeat, 3))]
+            print("\n".join(part), flush=True)
+            lines += part
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        return
     for name in args.models:
         results: dict = {"depth": FULL_DEPTH[name]}
         for layers in args.layers:
@@ -278,6 +336,7 @@ def main() -> None:
                     runs[path].append(run_child(dirs[name, layers], path, args))
                     print(f"# {name} {layers} layer(s) {path}: done (load {os.getloadavg()[0]:.1f})", flush=True)
             results[layers] = {path: best_of(r) for path, r in runs.items()}
+            (Path(args.workdir) / f"results-{name}-{layers}.json").write_text(json.dumps(results[layers]))
         part = report(name, results, args.paths)
         print("\n".join(part), flush=True)
         lines += part

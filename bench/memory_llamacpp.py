@@ -12,7 +12,7 @@ and both models plus the app are added up. The anonymous memory the process real
 (RSS, with `use_mmap=False` so each byte is counted once) is shown beside the allocation: the
 compute buffer is reserved for the worst case and only partly touched.
 
-Two settings: the app's (specs.GGUF_KV_CACHE: a q8_0 KV cache with flash attention, for
+Two settings: the app's (specs.GGUF_KV_CACHE: f16 since 2026-12-03, q8_0 with flash attention before; for
 specs.CONTEXT_TOKENS tokens) and what it replaced (f16 cache, no flash attention, 4096 tokens).
 
     python bench/seven_b.py --prepare      # the checkpoints and exports (once)
@@ -40,7 +40,7 @@ from llm_compare.specs import CONTEXT_TOKENS  # noqa: E402
 
 BUDGET = 10 * GiB  # the goal for both seed models resident together
 SETTINGS = {  # label: (context options beyond the app's, context tokens)
-    f"app: q8_0 KV cache, flash attention, {CONTEXT_TOKENS} tokens": (None, None),
+    f"app: specs.GGUF_KV_CACHE, {CONTEXT_TOKENS} tokens": (None, None),
     "before: f16 KV cache, no flash attention, 4096 tokens": ({"type_k": GGML_TYPES["f16"].id, "type_v": GGML_TYPES["f16"].id,
                                                               "flash_attn": False}, 4096),
 }

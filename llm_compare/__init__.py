@@ -16,7 +16,8 @@ Gradio). Names are dotted under llm_compare; a package name is its __init__.py.
         architecture.read_gguf, architecture.sizes, architecture.sources, architecture.bandwidth,
         architecture.table, architecture.facts, architecture
     measured defaults: cpu_probe, drafts
-    backends: backends.base, backends.detokenize, backends.llamacpp_eval, backends.kv_states, backends.llamacpp_amx,
+    backends: backends.base, backends.detokenize, backends.llamacpp_eval, backends.kv_states, backends.reply_ids,
+        backends.llamacpp_amx,
         backends.gguf_text, backends.sampling, backends.drafting, backends.llamacpp_exported, backends.transformers,
         backends.openai, backends.llamacpp, backends
     precision choice: gguf_probe, dtype_choice

@@ -24,9 +24,10 @@ BACKENDS = ("transformers", "llamacpp", "openai")
 # gguf-*: the model directory exported once to that GGUF type and run by llama.cpp (loading/gguf/export.py)
 GGUF_DTYPES = ("gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 DTYPES = ("float32", "bfloat16", "float16", "int8", *GGUF_DTYPES)
-# llama.cpp's KV cache for each exported type: float32 keeps gguf-f32 exact; the 4- and 8-bit types keep
-# it in q8_0 (half of f16, what brings both seed models under 10 GiB; its drift is far below theirs)
-GGUF_KV_CACHE = {"gguf-f32": "f32", "gguf-f16": "f16", "gguf-q8_0": "q8_0", "gguf-q4_k_m": "q8_0"}
+# llama.cpp's KV cache for each exported type: float32 keeps gguf-f32 exact; the others keep f16, as
+# llama.cpp does by default: a q8_0 cache (half the memory) needs flash attention, which evaluated a
+# prompt 2x slower at a 1000-token context on a 2-core EPYC (docs/conversations.md, bench/conversation.py --kv-types)
+GGUF_KV_CACHE = {"gguf-f32": "f32", "gguf-f16": "f16", "gguf-q8_0": "f16", "gguf-q4_k_m": "f16"}
 # the one context budget: tokens of conversation llama.cpp allocates KV cache for at load unless a model's
 # `context` says otherwise (Ollama's long-time default; lets both seed models fit 10 GiB, docs/memory.md),
 # and the KV cache the transformers estimate budgets for (a long conversation)

@@ -150,11 +150,11 @@ def test_gguf_is_sized_from_its_tensor_table():
 
 def test_llamacpp_kv_cache_is_sized_by_the_models_context_and_cache_type():
     """llama.cpp reserves its whole context at load: the estimate grows with `context` by the KV
-    cache's own size per token (q8_0 for the quantized exports, float32 for gguf-f32)."""
+    cache's own size per token (f16 for the quantized exports, float32 for gguf-f32)."""
     assert count_parameters(QWEN_7B_CHAT).kv_per_token == 262_144  # K and V x 32 layers x 32 heads of 128
-    # 2048 more tokens: 262_144 values a token; q8_0 stores 32 values in 34 bytes, f32 in 128
+    # 2048 more tokens: 262_144 values a token; f16 stores 2 bytes a value, f32 4
     q4 = {n: estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=n).resident_bytes for n in (2048, 4096)}
-    assert q4[4096] - q4[2048] == 570_425_344  # 2048 x 262_144 x 34 / 32
+    assert q4[4096] - q4[2048] == 1_073_741_824  # 2048 x 262_144 x 2
     f32 = {n: estimate(QWEN_7B_CHAT, "gguf-f32", context=n).resident_bytes for n in (2048, 4096)}
     assert f32[4096] - f32[2048] == 2_147_483_648  # 2048 x 262_144 x 4
     default = estimate(QWEN_7B_CHAT, "gguf-q4_k_m", context=CONTEXT_TOKENS).resident_bytes

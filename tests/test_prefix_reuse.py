@@ -108,6 +108,12 @@ def fresh_reply(backend, messages, params=GREEDY) -> str:
 
 
 def encode(backend, messages):
+    """The prompt ids a reply is asked with: the format's, with earlier replies' generated ids spliced in."""
+    return backend.prompt_ids(messages)
+
+
+def format_ids(backend, messages):
+    """The chat format's own ids: every reply re-encoded from its text."""
     return backend.prompt.encode(messages) if hasattr(backend, "prompt") else backend.chat_format.encode(messages)
 
 
@@ -138,7 +144,7 @@ def test_turns_regenerate_stop_and_edit_equal_fresh_replies_and_evaluate_only_ne
     finally:
         counter.close()
     assert script[3][1].finish_reason == "stopped"
-    held: list[list[int]] = []  # what some cache may hold: each earlier prompt (replies re-encode differently)
+    held: list[list[int]] = []  # what some cache may hold: each earlier prompt
     for (messages, update), evaluated in zip(script, counter.counts):
         ids = encode(backend, messages)
         best = max((common_prefix(h, ids) for h in held), default=0)
@@ -146,10 +152,12 @@ def test_turns_regenerate_stop_and_edit_equal_fresh_replies_and_evaluate_only_ne
         assert (update.metrics.prompt_tokens, evaluated) == (len(ids), len(ids) - reused)
         assert reused >= min(best, len(ids) - 1)  # at least every earlier prompt's shared part
         held.append(ids)
-    # not re-read: the previous prompt at the next turn, all but one id at Regenerate
-    assert script[1][1].metrics.reused_tokens >= len(encode(backend, script[0][0]))
+    # not re-read: the previous prompt and reply at the next turn (its generated ids, whatever its
+    # text re-encodes to: reply_ids.py), all but one id at Regenerate
+    for before, after in ((0, 1), (3, 4)):
+        replied = len(encode(backend, script[before][0])) + script[before][1].metrics.new_tokens - 1
+        assert script[after][1].metrics.reused_tokens >= replied
     assert script[2][1].metrics.reused_tokens == len(encode(backend, script[2][0])) - 1
-    assert script[4][1].metrics.reused_tokens >= len(encode(backend, script[3][0]))
     # the edit invalidates everything after it
     assert script[5][1].metrics.reused_tokens < len(encode(backend, [user("The sky is green because")]))
     for messages, update in script:
@@ -210,3 +218,27 @@ def test_saved_caches_take_the_longest_prefix_and_drop_the_least_recently_used()
     assert (entry.state, n) == ("e", 2) and caches.held() == [1, 40]
     entry, n = caches.take(e[:30])  # Regenerate at an earlier point of this conversation: taken
     assert (entry.state, n) == ("e", 30) and caches.held() == [1]
+
+
+def test_reply_ids_are_spliced_only_after_their_own_prompt_and_for_their_own_text(tiny_backend):
+    """backends/reply_ids.py: a reply's generated ids replace its re-encoded text in the next prompt,
+    and nothing is spliced where the conversation before it or the reply's text was edited."""
+    b = tiny_backend
+    m1 = [user("The sky is blue because")]
+    p1 = b.prompt_ids(m1)
+    generated = [i for ch in "Hello there" for i in b.text_ids(ch)]  # one id per character
+    text = b.tokenizer.decode(generated)
+    assert generated != b.text_ids(text)  # its re-encoding differs: what the splice is for
+    b.replies.remember(text, p1, generated + list(b.chat_format.stop_token_ids[:1]), b.chat_format.stop_token_ids)
+    try:
+        m2 = m1 + [assistant(text), user("Write a short poem about the sea.")]
+        ids, plain = b.prompt_ids(m2), format_ids(b, m2)
+        assert ids[: len(p1) + len(generated)] == p1 + generated
+        tail = len(plain) - len(p1) - len(b.text_ids(text))
+        assert ids[len(p1) + len(generated) :] == plain[-tail:]  # the template's end of turn and the new message
+        edited_before = [user("The sky is green because")] + m2[1:]
+        edited_reply = m1 + [assistant(text + "!"), m2[2]]
+        for messages in (edited_before, edited_reply):
+            assert b.prompt_ids(messages) == format_ids(b, messages)
+    finally:
+        b.replies = type(b.replies)()

@@ -181,7 +181,8 @@ class TokenSink:
 def torch_decode(model, ids: list[int], params, stop, stop_ids, streamer, length: drafts.DraftLength,
                  cache=None, cached: int = 0):
     """A reply through `drafts.decode` on a transformers model, streamed like generate() streams it;
-    `cache` holds the first `cached` prompt ids already. Returns the cache and the ids it holds."""
+    `cache` holds the first `cached` prompt ids already. Returns the cache and the prompt and reply ids
+    (the cache holds all but the last)."""
     import torch
 
     from llm_compare.backends.sampling import NextToken  # reason: transformers
@@ -191,7 +192,7 @@ def torch_decode(model, ids: list[int], params, stop, stop_ids, streamer, length
     drafts.decode(lm.evaluate, lm.keep, NextToken(params), ids, params.max_new_tokens, set(stop_ids), stop,
                   sink, length)
     streamer.end()
-    return lm.cache, ids + sink.tokens[:-1]
+    return lm.cache, ids + sink.tokens
 
 
 class EndOfGeneration:

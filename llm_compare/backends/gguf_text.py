@@ -67,3 +67,7 @@ class GgufPrompt:
         return self.llm.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
+
+    def decode(self, ids) -> str:
+        """Ids back to text, specials as their text (reply_ids.py checks what a splice replaces)."""
+        return self.llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")

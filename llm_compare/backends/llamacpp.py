@@ -38,6 +38,7 @@ from llm_compare.backends.kv_states import SavedCaches, prepare_llama
 from llm_compare.backends.llamacpp_amx import llama_kwargs
 from llm_compare.backends.llamacpp_eval import common_prefix, evaluate_blocks, held_ids
 from llm_compare.backends.llamacpp_exported import generate_ids
+from llm_compare.backends.reply_ids import ReplyIds
 from llm_compare.errors import UserError
 from llm_compare.loading.gguf.header import trained_context
 from llm_compare.loading.memory import APP_BYTES, available_bytes, count_gguf, saved_caches_budget
@@ -106,6 +107,7 @@ class LlamaCppBackend(Backend):
         self._count_lock = threading.Lock()
         self.reuse = True  # False: every prompt is evaluated in full (bench/conversation.py's baseline)
         self.saved = SavedCaches(saved_caches_budget(self.context_kv_bytes(), available_bytes()))
+        self.replies = ReplyIds()  # each reply's generated ids, spliced into the next prompt (reply_ids.py)
 
     def context_kv_bytes(self) -> int:
         """KV cache of one full context of this model in its cache type (a saved conversation's ceiling)."""
@@ -185,7 +187,11 @@ class LlamaCppBackend(Backend):
         return len(self.prompt_ids(messages))
 
     def prompt_ids(self, messages: Messages) -> list[int]:
-        return list(self.prompt.encode(messages))
+        if self.text is not None:
+            decode = self.text.tokenizer.decode
+        else:
+            decode = self.prompt.decode
+        return self.replies.encode(lambda m: list(self.prompt.encode(m)), decode, messages)
 
     def text_ids(self, text: str) -> list[int]:
         """Through the directory's tokenizer for an exported model, else the GGUF's own (llama.cpp)."""
@@ -260,11 +266,12 @@ class LlamaCppBackend(Backend):
 
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
                threads: int | None = None) -> Iterator[Chunk]:
-        ids = self.prompt.encode(messages)
+        ids = self.prompt_ids(messages)
         n_threads = threads or threads_for_stream(self.thread_spec, 1, self.best_threads())
         length = draft_length(self)
 
         reused: list[int] = [0]  # set by the worker before its first chunk
+        generated: list[int] = []  # the reply's ids, filled by the worker
 
         def generate(emit):
             import llama_cpp
@@ -280,19 +287,22 @@ class LlamaCppBackend(Backend):
                 reused[0] = prepare_llama(llm, ids, self.saved, self.reuse)
                 if self.text is not None:
                     llama_cpp_threads(llm, n_threads)
-                    generate_ids(llm, ids, params, stop, self.text, emit_counted, length)
+                    generate_ids(llm, ids, params, stop, self.text, emit_counted, length, generated)
                 else:
-                    self._generate(llm, ids, params, stop, n_threads, emit_counted, length)
+                    self._generate(llm, ids, params, stop, n_threads, emit_counted, length, generated)
             finally:
                 self._idle.put(llm)
 
-        first = True
+        first, reply = True, ""
         for text, tokens, first_at, drafted, ran_with in run_in_worker(generate, stop, f"llamacpp-{self.spec.name}"):
             yield Chunk(text=text, tokens=tokens, first_token_at=first_at, prompt_tokens=len(ids) if first else None,
                         threads=ran_with, drafted=drafted, reused_tokens=reused[0] if first else None)
-            first = False
+            first, reply = False, reply + text
+        stops = self.text.chat_format.stop_token_ids if self.text is not None else ()
+        self.replies.remember(self.finish_text(reply), ids, generated, stops)
 
-    def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit, length=None) -> None:
+    def _generate(self, llm, ids, params: GenerationParams, stop, n_threads: int, emit, length=None,
+                  generated: list[int] | None = None) -> None:
         import llama_cpp
 
         llama_cpp_threads(llm, n_threads)
@@ -309,6 +319,8 @@ class LlamaCppBackend(Backend):
         def put(token: int, drafted: bool = False) -> None:
             nonlocal first_at
             first_at = first_at or time.perf_counter()
+            if generated is not None:
+                generated.append(token)
             emit((pieces.feed(token), 1, first_at, int(drafted)))
 
         if length is not None:  # drafts from the conversation, verified by llama.cpp's own sampler chain

@@ -61,10 +61,12 @@ def text_side(source, spec) -> TextSide:
     return TextSide(tok, fmt, context, configured_generation(gen) if gen is not None else {})
 
 
-def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None) -> None:
+def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: TextSide, emit, length=None,
+                 generated: list[int] | None = None) -> None:
     """Evaluate the prompt, then pick and emit tokens until a stop id, max_new_tokens or `stop`, one
     per step or several per step from verified drafts (`drafts.decode`; `length`: a DraftLength, or
-    None for none). Emits (text, tokens, first_token_at, drafted) like the plain llama.cpp path."""
+    None for none). Emits (text, tokens, first_token_at, drafted) like the plain llama.cpp path;
+    `generated` gets the reply's ids."""
     from llm_compare.backends.sampling import NextToken  # reason: torch and transformers
 
     # torch only picks the token: one thread, so no second OpenMP team spins beside llama.cpp's
@@ -75,6 +77,8 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
     def put(token: int, drafted: bool) -> None:
         nonlocal first_at
         first_at = first_at or time.perf_counter()
+        if generated is not None:
+            generated.append(token)
         emit((decoder.feed(token), 1, first_at, int(drafted)))
 
     if stop.is_set():
@@ -89,7 +93,7 @@ def generate_ids(llm, ids: list[int], params: GenerationParams, stop, text: Text
 
 def kv_cache_kwargs(dtype: str, head_dim: int) -> dict:
     """llama.cpp context options for an exported type's KV cache (specs.GGUF_KV_CACHE says which and why).
-    f32 keeps flash attention off (an f16 KV cache alone moves logits by ~1e-3); a quantized V cache
-    needs it on, and heads whose width is a whole number of q8_0 blocks (32 values) — else f16."""
+    Flash attention only where a quantized (q8_0) V cache needs it, which also needs heads whose width
+    is a whole number of q8_0 blocks (32 values) — else f16: on a CPU it evaluates long prompts slower."""
     kind = kv_cache_type(dtype, head_dim=head_dim)
-    return {"type_k": GGML_TYPES[kind].id, "type_v": GGML_TYPES[kind].id, "flash_attn": kind != "f32"}
+    return {"type_k": GGML_TYPES[kind].id, "type_v": GGML_TYPES[kind].id, "flash_attn": kind == "q8_0"}

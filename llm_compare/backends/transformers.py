@@ -31,6 +31,7 @@ from llm_compare.backends.base import (Backend, Chunk, LogitBlock, Messages, blo
                                        run_in_worker)
 from llm_compare.backends.drafting import TorchForward, draft_length, measured_probe, torch_decode
 from llm_compare.backends.kv_states import SavedCaches, is_another
+from llm_compare.backends.reply_ids import ReplyIds
 from llm_compare.backends.sampling import SeededSampler
 from llm_compare.loading.memory import available_bytes, saved_caches_budget
 from llm_compare.loading.size_model import kv_cache_bytes, kv_cache_type
@@ -227,6 +228,7 @@ class TransformersBackend(Backend):
         self._draft_probe: dict | None = None
         self.reuse = True  # False: every prompt is evaluated in full (bench/conversation.py's baseline)
         self.saved = SavedCaches(conversation_budget(self.model))
+        self.replies = ReplyIds()  # each reply's generated ids, spliced into the next prompt (reply_ids.py)
 
     def best_threads(self) -> int:
         """Measured once per machine, size and dtype, and again once llama.cpp ran here (shared OpenMP)."""
@@ -278,7 +280,7 @@ class TransformersBackend(Backend):
         return len(self.prompt_ids(messages))
 
     def prompt_ids(self, messages: Messages) -> list[int]:
-        return list(self.chat_format.encode(messages))
+        return self.replies.encode(lambda m: list(self.chat_format.encode(m)), self.tokenizer.decode, messages)
 
     def text_ids(self, text: str) -> list[int]:
         return plain_ids(self.tokenizer, text, split_specials=True)
@@ -307,13 +309,14 @@ class TransformersBackend(Backend):
 
     def stream(self, messages: Messages, params: GenerationParams, stop: threading.Event,
                threads: int | None = None) -> Iterator[Chunk]:
-        ids = self.chat_format.encode(messages)
+        ids = self.prompt_ids(messages)
         input_ids = torch.tensor([ids], dtype=torch.long)
         streamer = CountingStreamer(self.tokenizer)
         kwargs = generation_kwargs(self.chat_format, self.tokenizer, params)
         n_threads = threads or threads_for_stream(self.spec, 1, self.best_threads())
         length = draft_length(self)
         cache, reused = cache_for(self.saved, ids) if self.reuse else (None, 0)
+        generated: list[int] = []  # the reply's ids, set by the worker
 
         def generate(_emit):  # the streamer is the channel back: it feeds its own queue
             use_torch_threads(n_threads)  # per worker; see threads.use_torch_threads
@@ -331,16 +334,18 @@ class TransformersBackend(Backend):
                         **kwargs,
                     )
                     kept, sequence = out.past_key_values, out.sequences[0].tolist()
+            generated.extend(sequence[len(ids) :])
             if self.reuse:
                 keep_cache(self.saved, kept, sequence)
 
-        first = True
+        first, reply = True, ""
         for text, n, ran_with, drafted in run_in_worker(generate, stop, f"generate-{self.spec.name}",
                                                         out=streamer.text_queue):
             yield Chunk(text=text, tokens=n, first_token_at=streamer.first_token_at,
                         prompt_tokens=len(ids) if first else None, threads=ran_with, drafted=drafted,
                         reused_tokens=reused if first else None)
-            first = False
+            first, reply = False, reply + text
+        self.replies.remember(self.finish_text(reply), ids, generated, self.chat_format.stop_token_ids)
 
     def finish_text(self, text: str) -> str:
         return self.chat_format.clean_reply(text)
