@@ -31,20 +31,26 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import header, run_heading, write_tables  # noqa: E402
-from seven_b import SEEDS, fit, long_prompt, prepare  # noqa: E402
+from seven_b import SEEDS, WORDS, fit, prepare  # noqa: E402
 
 
 PATHS = ("gguf-q4_k_m", "llama.cpp", "transformers bf16", "llama_cpp.server")
 LOCAL = PATHS[:3]
 FULL_DEPTH = {"ChatGLM3-6B": 28, "Qwen-7B-Chat": 32}
-FOLLOW_UPS = ["Now say it again in other words, please.", "Could you add one more detail?",
-              "Summarise all of that in a list.", "Which part matters most, and why?"]
+LEADS = ["Please read this text and answer briefly.", "Now say it again in other words, please.",
+         "Could you add one more detail?", "Summarise all of that in a list.", "Which part matters most, and why?"]
 
 
 def user_turns(fmt, turns: int, tokens: int) -> list[str]:
-    """`turns` user messages of about `tokens` tokens each, all different."""
-    first = long_prompt(fmt, tokens)[0]["content"]
-    return [f"{FOLLOW_UPS[(i - 1) % len(FOLLOW_UPS)]} {first}" if i else first for i in range(turns)]
+    """`turns` user messages, all different, each `tokens` tokens long as formatted alone (to the
+    word): every turn brings the same new work, so turn 5 ÷ turn 1 measures only what the past costs."""
+    out = []
+    for i in range(turns):
+        words = [LEADS[i % len(LEADS)]]
+        while len(fmt.encode([{"role": "user", "content": " ".join(words)}])) < tokens:
+            words.append(WORDS[(len(words) + i) % len(WORDS)])
+        out.append(" ".join(words))
+    return out
 
 
 def reply(backend, messages, params) -> dict:
