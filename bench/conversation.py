@@ -183,10 +183,11 @@ def run_child(directory: Path, path: str, args) -> dict:
 
 def best_of(runs: list[dict]) -> dict:
     """Per turn, the least disturbed of the repeated runs (the machine is shared)."""
-    out = {}
-    for key in runs[0]:
-        out[key] = [dict(turns[0], first_s=min(t["first_s"] for t in turns)) for turns in zip(*(r[key] for r in runs))]
-    return out
+    def least(turns):  # a run that returned no token (None) counts only if every run did
+        times = [t["first_s"] for t in turns if t["first_s"] is not None]
+        return min(times) if times else None
+
+    return {key: [dict(turns[0], first_s=least(turns)) for turns in zip(*(r[key] for r in runs))] for key in runs[0]}
 
 
 def first_token(results: dict, path: str, key: str, layers) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from llm_compare.backends.transformers import MatvecLinear, TransformersBackend,
 from llm_compare.loading import load_model
 from llm_compare.params import GenerationParams
 from llm_compare.specs import ModelSpec
+from llm_compare.threads import use_torch_threads
 
 MESSAGES = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 
@@ -82,9 +84,15 @@ def test_greedy_reply_unchanged_by_matvec_decode_and_the_head_sees_standard_stri
     spec = ModelSpec(name="smollm2-bf16", source="embedded:smollm2", dtype="bfloat16", threads=1)
     loaded = load_model(spec)
     ids = torch.tensor([loaded.chat_format.encode(MESSAGES)])
-    with torch.inference_mode():
-        plain = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
-                                      min_new_tokens=24, do_sample=False, pad_token_id=0)
+
+    def generate_plainly():  # with the backend's one thread: a bf16 sum split another way may flip a near tie
+        use_torch_threads(spec.threads)
+        with torch.inference_mode():
+            return loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
+                                         min_new_tokens=24, do_sample=False, pad_token_id=0)
+
+    with ThreadPoolExecutor(1) as worker:
+        plain = worker.submit(generate_plainly).result()
     backend = TransformersBackend(spec, loaded)  # switches the linears where mv pays on this CPU
     switched = [m for m in backend.model.modules() if isinstance(m, MatvecLinear)]
     assert all(matvec_pays(m.out_features, m.in_features) for m in switched)
