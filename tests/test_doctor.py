@@ -156,7 +156,7 @@ def test_saved_conversation_budget_is_whole_contexts_capped_by_free_ram(capsys, 
 def test_doctor_sizes_llama_cpp_at_the_models_context(capsys, seed_dirs, tmp_path):
     """A model's `context` is the KV cache llama.cpp reserves at load: every figure doctor gives for it
     moves with it (the model's line, its GGUF types, the default pair), by K and V of every layer and
-    token in the export's cache type (q8_0: 34 bytes per 32 values; f32: 4 bytes)."""
+    token in the export's cache type (f16 for the quantized exports: 2 bytes per value; f32: 4 bytes)."""
     import re
 
     from safetensors.torch import save_file
@@ -177,7 +177,7 @@ def test_doctor_sizes_llama_cpp_at_the_models_context(capsys, seed_dirs, tmp_pat
             (r"gguf-f32 ≈([\d.]+) GiB RAM", types),
             (r"default pair q4 \+ bf16: ≈([\d.]+) GiB together", out))]
     values = 2 * QWEN_7B_CHAT["num_hidden_layers"] * QWEN_7B_CHAT["num_attention_heads"] * QWEN_7B_CHAT["kv_channels"]
-    q8_0, f32 = (values * (8192 - 2048) * per_value / 2**30 for per_value in (34 / 32, 4))
+    f16, f32 = (values * (8192 - 2048) * per_value / 2**30 for per_value in (2, 4))
     grown = [after - before for before, after in zip(figures[2048], figures[8192])]
-    for got, expected in zip(grown, (q8_0, q8_0, f32, q8_0)):
+    for got, expected in zip(grown, (f16, f16, f32, f16)):
         assert abs(got - expected) <= 0.11  # two figures rounded to 0.1 GiB
