@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import header, run_heading, write_tables  # noqa: E402
-from seven_b import SEEDS, WORDS, fit, prepare  # noqa: E402
+from seven_b import SEEDS, fit, long_prompt, prepare  # noqa: E402
 
 
 PATHS = ("gguf-q4_k_m", "llama.cpp", "transformers bf16", "llama_cpp.server")
@@ -44,13 +44,7 @@ LEADS = ["Please read this text and answer briefly.", "Now say it again in other
 def user_turns(fmt, turns: int, tokens: int) -> list[str]:
     """`turns` user messages, all different, each `tokens` tokens long as formatted alone (to the
     word): every turn brings the same new work, so turn 5 ÷ turn 1 measures only what the past costs."""
-    out = []
-    for i in range(turns):
-        words = [LEADS[i % len(LEADS)]]
-        while len(fmt.encode([{"role": "user", "content": " ".join(words)}])) < tokens:
-            words.append(WORDS[(len(words) + i) % len(WORDS)])
-        out.append(" ".join(words))
-    return out
+    return [long_prompt(fmt, tokens, lead=LEADS[i % len(LEADS)], step=1)[0]["content"] for i in range(turns)]
 
 
 def reply(backend, messages, params) -> dict:

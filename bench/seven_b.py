@@ -43,11 +43,12 @@ DTYPE = {"transformers bf16": "bfloat16", "transformers fp32": "float32", "trans
 WORDS = "the quick brown fox jumps over a lazy dog while seven wise owls watch from old oak trees".split()
 
 
-def long_prompt(fmt, n: int) -> list[dict]:
-    """A user message whose formatted prompt is about `n` tokens."""
-    words = []
+def long_prompt(fmt, n: int, lead: str = "", step: int = 8) -> list[dict]:
+    """A user message whose formatted prompt is about `n` tokens: `lead`, then filler words added
+    `step` at a time (1: to the word)."""
+    words = [lead] if lead else []
     while len(fmt.encode([{"role": "user", "content": " ".join(words)}])) < n:
-        words += WORDS[len(words) % len(WORDS) : len(words) % len(WORDS) + 8]
+        words += WORDS[len(words) % len(WORDS) : len(words) % len(WORDS) + step]
     return [{"role": "user", "content": " ".join(words)}]
 
 
