@@ -113,8 +113,16 @@ def measure_turn_costs(hidden: int, mlp: int, dtypes=CANDIDATES) -> dict:
     return out
 
 
+MATVEC_INPUTS = 64  # inputs mv must match F.linear on, bitwise (a few differing sums show up in 1 of ~15)
+MATVEC_GAIN = 0.8  # mv must take at most this share of F.linear's time: a 5 % margin flipped with noise
+
+
 def measure_matvec(out_features: int, in_features: int) -> dict:
-    """bf16 one-row product at this shape: `torch.mv` vs `F.linear` time, and whether they agree bitwise."""
+    """bf16 one-row product at this shape: `torch.mv` vs `F.linear` time, and whether they agree bitwise.
+
+    The two kernels may sum in another order; then a few outputs land on the other side of a bf16
+    rounding step, for about 1 input in 15 at SmolLM2's 1536 -> 576 on a Zen 4 (3 inputs all agreed,
+    and the greedy reply changed). So equality is checked on MATVEC_INPUTS inputs (up to ~1 s)."""
     import torch
     import torch.nn.functional as F
 
@@ -122,13 +130,18 @@ def measure_matvec(out_features: int, in_features: int) -> dict:
         use_torch_threads(cpu_cores())
         gen = torch.Generator().manual_seed(0)
         w = (torch.randn(out_features, in_features, generator=gen) * 0.02).bfloat16()
-        xs = [torch.randn(in_features, generator=gen).bfloat16() for _ in range(3)]
+        x0 = torch.randn(in_features, generator=gen).bfloat16()
         with torch.inference_mode():
-            equal = all(torch.equal(torch.mv(w, x), F.linear(x[None], w)[0]) for x in xs)
-            mv_s = _timed(lambda: torch.mv(w, xs[0]), budget_s=0.1)
-            linear_s = _timed(lambda: F.linear(xs[0][None], w), budget_s=0.1)
+            equal, start = True, time.perf_counter()
+            for i in range(MATVEC_INPUTS):
+                x = x0 if i == 0 else torch.randn(in_features, generator=gen).bfloat16()
+                equal = torch.equal(torch.mv(w, x), F.linear(x[None], w)[0])
+                if not equal or (i >= 8 and time.perf_counter() - start > 1.0):
+                    break
+            mv_s = _timed(lambda: torch.mv(w, x0), budget_s=0.1)
+            linear_s = _timed(lambda: F.linear(x0[None], w), budget_s=0.1)
         return {"mv_s": mv_s, "linear_s": linear_s, "bitwise_equal": equal,
-                "use_mv": equal and mv_s < 0.95 * linear_s}
+                "use_mv": equal and mv_s < MATVEC_GAIN * linear_s}
 
     return _in_thread(run)
 
@@ -138,7 +151,7 @@ def matvec_pays(out_features: int, in_features: int) -> bool:
 
     Both vary by CPU: on a Zen 4 with avx512_bf16, mv differed from F.linear in a few elements at
     4096 -> 11008 (not at 4096 -> 4096), on AVX2-only CPUs it matched everywhere tried."""
-    key = machine_key("matvec", torch_kernels(), f"{out_features}x{in_features}")
+    key = machine_key("matvec", torch_kernels(), f"{out_features}x{in_features}", f"inputs{MATVEC_INPUTS}", f"gain{MATVEC_GAIN}")
     return bool(cached_probe("matvec", key, lambda: measure_matvec(out_features, in_features))["use_mv"])
 
 

@@ -58,10 +58,10 @@ def test_matvec_is_used_only_where_measured_faster_and_bitwise_equal(cache, monk
     assert cpu_probe.matvec_pays(32, 16) and not cpu_probe.matvec_pays(16, 32)
 
 
-@pytest.mark.parametrize("mv_s, linear_s, pays", [(1.0, 2.0, True), (0.96, 1.0, False), (2.0, 1.0, False)])
+@pytest.mark.parametrize("mv_s, linear_s, pays", [(1.0, 2.0, True), (0.85, 1.0, False), (2.0, 1.0, False)])
 def test_matvec_is_picked_only_when_bitwise_equal_and_clearly_faster(monkeypatch, mv_s, linear_s, pays):
-    """Timings scripted (mv first, then F.linear): faster by more than 5 % pays; the equality is
-    checked here on the weights the measurement builds (seed 0), independently of it."""
+    """Timings scripted (mv first, then F.linear): faster by more than 20 % pays; the equality is
+    checked here on the weights and inputs the measurement builds (seed 0), independently of it."""
     import torch
     import torch.nn.functional as F
 
@@ -70,9 +70,24 @@ def test_matvec_is_picked_only_when_bitwise_equal_and_clearly_faster(monkeypatch
     found = cpu_probe.measure_matvec(160, 96)
     gen = torch.Generator().manual_seed(0)
     w = (torch.randn(160, 96, generator=gen) * 0.02).bfloat16()
-    xs = [torch.randn(96, generator=gen).bfloat16() for _ in range(3)]
+    xs = [torch.randn(96, generator=gen).bfloat16() for _ in range(cpu_probe.MATVEC_INPUTS)]
     equal = all(torch.equal(torch.mv(w, x), F.linear(x[None], w)[0]) for x in xs)
     assert found == {"mv_s": mv_s, "linear_s": linear_s, "bitwise_equal": equal, "use_mv": pays and equal}
+
+
+def test_matvec_called_bitwise_equal_holds_on_other_inputs():
+    """At SmolLM2's down projection (1536 -> 576) mv and F.linear sum differently on some CPUs (a Zen 4:
+    1 input in ~15 differs): where the probe calls them equal, 40 inputs it never saw agree too."""
+    import torch
+    import torch.nn.functional as F
+
+    found = cpu_probe.measure_matvec(576, 1536)
+    gen = torch.Generator().manual_seed(1)
+    w = (torch.randn(576, 1536, generator=torch.Generator().manual_seed(0)) * 0.02).bfloat16()
+    with torch.inference_mode():
+        unequal = sum(not torch.equal(torch.mv(w, x), F.linear(x[None], w)[0])
+                      for x in (torch.randn(1536, generator=gen).bfloat16() for _ in range(40)))
+    assert not found["bitwise_equal"] or unequal == 0
 
 
 def test_a_probe_measured_while_other_processes_load_the_cpu_is_not_kept(tmp_path, monkeypatch):
