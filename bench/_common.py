@@ -68,10 +68,11 @@ def run_heading(argv: list[str] | None = None) -> str:
             f"commit {git_commit()} · load average {os.getloadavg()[0]:.1f} at start · `{command}`")
 
 
-def write_tables(path: str | Path, script: str, heading: str, lines: list[str], title: str) -> None:
+def write_tables(path: str | Path, script: str, heading: str, lines: list[str], title: str, part: str = "") -> None:
     """`heading` and `lines` between `script`'s markers in the docs page at `path` (the prose around
-    them stays); a page without the markers gets them at its end, a new page gets `title` first."""
-    name = Path(script).name
+    them stays); a page without the markers gets them at its end, a new page gets `title` first.
+    `part` names one of several blocks a bench writes (a model measured in its own run)."""
+    name = Path(script).name + (f" {part}" if part else "")
     start, end = f"<!-- bench/{name} -->", f"<!-- /bench/{name} -->"
     block = "\n".join([start, "", heading, "", *lines, "", end])
     path = Path(path)

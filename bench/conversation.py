@@ -326,7 +326,10 @@ def main() -> None:
                     *kv_types(file, args.turn_tokens, 1000 - args.turn_tokens, max(args.repeat, 3))]
             print("\n".join(part), flush=True)
             lines += part
-        print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        lines.append(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+        print(lines[-1])
+        if args.markdown:
+            write_tables(args.markdown, __file__, heading, lines, "Conversations at seed size", part="kv-types")
         return
     for name in args.models:
         results: dict = {"depth": FULL_DEPTH[name]}
@@ -338,12 +341,10 @@ def main() -> None:
                     print(f"# {name} {layers} layer(s) {path}: done (load {os.getloadavg()[0]:.1f})", flush=True)
             results[layers] = {path: best_of(r) for path, r in runs.items()}
             (Path(args.workdir) / f"results-{name}-{layers}.json").write_text(json.dumps(results[layers]))
-        part = report(name, results, args.paths)
+        part = [*report(name, results, args.paths), f"\nload average {os.getloadavg()[0]:.1f} after {name}"]
         print("\n".join(part), flush=True)
-        lines += part
-    lines.append(f"\nload average {os.getloadavg()[0]:.1f} at the end")
-    if args.markdown:
-        write_tables(args.markdown, __file__, heading, lines, "Conversations at seed size")
+        if args.markdown:  # a block per model: a model re-measured alone replaces only its own tables
+            write_tables(args.markdown, __file__, heading, part, "Conversations at seed size", part=name)
 
 
 if __name__ == "__main__":

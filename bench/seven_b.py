@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header  # noqa: E402
+from _common import header, run_heading, write_tables  # noqa: E402
 from memory import CHATGLM3_6B, QWEN_7B_CHAT, build_checkpoint  # noqa: E402
 
 from llm_compare.machine import cpu_model  # noqa: E402
@@ -176,9 +176,10 @@ def tables_from_log(path: str, bandwidth: float) -> None:
         report(name, config[layers_key], sorted(layers[name]), {k: best(v) for k, v in rows.items()}, bandwidth, paths)
 
 
-def report(name: str, full: int, layers, rows: dict, bandwidth: float, paths) -> None:
+def report(name: str, full: int, layers, rows: dict, bandwidth: float, paths) -> list[str]:
     """Measured tok/s per layer count, the fit to full depth (n/a when noise made the per-layer cost
-    come out negative), ratios to raw llama.cpp Q4_K_M at the deepest measured and the full depth."""
+    come out negative), ratios to raw llama.cpp Q4_K_M at the deepest measured and the full depth:
+    the table's markdown lines."""
     proj = {}
     for path in paths:
         per = [rows[path, L] for L in layers]
@@ -189,11 +190,11 @@ def report(name: str, full: int, layers, rows: dict, bandwidth: float, paths) ->
     raw = "raw llama.cpp Q4_K_M"
     deep = layers[-1]
     prompt = rows[paths[0], layers[0]]["prompt"]
-    print(f"\n### {name}: {'/'.join(map(str, layers))} layers measured, projected to {full}\n")
-    print("| path | " + " | ".join(f"tok/s L={L}" for L in layers) + f" | vs raw Q4_K_M at L={deep} "
-          f"| tok/s L={full} (proj.) | vs raw Q4_K_M | weights L={full} | of {bandwidth / 1e9:.1f} GB/s "
-          f"| first token, {prompt:.0f}-token prompt, L={full} (proj.) |")
-    print("|---" * (len(layers) + 7) + "|")
+    lines = [f"### {name}: {'/'.join(map(str, layers))} layers measured, projected to {full}", "",
+             "| path | " + " | ".join(f"tok/s L={L}" for L in layers) + f" | vs raw Q4_K_M at L={deep} "
+             f"| tok/s L={full} (proj.) | vs raw Q4_K_M | weights L={full} | of {bandwidth / 1e9:.1f} GB/s "
+             f"| first token, {prompt:.0f}-token prompt, L={full} (proj.) |",
+             "|---" * (len(layers) + 7) + "|"]
     for path in paths:
         decode, first, weights = proj[path]
         cells = " | ".join(f"{1 / rows[path, L]['decode_s']:.2f}" for L in layers)
@@ -203,7 +204,9 @@ def report(name: str, full: int, layers, rows: dict, bandwidth: float, paths) ->
         else:
             full_cells = (f"{1 / decode:.2f} | {proj[raw][0] / decode:.2f}× | {weights / 1e9:.2f} GB "
                           f"| {weights / decode / bandwidth:.0%}")
-        print(f"| {path} | {cells} | {at_deep:.2f}× | {full_cells} | {first:.0f} s |")
+        lines.append(f"| {path} | {cells} | {at_deep:.2f}× | {full_cells} | {first:.0f} s |")
+    print("\n" + "\n".join(lines))
+    return lines + [""]
 
 
 def main() -> None:
@@ -218,6 +221,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="runs per path, round-robin; the best is reported")
     p.add_argument("--from-log", help="re-print the tables from an earlier run's output (with --bandwidth-gbs)")
     p.add_argument("--bandwidth-gbs", type=float, help="the bandwidth that run measured, GB/s")
+    p.add_argument("--markdown", help="also write the tables to this docs page (e.g. docs/performance.md)")
     p.add_argument("--child", nargs=2, metavar=("DIR", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -228,11 +232,14 @@ def main() -> None:
     dirs = prepare(args)
     if args.prepare:
         return
+    heading = run_heading()
     header("seed-size models: every path, projected to full depth")
     print(f"# CPU: {cpu_model()}; {args.tokens} greedy tokens per path, one process per path")
     from memory_bandwidth import bandwidths
 
     bandwidth = max(bandwidths(1024, 5).values())
+    lines = [f"{args.tokens} greedy tokens per path, best of {args.repeat} round-robin run(s), one process per "
+             f"path; the bandwidth ceiling ({bandwidth / 1e9:.1f} GB/s) measured in the same run.", ""]
     for name in args.models:
         config, layers_key = SEEDS[name]
         runs = {}
@@ -242,7 +249,9 @@ def main() -> None:
                     runs.setdefault((path, layers), []).append(run_child(dirs[name, layers], path, args))
                     print(f"#   {name} L={layers} {path}: {json.dumps(runs[path, layers][-1])}", flush=True)
         rows = {key: best(values) for key, values in runs.items()}
-        report(name, config[layers_key], args.layers, rows, bandwidth, args.paths)
+        lines += report(name, config[layers_key], args.layers, rows, bandwidth, args.paths)
+    if args.markdown:
+        write_tables(args.markdown, __file__, heading, lines, "Performance")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,17 @@ def test_tables_replace_only_their_own_block(tmp_path):
     assert text.index("HEAD 2") < text.index("closing prose") < text.index("HEAD B")  # rewritten in place
 
 
+def test_a_bench_writes_one_block_per_part(tmp_path):
+    """A model measured in a run of its own replaces its own tables, not another model's."""
+    page = tmp_path / "page.md"
+    _common.write_tables(page, "bench/c.py", "RUN 1", ["| qwen 1 |"], "C", part="Qwen")
+    _common.write_tables(page, "bench/c.py", "RUN 2", ["| glm 2 |"], "C", part="GLM")
+    _common.write_tables(page, "bench/c.py", "RUN 3", ["| qwen 3 |"], "C", part="Qwen")
+    text = page.read_text()
+    assert "| qwen 1 |" not in text and text.index("| qwen 3 |") < text.index("| glm 2 |")
+    assert "RUN 2" in text and "<!-- bench/c.py GLM -->" in text and "<!-- /bench/c.py Qwen -->" in text
+
+
 def test_every_bench_with_markdown_writes_through_the_helper():
     """A bench offering --markdown heads and writes its tables with _common's helpers, not its own."""
     writers = []

@@ -18,7 +18,7 @@ from llm_compare.ui.handlers import CompareView, Pane
 from llm_compare.ui.leaderboard_tab import BoardView, add_leaderboard_tab
 from llm_compare.ui.report_tab import add_report_tab
 from llm_compare.ui.session import SIDES, AppContext, Conversation, format_stats
-from llm_compare.ui.widgets import heading, initial_picks, vote_row
+from llm_compare.ui.widgets import heading, initial_picks, max_new_tokens_slider, vote_row
 
 CSS = """
 #chat-a, #chat-b { min-height: 380px; }
@@ -124,8 +124,7 @@ def settings_controls() -> dict:
     system = gr.Textbox(label="System prompt", lines=2, elem_id="system")
     with gr.Row():
         sliders = {
-            "max_new_tokens": gr.Slider(1, 2048, value=defaults.max_new_tokens, step=1, label="Max new tokens",
-                                        elem_id="max-new-tokens"),
+            "max_new_tokens": max_new_tokens_slider("max-new-tokens", defaults.max_new_tokens),
             "temperature": gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="Temperature"),
             "top_p": gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="Top-p"),
         }

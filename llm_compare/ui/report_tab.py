@@ -13,12 +13,12 @@ from pathlib import Path
 import gradio as gr
 
 from llm_compare.errors import UserError
-from llm_compare.params import GenerationParams, settings_from_input
+from llm_compare.params import settings_from_input
 from llm_compare.presets import groups
 from llm_compare.report import run_suite, write_report
 from llm_compare.report_verdict import judge_report, verdict_status
 from llm_compare.ui.session import AppContext
-from llm_compare.ui.widgets import initial_picks, notice
+from llm_compare.ui.widgets import initial_picks, max_new_tokens_slider, notice
 
 INTRO = ("Run a prompt group through two models, one at a time (fair timing), and get "
          "`report.md` + `report.html`. Every pair is stored as a blind battle to vote on. With a judge, a "
@@ -38,8 +38,7 @@ def add_report_tab(ctx: AppContext, concurrency: int = 1) -> None:
             model_a = gr.Dropdown(ctx.choices(), value=picks["a"], label="Model A", elem_id="rp-model-a")
             model_b = gr.Dropdown(ctx.choices(), value=picks["b"], label="Model B", elem_id="rp-model-b")
         with gr.Row():
-            max_new = gr.Slider(1, 2048, value=GenerationParams().max_new_tokens, step=1, label="Max new tokens",
-                                elem_id="rp-max-new-tokens")
+            max_new = max_new_tokens_slider("rp-max-new-tokens")
             greedy = gr.Checkbox(True, label="Greedy (reproducible)", elem_id="rp-greedy")
             judge = gr.Dropdown([(NO_JUDGE, NO_JUDGE), *ctx.choices()], value=NO_JUDGE, label="Judge",
                                 allow_custom_value=True, elem_id="rp-judge",

@@ -1,8 +1,11 @@
-"""What more than one tab shows: a pane's heading and the row of four vote buttons."""
+"""What more than one tab shows: a pane's heading, the row of four vote buttons, the max-new-tokens slider."""
 
 from __future__ import annotations
 
 import gradio as gr
+
+from llm_compare.params import GenerationParams
+from llm_compare.specs import CONTEXT_TOKENS
 
 VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
 VOTE_IDS = {"a": "vote-a", "b": "vote-b", "tie": "vote-tie", "bothbad": "vote-bad"}
@@ -32,3 +35,9 @@ def vote_buttons(buttons: dict, enabled: bool) -> dict:
 def notice(e: Exception | str) -> gr.Error:
     """A UserError about the whole request, as a Gradio notice (no traceback in the log)."""
     return gr.Error(str(e), print_exception=False)
+
+
+def max_new_tokens_slider(elem_id: str, value: int | None = None) -> gr.Slider:
+    """Up to the default context: a longer reply than that is bounded by the context anyway."""
+    value = GenerationParams().max_new_tokens if value is None else value
+    return gr.Slider(1, CONTEXT_TOKENS, value=value, step=1, label="Max new tokens", elem_id=elem_id)
