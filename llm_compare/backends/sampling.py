@@ -10,6 +10,24 @@ from transformers import LogitsProcessor, RepetitionPenaltyLogitsProcessor
 from llm_compare.params import GenerationParams
 
 
+NUCLEUS_CANDIDATES = (64, 1024)  # top-k sizes tried for the top-p set before a sort of the whole vocabulary
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids, their probabilities, zero outside) of top-p sampling's set for one row: the most probable
+    tokens whose probabilities reach `top_p` (the smallest such set, as transformers' TopPLogitsWarper).
+
+    The set is usually a few tokens: it is looked for among the top 64 (then 1024) before the whole
+    vocabulary is sorted. A full sort of a 49152-token row took 3.2 ms and sampling from all of it
+    1 ms, against 0.1 ms here: 10 % of a SmolLM2 decode step, paid again for every drafted position."""
+    for k in (*(c for c in NUCLEUS_CANDIDATES if c < probs.shape[-1]), probs.shape[-1]):
+        top, ids = torch.topk(probs, k) if k < probs.shape[-1] else torch.sort(probs, descending=True)
+        before = top.cumsum(-1) - top
+        if k == probs.shape[-1] or float(before[-1] + top[-1]) > top_p:  # what lies beyond is dropped
+            return ids, top.masked_fill(before > top_p, 0.0)
+    raise AssertionError("unreachable")
+
+
 class SeededSampler(LogitsProcessor):
     """Temperature + top-p sampling from a private generator; leaves a one-hot for greedy search."""
 
@@ -22,16 +40,16 @@ class SeededSampler(LogitsProcessor):
             self.generator.manual_seed(seed)
 
     def __call__(self, input_ids, scores):
-        logits = scores.float() / self.temperature
-        probs = torch.softmax(logits, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, order = torch.sort(probs, descending=True)
-            drop = (sorted_p.cumsum(-1) - sorted_p) > self.top_p  # keep the smallest set reaching top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-        choice = torch.multinomial(probs, 1, generator=self.generator)
         out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, choice, 0.0)
+        for row, logits in enumerate(scores.float()):
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            if self.top_p < 1.0:
+                ids, kept = nucleus(probs, self.top_p)
+                choice = ids[torch.multinomial(kept, 1, generator=self.generator)]
+            else:
+                choice = torch.multinomial(probs, 1, generator=self.generator)
+            out[row, choice] = 0.0
+        return out
 
 
 class NextToken:
@@ -46,9 +64,8 @@ class NextToken:
     def __call__(self, logits, history: list[int]) -> int:
         """The next token from one row of logits (numpy from llama.cpp, or a torch row from transformers)."""
         scores = (logits.float() if isinstance(logits, torch.Tensor) else torch.from_numpy(logits))[None]
-        ids = torch.tensor([history], dtype=torch.long)
         if self.penalty is not None:
-            scores = self.penalty(ids, scores)
+            scores = self.penalty(torch.tensor([history], dtype=torch.long), scores)
         if self.sampler is not None:
-            scores = self.sampler(ids, scores)
+            scores = self.sampler(None, scores)  # the sampler reads no ids
         return int(scores[0].argmax())
